@@ -1,0 +1,284 @@
+"""The LAM pipeline end to end: model and image in, a typed `LamResult` out.
+
+`Analyzer` holds one model (loaded, inspected and normalised once) and the programs built for it,
+so reports and notebooks analysing many images and windows pay for each program once. `analyze`
+is the one-call form.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from . import image as images
+from .detector import OBJECTIVE, append_detector, check_window, window_mask
+from .errors import InputError, NumericalError
+from .integration import integrate
+from .metrics import abs_normalise, diffusion_index, gini
+from .model import INPUT, OUTPUT, ModelInfo, fix_input_shape, normalise, open_model, output_dims
+from .paths import PATHS, make_path
+from .program import GradientProgram, build_program, infer_scale, load_program
+from .runtime import Session, create_session
+
+MAX_AUTO_BATCH = 10  # beyond this a CPU gains nothing measurable and memory grows linearly
+
+
+@dataclass(frozen=True)
+class Window:
+    """The analysed window: top-left column `x`, row `y`, side `size`, in SR-output pixels."""
+
+    x: int
+    y: int
+    size: int = 16
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """Σ A against D(F(x)) − D(F(baseline)): equal up to the Riemann-sum error of the path."""
+
+    attribution_sum: float
+    objective_delta: float
+
+
+@dataclass(frozen=True)
+class LamResult:
+    """Everything one LAM analysis produced; `to_json()` is what `result.json` holds."""
+
+    attribution: np.ndarray       # M, float32 h×w, abs-normalised
+    gradient: np.ndarray          # A, float32 C×h×w, signed
+    di: float
+    gini: float
+    window: Window
+    scale: int
+    lr_size: tuple[int, int]
+    path: str
+    sigma: float
+    fold: int
+    kernel_size: int
+    completeness: Completeness
+    nan_gradients: int
+    lr_image: np.ndarray          # float32 C×h×w in [0, 1], RGB: what the model saw
+    sr_image: np.ndarray          # float32 C×H×W, as the model returned it (in [0, 1] convention)
+    model: str
+    model_sha256: str
+    image: str
+    provider: str
+    seconds: float
+    batch_size: int
+    value_range: float
+    channel_order: str
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = {
+            "di": self.di, "gini": self.gini,
+            "window": {"x": self.window.x, "y": self.window.y, "size": self.window.size},
+            "scale": self.scale, "lr_size": list(self.lr_size),
+            "sr_size": [int(self.sr_image.shape[1]), int(self.sr_image.shape[2])],
+            "path": self.path, "sigma": self.sigma, "fold": self.fold, "kernel_size": self.kernel_size,
+            "model": self.model, "model_sha256": self.model_sha256, "image": self.image,
+            "provider": self.provider, "seconds": round(self.seconds, 4), "batch_size": self.batch_size,
+            "value_range": self.value_range, "channel_order": self.channel_order,
+            "completeness": {"attribution_sum": self.completeness.attribution_sum,
+                             "objective_delta": self.completeness.objective_delta},
+            "nan_gradients": self.nan_gradients,
+        }
+        data.update(self.extra)
+        return data
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def _activation_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of every intermediate value of a shape-inferred batch-1 model."""
+    total = 0
+    for v in model.graph.value_info:
+        dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
+        if dims and all(d > 0 for d in dims):
+            total += int(np.prod(dims)) * 4
+    return total
+
+
+class Analyzer:
+    """One model, ready to analyse images: `Analyzer("model.onnx").run("photo.png", window=(x, y))`."""
+
+    def __init__(self, model: str | Path, *, device: str = "auto", value_range: float | None = None,
+                 bgr: bool | None = None, batch_size: int | None = None, cache: bool = True):
+        self.model_path = str(model)
+        self.source, self.info = open_model(model)
+        if value_range is not None and value_range not in (1.0, 255.0):
+            raise InputError(f"--value-range must be 1 or 255; got {value_range:g}")
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1; got {batch_size}")
+        self.value_range = self.info.value_range if value_range is None else float(value_range)
+        self.channel_order = self.info.channel_order if bgr is None else ("bgr" if bgr else "rgb")
+        self.device = device
+        self.batch_size = batch_size
+        self.cache = cache
+        self.normalised = normalise(self.source, self.info, self.value_range, self.channel_order == "bgr")
+        self._forward: Session | None = None
+        self._programs: dict[tuple, GradientProgram] = {}
+        self._scale: int | None = None
+
+    # --- model facts --------------------------------------------------------------------------
+    @property
+    def scale(self) -> int:
+        """The integer scale, from shape inference at the file's size (or 32×32), else a test run."""
+        if self._scale is None:
+            h, w = self.info.fixed_size or (32, 32)
+            fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w))
+            dims = output_dims(fixed)
+            if dims and all(isinstance(d, int) and d > 0 for d in dims[2:]):
+                self._scale = infer_scale(h, w, dims[2], dims[3])
+            else:
+                sr = self.forward(np.zeros((self.info.channels, h, w), np.float32))[0]
+                self._scale = infer_scale(h, w, sr.shape[1], sr.shape[2])
+        return self._scale
+
+    def forward(self, lr: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """F(x) (C×H×W) and D(F(x)) for one LR image (C×h×w) and an optional window mask."""
+        if self._forward is None:
+            self._forward = create_session(append_detector(self.normalised).SerializeToString(), self.device)
+        c, h, w = lr.shape
+        if mask is None:
+            mask = np.zeros((h * (self._scale or 1) - 1, w * (self._scale or 1) - 1), np.float32)
+        try:
+            sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32), "lam_mask": mask[None, None]})
+        except Exception as exc:
+            if self._scale is None:  # the probe run: the mask's size is not known yet
+                sr = self._forward.session.run([OUTPUT], {INPUT: lr[None].astype(np.float32),
+                                                          "lam_mask": np.zeros((1, 1, 1, 1), np.float32)})[0]
+                return sr[0], float("nan")
+            raise InputError(f"{self.model_path}: the model failed on a {w}×{h} input: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
+        return sr[0], float(objective[0])
+
+    def _auto_batch(self, fold: int, h: int, w: int) -> int:
+        if self.info.fixed_batch not in (None, 1):
+            return self.info.fixed_batch
+        if self.batch_size is not None:
+            return min(self.batch_size, fold)
+        fixed = fix_input_shape(self.normalised, (1, self.info.channels, h, w))
+        per_element = 3 * _activation_bytes(fixed) + 1  # activations kept, adjoints, temporaries
+        budget = int(0.4 * _available_memory())
+        return int(max(1, min(MAX_AUTO_BATCH, fold, budget // per_element)))
+
+    def program(self, h: int, w: int, fold: int) -> GradientProgram:
+        """The gradient program for LR size h×w, batched as the model and memory allow."""
+        batch = self._auto_batch(fold, h, w)
+        key = (batch, h, w)
+        if key not in self._programs:
+            try:
+                self._programs[key] = self._build(batch, h, w)
+            except InputError:
+                if batch == 1 or self.batch_size is not None or self.info.fixed_batch not in (None, 1):
+                    raise
+                # The file fixes (or silently assumes) a batch of 1: run the steps one at a time.
+                self._programs[key] = self._programs.get((1, h, w)) or self._build(1, h, w)
+        return self._programs[key]
+
+    def _build(self, batch: int, h: int, w: int) -> GradientProgram:
+        return build_program((self.source, self.info), batch, h, w, self.value_range,
+                             self.channel_order == "bgr", cache=self.cache, device=self.device)
+
+    # --- the analysis -------------------------------------------------------------------------
+    def prepare(self, image: str | Path | np.ndarray, lr: bool = False) -> np.ndarray:
+        """The LR input (float32 C×h×w in [0, 1]) for an image file or array, per spec §1."""
+        pixels = images.read_image(image) if isinstance(image, (str, Path)) else images.from_array(image)
+        pixels = images.match_channels(pixels, self.info.channels)
+        x = images.to_unit(pixels) if lr else images.prepare_lr(pixels, self.scale)
+        fixed = self.info.fixed_size
+        if fixed and tuple(x.shape[1:]) != fixed:
+            need = f"{fixed[1]}×{fixed[0]}" if lr else f"{fixed[1] * self.scale}×{fixed[0] * self.scale}"
+            raise InputError(f"{self.model_path} takes LR input {fixed[1]}×{fixed[0]} only (fixed in the file); "
+                             f"the image gives {x.shape[2]}×{x.shape[1]}: crop it to {need}, "
+                             "or export the model with dynamic height and width")
+        return x
+
+    def run(self, image: str | Path | np.ndarray, window: tuple[int, int] | Window, size: int = 16, *,
+            lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50, kernel_size: int = 9,
+            program: str | Path | GradientProgram | None = None,
+            progress: Callable[[int, int], None] | None = None) -> LamResult:
+        """LAM of the window at `window` = (x, y) (SR pixels, top-left) of side `size` on `image`."""
+        start = time.perf_counter()
+        win = window if isinstance(window, Window) else Window(int(window[0]), int(window[1]), int(size))
+        _check_parameters(path, sigma, fold, kernel_size)
+        x = self.prepare(image, lr)
+        c, h, w = x.shape
+        s = self.scale
+        H, W = h * s, w * s
+        check_window(H, W, win.x, win.y, win.size)
+        mask = window_mask(H, W, win.x, win.y, win.size)
+        sr, objective_input = self.forward(x, mask)
+        if not np.all(np.isfinite(sr)):
+            raise NumericalError(f"{self.model_path}: the model's output holds NaN or inf for this image")
+        prog = self._program_for(program, h, w, fold)
+        steps = make_path(x, path, sigma, fold, kernel_size)
+        _, objective_baseline = self.forward(steps.baseline, mask)
+        result = integrate(prog, steps, mask, self.device, progress)
+        M = abs_normalise(result.attribution)
+        if not np.all(np.isfinite(M)):
+            raise NumericalError("the attribution map is not finite")
+        return LamResult(
+            attribution=M, gradient=result.attribution, di=diffusion_index(M), gini=gini(M), window=win,
+            scale=s, lr_size=(h, w), path=path, sigma=float(sigma), fold=int(fold), kernel_size=int(kernel_size),
+            completeness=Completeness(float(result.attribution.astype(np.float64).sum()),
+                                      float(objective_input - objective_baseline)),
+            nan_gradients=result.nan_gradients, lr_image=x, sr_image=sr, model=self.model_path,
+            model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
+            provider=prog.session(self.device).provider, seconds=time.perf_counter() - start,
+            batch_size=prog.batch, value_range=self.value_range, channel_order=self.channel_order)
+
+    def _program_for(self, program, h: int, w: int, fold: int) -> GradientProgram:
+        if program is None:
+            return self.program(h, w, fold)
+        prog = program if isinstance(program, GradientProgram) else load_program(program)
+        k = prog.key
+        if k.source_sha256 != self.info.sha256:
+            raise InputError(f"the program was built from another model (sha256 {k.source_sha256[:12]}…, "
+                             f"this one is {self.info.sha256[:12]}…); export it again from this model")
+        if (k.channels, k.height, k.width) != (self.info.channels, h, w):
+            raise InputError(f"the program is for LR input {k.width}×{k.height}, the image gives {w}×{h}; "
+                             f"export a program with --size {h} {w}")
+        if (k.value_range, k.channel_order) != (self.value_range, self.channel_order):
+            raise InputError(f"the program was exported for value range {k.value_range:g} / {k.channel_order}, "
+                             f"this run uses {self.value_range:g} / {self.channel_order}")
+        return prog
+
+
+def _check_parameters(path: str, sigma: float, fold: int, kernel_size: int) -> None:
+    if path not in PATHS:
+        raise InputError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+    if fold < 1:
+        raise InputError(f"--fold must be at least 1; got {fold}")
+    if not sigma >= 0:
+        raise InputError(f"--sigma must be ≥ 0; got {sigma}")
+    if kernel_size < 1:
+        raise InputError(f"--kernel-size must be at least 1; got {kernel_size}")
+
+
+def analyze(model: str | Path, image: str | Path | np.ndarray, window: tuple[int, int], size: int = 16, *,
+            lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50, kernel_size: int = 9,
+            batch_size: int | None = None, device: str = "auto", value_range: float | None = None,
+            bgr: bool | None = None, program: str | Path | None = None,
+            progress: Callable[[int, int], None] | None = None) -> LamResult:
+    """Local attribution map of `model` for the window at `window` = (x, y) of side `size` on `image`.
+
+    See `Analyzer.run`; this builds an Analyzer for a single call.
+    """
+    analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size)
+    return analyzer.run(image, window, size, lr=lr, path=path, sigma=sigma, fold=fold,
+                        kernel_size=kernel_size, program=program, progress=progress)

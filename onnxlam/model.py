@@ -1,0 +1,318 @@
+"""Model inspection: what an ONNX file is, and the normalised form every later stage works on.
+
+The normalised model takes `lam_input` (N×C×h×w, float32, RGB, values in [0, 1]) and returns
+`lam_sr` (N×C×H×W in the same convention), whatever range, channel order and float type the file
+itself uses: conversions are graph nodes, so gradients flow through them exactly.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import InputError
+
+INPUT = "lam_input"
+OUTPUT = "lam_sr"
+MIN_OPSET = 13  # Slice/ReduceSum with tensor operands; older models are converted up
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and dims (int, or str for a symbolic one) of a graph input or output."""
+
+    name: str
+    elem_type: int
+    dims: tuple
+
+    @property
+    def type_name(self) -> str:
+        return TensorProto.DataType.Name(self.elem_type).lower()
+
+    def shape_text(self) -> str:
+        return "×".join(str(d) if d is not None else "?" for d in self.dims)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `inspect_model` learns from a model without running it."""
+
+    path: str
+    sha256: str
+    input: TensorSpec
+    output: TensorSpec
+    opset: int
+    channels: int
+    value_range: float
+    channel_order: str
+    parameters: int
+    op_histogram: dict = field(default_factory=dict)
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch the file fixes (e.g. 1 for a dynamo export), or None when it is dynamic."""
+        d = self.input.dims[0]
+        return d if isinstance(d, int) else None
+
+    @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The LR (h, w) the file fixes, or None when height or width is dynamic."""
+        h, w = self.input.dims[2:]
+        return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+    @property
+    def dynamic_dims(self) -> list[str]:
+        names = ("batch", "channels", "height", "width")
+        return [n for n, d in zip(names, self.input.dims) if not isinstance(d, int)]
+
+
+def file_sha256(path: str | Path, model: onnx.ModelProto | None = None) -> str:
+    """sha256 of the model file, folding in its external-data files (so `sha256sum` agrees when none)."""
+    path = Path(path)
+    digest = hashlib.sha256(path.read_bytes())
+    if model is not None:
+        locations = sorted({entry.value for t in _all_initializers(model.graph)
+                            for entry in t.external_data if entry.key == "location"})
+        for loc in locations:
+            digest.update((path.parent / loc).read_bytes())
+    return digest.hexdigest()
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file with its external data; a missing or corrupt file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf raises DecodeError, onnx raises several kinds
+        raise InputError(f"cannot read {path} as an ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+def _all_initializers(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_initializers(attr.g)
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple:
+    shape = value.type.tensor_type.shape
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim)
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    return TensorSpec(value.name, value.type.tensor_type.elem_type, _dims(value))
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def inspect_model(model: onnx.ModelProto, path: str | Path = "<memory>", sha256: str = "") -> ModelInfo:
+    """Check that `model` is a single-image SR network and describe it.
+
+    One float image input N×C×h×w (C = 1 or 3) and one float image output of the same channels.
+    Initializers listed as inputs (old exporters did that) are not inputs.
+    """
+    graph = model.graph
+    weights = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in weights]
+    where = f"{path}"
+    if len(inputs) != 1:
+        names = ", ".join(v.name for v in inputs) or "none"
+        raise InputError(f"{where}: not a single-image SR model: it has {len(inputs)} inputs ({names}); "
+                         "onnxlam needs exactly one image input")
+    if len(graph.output) != 1:
+        names = ", ".join(v.name for v in graph.output)
+        raise InputError(f"{where}: not a single-image SR model: it has {len(graph.output)} outputs "
+                         f"({names}); export the SR image alone")
+    inp, out = _spec(inputs[0]), _spec(graph.output[0])
+    for role, spec in (("input", inp), ("output", out)):
+        if spec.elem_type not in FLOAT_TYPES:
+            raise InputError(f"{where}: not a single-image SR model: its {role} '{spec.name}' is "
+                             f"{spec.type_name}, not a float image")
+        if len(spec.dims) != 4:
+            raise InputError(f"{where}: not a single-image SR model: its {role} '{spec.name}' has "
+                             f"shape {spec.shape_text() or 'unknown'}; onnxlam needs N×C×H×W")
+    channels = inp.dims[1]
+    if channels not in (1, 3):
+        raise InputError(f"{where}: the input '{inp.name}' has {channels} channels; onnxlam analyses "
+                         "1-channel (luma) or 3-channel (RGB) models")
+    if out.dims[1] not in (channels, None) and not isinstance(out.dims[1], str):
+        raise InputError(f"{where}: the output has {out.dims[1]} channels but the input {channels}")
+    meta = _metadata(model)
+    value_range = _parse_range(meta.get("onnxlam.value_range", "1"), f"{where} metadata onnxlam.value_range")
+    order = meta.get("onnxlam.channel_order", "rgb").lower()
+    if order not in ("rgb", "bgr"):
+        raise InputError(f"{where}: metadata onnxlam.channel_order is {order!r}; expected rgb or bgr")
+    histogram = collections.Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+                                    for n in _all_nodes(graph))
+    params = sum(int(np.prod(t.dims)) for t in _all_initializers(graph))
+    return ModelInfo(path=str(path), sha256=sha256, input=inp, output=out, opset=_opset(model),
+                     channels=channels, value_range=value_range, channel_order=order,
+                     parameters=params, op_histogram=dict(histogram.most_common()))
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+
+
+def _parse_range(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{what} is {text!r}; expected 1 or 255") from None
+    if value not in (1.0, 255.0):
+        raise InputError(f"{what} is {text!r}; expected 1 or 255")
+    return value
+
+
+def open_model(path: str | Path) -> tuple[onnx.ModelProto, ModelInfo]:
+    """Load and inspect a model file."""
+    model = load_model(path)
+    return model, inspect_model(model, path, file_sha256(path, model))
+
+
+# --- normalisation --------------------------------------------------------------------------
+
+def to_float32(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A float16/bfloat16 model rewritten to compute in float32 (weights, casts, declared types)."""
+    low = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    _graph_to_float32(model.graph, low)
+    return model
+
+
+def _tensor_to_float32(t: onnx.TensorProto) -> None:
+    array = numpy_helper.to_array(t).astype(np.float32)
+    t.CopyFrom(numpy_helper.from_array(array, t.name))
+
+
+def _graph_to_float32(graph: onnx.GraphProto, low) -> None:
+    for t in graph.initializer:
+        if t.data_type in low:
+            _tensor_to_float32(t)
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if value.type.tensor_type.elem_type in low:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in low:
+                _tensor_to_float32(attr.t)
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                _graph_to_float32(attr.g, low)
+            elif attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT and attr.i in low:
+                attr.i = TensorProto.FLOAT
+
+
+def normalise(model: onnx.ModelProto, info: ModelInfo, value_range: float | None = None,
+              bgr: bool | None = None) -> onnx.ModelProto:
+    """The model as `lam_input` → `lam_sr`: float32, RGB, [0, 1], opset ≥ 13.
+
+    `value_range` and `bgr` override what the model's metadata says. For a 255-range model the
+    input is multiplied by 255 and the output divided by it; for a BGR model both are flipped.
+    """
+    value_range = info.value_range if value_range is None else value_range
+    bgr = info.channel_order == "bgr" if bgr is None else bgr
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if info.opset < MIN_OPSET:
+        try:
+            m = onnx.version_converter.convert_version(m, MIN_OPSET)
+        except Exception as exc:
+            raise InputError(f"{info.path}: opset {info.opset} could not be converted to "
+                             f"{MIN_OPSET} ({exc}); re-export the model with opset ≥ {MIN_OPSET}") from None
+    to_float32(m)
+    graph = m.graph
+    weights = {t.name for t in graph.initializer}
+    kept = [v for v in graph.input if v.name not in weights]
+    del graph.input[:]
+    graph.input.extend(kept)
+    src_in, src_out = info.input.name, info.output.name
+    pre, post = [], []
+    x = INPUT
+    if bgr:
+        pre += _flip_channels(x, "lam_input_bgr")
+        x = "lam_input_bgr"
+    if value_range != 1.0:
+        pre += _scale(x, "lam_input_scaled", value_range)
+        x = "lam_input_scaled"
+    pre.append(helper.make_node("Identity", [x], [src_in], name="lam_input_to_model"))
+    y = src_out
+    if value_range != 1.0:
+        post += _scale(y, "lam_sr_unscaled", 1.0 / value_range)
+        y = "lam_sr_unscaled"
+    if bgr:
+        post += _flip_channels(y, "lam_sr_rgb")
+        y = "lam_sr_rgb"
+    post.append(helper.make_node("Identity", [y], [OUTPUT], name="lam_sr_from_model"))
+    nodes = pre + list(graph.node) + post
+    del graph.node[:]
+    graph.node.extend(nodes)
+    old_in = graph.input[0]
+    new_in = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, list(_dims(old_in)))
+    new_out = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(_dims(graph.output[0])))
+    del graph.input[:]
+    graph.input.append(new_in)
+    del graph.output[:]
+    graph.output.append(new_out)
+    return m
+
+
+def _scale(src: str, dst: str, factor: float) -> list:
+    const = helper.make_node("Constant", [], [dst + "_factor"],
+                             value=numpy_helper.from_array(np.array(factor, np.float32)))
+    return [const, helper.make_node("Mul", [src, dst + "_factor"], [dst])]
+
+
+def _flip_channels(src: str, dst: str) -> list:
+    consts = [helper.make_node("Constant", [], [f"{dst}_{k}"],
+                               value=numpy_helper.from_array(np.array([v], np.int64)))
+              for k, v in (("starts", -1), ("ends", -(2**63) + 1), ("axes", 1), ("steps", -1))]
+    return consts + [helper.make_node("Slice", [src] + [f"{dst}_{k}" for k in ("starts", "ends", "axes", "steps")],
+                                      [dst])]
+
+
+def fix_input_shape(model: onnx.ModelProto, dims: tuple[int, int, int, int]) -> onnx.ModelProto:
+    """A copy with `lam_input` fixed to `dims`, old value_info dropped and shapes inferred (strictly).
+
+    onnx-ad needs every shape known. An inference failure here usually means the file bakes another
+    shape into its constants (a batch of 1 in a Reshape, say): an InputError the caller may act on.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inp = m.graph.input[0]
+    del inp.type.tensor_type.shape.dim[:]
+    for d in dims:
+        inp.type.tensor_type.shape.dim.add().dim_value = d
+    for out in m.graph.output:
+        del out.type.tensor_type.shape.dim[:]  # re-inferred from the new input
+        out.type.tensor_type.ClearField("shape")
+    del m.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise InputError(f"the model does not accept input of shape {'×'.join(map(str, dims))} "
+                         f"({str(exc).splitlines()[0][:300]})") from None
+
+
+def output_dims(model: onnx.ModelProto, name: str = OUTPUT) -> tuple | None:
+    for v in list(model.graph.output) + list(model.graph.value_info):
+        if v.name == name and v.type.tensor_type.HasField("shape"):
+            return _dims(v)
+    return None

@@ -1,0 +1,244 @@
+"""The gradient program: one ONNX model computing D(F(x)) and ∇_x D(F(x)) for a batch of images.
+
+Built from the normalised model (see `model.normalise`) by fixing the input shape, appending the
+LAM detector (`detector.py`), inferring every shape and differentiating `lam_objective` with respect
+to `lam_input` with `onnx_ad.reverse`. A batch element's objective depends on that element alone,
+so one seed of ones per element gives every element's gradient in one reverse pass.
+
+Programs are cached on disk (see `cache.py`) and checked once, when built, against a central
+finite difference along a random direction.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ad
+
+from ._version import __version__ as onnxlam_version
+from .cache import ProgramCache
+from .detector import MASK, OBJECTIVE, append_detector
+from .errors import InputError, NumericalError
+from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model
+from .runtime import Session, create_session
+
+FORMAT = "1"
+SEED = "adj_" + OBJECTIVE
+GRADIENT = "adj_" + INPUT
+DETECTOR = "gradient-magnitude sum over a runtime window mask (LAM-SPEC §2)"
+FD_TOLERANCE = 1e-2  # relative; float32 central differences of a deep net, at two step sizes
+
+
+@dataclass(frozen=True)
+class ProgramKey:
+    """What a program depends on: the source model and the conventions and shapes it was built for."""
+
+    source_sha256: str
+    batch: int
+    channels: int
+    height: int
+    width: int
+    value_range: float
+    channel_order: str
+
+    def slug(self) -> str:
+        return (f"{self.source_sha256[:32]}-b{self.batch}-c{self.channels}-{self.height}x{self.width}"
+                f"-r{self.value_range:g}-{self.channel_order}-ad{onnx_ad.__version__}-f{FORMAT}")
+
+
+@dataclass
+class GradientProgram:
+    """A built (or loaded) gradient program and the facts recorded with it."""
+
+    model: onnx.ModelProto
+    key: ProgramKey
+    scale: int
+    fd_error: float | None = None
+    build_seconds: float = 0.0
+    _sessions: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def batch(self) -> int:
+        return self.key.batch
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.key.height * self.scale, self.key.width * self.scale
+
+    def session(self, device: str = "auto") -> Session:
+        if device not in self._sessions:
+            self._sessions[device] = create_session(self.model.SerializeToString(), device)
+        return self._sessions[device]
+
+    def objective_and_gradient(self, x: np.ndarray, mask: np.ndarray, device: str = "auto"):
+        """D per batch element ([B]) and ∇_x D ([B, C, h, w]) for images `x` and window masks `mask`."""
+        seed = np.ones((x.shape[0], 1), np.float32)
+        objective, gradient = self.session(device).run(
+            {INPUT: np.ascontiguousarray(x, np.float32), MASK: np.ascontiguousarray(mask, np.float32),
+             SEED: seed})
+        return objective, gradient[..., 0]
+
+    def metadata(self) -> dict[str, str]:
+        k = self.key
+        H, W = self.output_size
+        return {"onnxlam.program_format": FORMAT, "onnxlam.version": onnxlam_version,
+                "onnxlam.onnx_ad_version": onnx_ad.__version__, "onnxlam.source_sha256": k.source_sha256,
+                "onnxlam.input_shape": f"{k.batch},{k.channels},{k.height},{k.width}",
+                "onnxlam.output_shape": f"{k.batch},{k.channels},{H},{W}", "onnxlam.scale": str(self.scale),
+                "onnxlam.value_range": f"{k.value_range:g}", "onnxlam.channel_order": k.channel_order,
+                "onnxlam.detector": DETECTOR,
+                "onnxlam.fd_relative_error": "" if self.fd_error is None else f"{self.fd_error:.3e}"}
+
+    def save(self, path: str | Path) -> None:
+        """Write the program with its metadata (source sha256, shapes, detector, check result)."""
+        m = onnx.ModelProto()
+        m.CopyFrom(self.model)
+        del m.metadata_props[:]
+        onnx.helper.set_model_props(m, self.metadata())
+        onnx.save(m, str(path))
+
+
+def program_key(info: ModelInfo, batch: int, height: int, width: int, value_range: float | None = None,
+                bgr: bool | None = None) -> ProgramKey:
+    value_range = info.value_range if value_range is None else value_range
+    order = info.channel_order if bgr is None else ("bgr" if bgr else "rgb")
+    return ProgramKey(info.sha256, batch, info.channels, height, width, value_range, order)
+
+
+def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: int, height: int, width: int,
+                  value_range: float | None = None, bgr: bool | None = None, cache: bool = True,
+                  verify: bool = True, device: str = "auto") -> GradientProgram:
+    """The gradient program of `model` for input batch×C×height×width, from the cache when there.
+
+    A program is verified against finite differences before it is first used (and cached); a
+    mismatch is a NumericalError naming the model.
+    """
+    source, info = open_model(model) if isinstance(model, (str, Path)) else model
+    key = program_key(info, batch, height, width, value_range, bgr)
+    store = ProgramCache() if cache else None
+    if store is not None:
+        cached = store.load(key)
+        if cached is not None:
+            return cached
+    start = time.perf_counter()
+    graph = gradient_graph(source, info, key)
+    scale = _scale_of(graph, key)
+    program = GradientProgram(graph, key, scale)
+    if verify:
+        check_batch_independence(program, info, device)
+        program.fd_error = check_finite_differences(program, device)
+        if not program.fd_error <= FD_TOLERANCE:
+            raise NumericalError(
+                f"{info.path}: the gradient program disagrees with finite differences (relative error "
+                f"{program.fd_error:.2e} > {FD_TOLERANCE:.0e}); please report this model to onnxlam")
+    program.build_seconds = time.perf_counter() - start
+    if store is not None:
+        store.save(program)
+    return program
+
+
+def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) -> onnx.ModelProto:
+    """Normalise, fix shapes, append the detector, infer shapes and differentiate."""
+    normalised = normalise(source, info, key.value_range, key.channel_order == "bgr")
+    fixed = fix_input_shape(normalised, (key.batch, key.channels, key.height, key.width))
+    with_detector = append_detector(fixed, keep_sr=False)
+    try:
+        with_detector = onnx.shape_inference.infer_shapes(with_detector, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise InputError(f"{info.path}: shape inference failed after appending the detector: {exc}") from None
+    try:
+        return onnx_ad.reverse(with_detector, inputs=[INPUT], outputs=[OBJECTIVE], layout="onnx")
+    except onnx_ad.UnsupportedOperator as exc:
+        raise InputError(f"{info.path}: cannot differentiate the model: {exc}") from None
+
+
+def _scale_of(graph: onnx.ModelProto, key: ProgramKey) -> int:
+    """The scale, read off the mask input, whose (H−1)×(W−1) follows the inferred SR output."""
+    mask = next(v for v in graph.graph.input if v.name == MASK)
+    hm1, wm1 = (d.dim_value for d in mask.type.tensor_type.shape.dim[2:])
+    return infer_scale(key.height, key.width, hm1 + 1, wm1 + 1)
+
+
+def infer_scale(h: int, w: int, H: int, W: int) -> int:
+    """The integer scale factor, the same on both axes, or an InputError."""
+    if H % h or W % w or H // h != W // w or H // h < 1:
+        raise InputError(f"the model maps {w}×{h} to {W}×{H}: onnxlam needs an integer scale factor "
+                         "that is the same for both axes")
+    return H // h
+
+
+def check_finite_differences(program: GradientProgram, device: str = "auto", seed: int = 0) -> float:
+    """Relative error of the program's directional derivative against central finite differences.
+
+    Random image in [0.2, 0.8], a 16×16 window at the centre of every batch element, and a random
+    direction leaning on the gradient's signs (`v = sign(g)·u + n`, u uniform, n Gaussian): a purely
+    random direction averages the derivative away and leaves float32 rounding to compare. The smaller
+    error over two step sizes counts, since one step may straddle a kink (ReLU) that the other does not.
+    """
+    k = program.key
+    rng = np.random.default_rng(seed)
+    H, W = program.output_size
+    x = rng.uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
+    mask = np.zeros((k.batch, 1, H - 1, W - 1), np.float32)
+    size = min(16, H - 1, W - 1)
+    top, left = (H - 1 - size) // 2, (W - 1 - size) // 2
+    mask[:, :, top:top + size, left:left + size] = 1.0
+    objective, gradient = program.objective_and_gradient(x, mask, device)
+    if not (np.all(np.isfinite(objective)) and np.all(np.isfinite(gradient))):
+        raise NumericalError("the gradient program gives NaN or inf on a random image in [0.2, 0.8]")
+    v = np.sign(gradient) * rng.uniform(0.5, 1.0, x.shape) + 0.5 * rng.standard_normal(x.shape)
+    v = (v / np.abs(v).max()).astype(np.float32)
+    analytic = float(np.sum(gradient.astype(np.float64) * v))
+    errors = []
+    for h in (1e-3, 1e-2):
+        plus, _ = program.objective_and_gradient(x + h * v, mask, device)
+        minus, _ = program.objective_and_gradient(x - h * v, mask, device)
+        numeric = float(np.sum(plus.astype(np.float64) - minus.astype(np.float64)) / (2 * h))
+        errors.append(abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-12))
+    return min(errors)
+
+
+def check_batch_independence(program: GradientProgram, info: ModelInfo, device: str = "auto") -> None:
+    """With a window on the first batch element only, no other element may get a gradient.
+
+    A model whose graph mixes batch elements (a batch baked into its reshapes, say) would otherwise
+    give gradients that are consistent overall yet wrong per element.
+    """
+    k = program.key
+    if k.batch == 1:
+        return
+    H, W = program.output_size
+    x = np.random.default_rng(1).uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
+    mask = np.zeros((k.batch, 1, H - 1, W - 1), np.float32)
+    mask[0] = 1.0
+    _, gradient = program.objective_and_gradient(x, mask, device)
+    if np.any(gradient[1:] != 0):
+        raise InputError(f"{info.path}: the model mixes batch elements at batch {k.batch}; "
+                         "run it with --batch-size 1")
+
+
+def load_program(path: str | Path) -> GradientProgram:
+    """A program written by `GradientProgram.save` (or `onnxlam export`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"program not found: {path}")
+    try:
+        m = onnx.load(str(path))
+    except Exception as exc:
+        raise InputError(f"cannot read program {path} ({type(exc).__name__}: {exc})") from None
+    meta = {p.key: p.value for p in m.metadata_props}
+    if meta.get("onnxlam.program_format") != FORMAT:
+        raise InputError(f"{path} is not an onnxlam gradient program of format {FORMAT}; "
+                         "write one with `onnxlam export`")
+    try:
+        b, c, h, w = (int(v) for v in meta["onnxlam.input_shape"].split(","))
+        key = ProgramKey(meta["onnxlam.source_sha256"], b, c, h, w, float(meta["onnxlam.value_range"]),
+                         meta["onnxlam.channel_order"])
+        scale = int(meta["onnxlam.scale"])
+        fd = float(meta["onnxlam.fd_relative_error"]) if meta.get("onnxlam.fd_relative_error") else None
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{path}: the program's metadata is incomplete or malformed ({exc})") from None
+    return GradientProgram(m, key, scale, fd)

@@ -1,0 +1,64 @@
+"""onnxruntime sessions: provider choice (CUDA when usable, else CPU) without onnxruntime's log spam."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from .errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+# onnxruntime-gpu prints pages of errors when it cannot load CUDA; errors we need surface as exceptions.
+ort.set_default_logger_severity(3)
+
+
+@dataclass
+class Session:
+    """An inference session and the provider that actually runs it."""
+
+    session: ort.InferenceSession
+    provider: str
+
+    def run(self, feeds: dict) -> list:
+        return self.session.run(None, feeds)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.provider == CUDA else "cpu"
+
+
+def _options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    threads = os.environ.get("ONNXLAM_THREADS")
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options
+
+
+def cuda_available() -> bool:
+    return CUDA in ort.get_available_providers()
+
+
+def create_session(model: bytes, device: str = "auto") -> Session:
+    """A session on `device`: `auto` tries CUDA quietly and falls back to the CPU; `cuda` insists."""
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device in ("auto", "cuda") and cuda_available():
+        try:
+            session = ort.InferenceSession(model, _options(), providers=[CUDA, CPU])
+            if session.get_providers()[0] == CUDA:
+                return Session(session, CUDA)
+        except Exception:  # a broken CUDA install: fall back quietly for auto, report for cuda
+            if device == "cuda":
+                raise InputError("--device cuda: onnxruntime could not start its CUDA provider; "
+                                 "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu") from None
+    if device == "cuda":
+        raise InputError("--device cuda: no usable GPU (onnxruntime's CUDA provider is not available: "
+                         "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu)")
+    return Session(ort.InferenceSession(model, _options(), providers=[CPU]), CPU)
