@@ -63,6 +63,7 @@ class LamResult:
     nan_gradients: int
     lr_image: np.ndarray          # float32 C×h×w in [0, 1], RGB: what the model saw
     sr_image: np.ndarray          # float32 C×H×W, as the model returned it (in [0, 1] convention)
+    hr_image: np.ndarray | None   # float32 C×H×W, the HR image cropped to s·h×s·w (None with lr=True)
     model: str
     model_sha256: str
     image: str
@@ -195,18 +196,19 @@ class Analyzer:
                              self.channel_order == "bgr", cache=self.cache, device=self.device)
 
     # --- the analysis -------------------------------------------------------------------------
-    def prepare(self, image: str | Path | np.ndarray, lr: bool = False) -> np.ndarray:
-        """The LR input (float32 C×h×w in [0, 1]) for an image file or array, per spec §1."""
+    def prepare(self, image: str | Path | np.ndarray, lr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The LR input and the cropped HR image (float32 C×h×w in [0, 1]; HR None with `lr`), spec §1."""
         pixels = images.read_image(image) if isinstance(image, (str, Path)) else images.from_array(image)
         pixels = images.match_channels(pixels, self.info.channels)
         x = images.to_unit(pixels) if lr else images.prepare_lr(pixels, self.scale)
+        hr = None if lr else images.to_unit(pixels)[:, :x.shape[1] * self.scale, :x.shape[2] * self.scale]
         fixed = self.info.fixed_size
         if fixed and tuple(x.shape[1:]) != fixed:
             need = f"{fixed[1]}×{fixed[0]}" if lr else f"{fixed[1] * self.scale}×{fixed[0] * self.scale}"
             raise InputError(f"{self.model_path} takes LR input {fixed[1]}×{fixed[0]} only (fixed in the file); "
                              f"the image gives {x.shape[2]}×{x.shape[1]}: crop it to {need}, "
                              "or export the model with dynamic height and width")
-        return x
+        return x, hr
 
     def run(self, image: str | Path | np.ndarray, window: tuple[int, int] | Window, size: int = 16, *,
             lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50, kernel_size: int = 9,
@@ -216,7 +218,7 @@ class Analyzer:
         start = time.perf_counter()
         win = window if isinstance(window, Window) else Window(int(window[0]), int(window[1]), int(size))
         _check_parameters(path, sigma, fold, kernel_size)
-        x = self.prepare(image, lr)
+        x, hr = self.prepare(image, lr)
         c, h, w = x.shape
         s = self.scale
         H, W = h * s, w * s
@@ -237,7 +239,7 @@ class Analyzer:
             scale=s, lr_size=(h, w), path=path, sigma=float(sigma), fold=int(fold), kernel_size=int(kernel_size),
             completeness=Completeness(float(result.attribution.astype(np.float64).sum()),
                                       float(objective_input - objective_baseline)),
-            nan_gradients=result.nan_gradients, lr_image=x, sr_image=sr, model=self.model_path,
+            nan_gradients=result.nan_gradients, lr_image=x, sr_image=sr, hr_image=hr, model=self.model_path,
             model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
             provider=prog.session(self.device).provider, seconds=time.perf_counter() - start,
             batch_size=prog.batch, value_range=self.value_range, channel_order=self.channel_order)

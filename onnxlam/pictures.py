@@ -206,7 +206,7 @@ def kde_density(m: np.ndarray) -> np.ndarray:
     h, w = a.shape
     if a.size == 1:
         return np.ones((1, 1))
-    weights = (a.ravel() + 1e-6).astype(np.float64)
+    weights = (a.ravel() + _KDE_WEIGHT_FLOOR).astype(np.float64)
     weights /= np.sum(weights)
     kernel = _gaussian_on_offsets(_kde_bandwidth(weights, h, w), h, w)
     # 'same' keeps the h×w block whose centre offset is 0: Z[p] = Σ_q W[q] G[p − q].

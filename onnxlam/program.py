@@ -242,3 +242,30 @@ def load_program(path: str | Path) -> GradientProgram:
     except (KeyError, ValueError) as exc:
         raise InputError(f"{path}: the program's metadata is incomplete or malformed ({exc})") from None
     return GradientProgram(m, key, scale, fd)
+
+
+def ungradable_ops(model: onnx.ModelProto) -> list[str]:
+    """Nodes (as "OpType (node name)") between the input and the output that onnx-ad has no rule for.
+
+    Uses onnx-ad's own pre-passes (lowering, function expansion) so ops it handles by expansion
+    are not reported.
+    """
+    from onnx_ad.expand import expand_functions
+    from onnx_ad.lower import lower
+    from onnx_ad.recurrent import expand_recurrent
+    from onnx_ad.rules import REVERSE
+
+    try:
+        m = expand_functions(lower(expand_recurrent(model)))
+    except Exception:  # the pre-passes need shapes for some ops; report on the graph as it is
+        m = model
+    live = {m.graph.input[0].name}
+    missing = []
+    for node in m.graph.node:
+        if not live.intersection(node.input):
+            continue
+        live.update(node.output)
+        known = node.domain in ("", "ai.onnx") and node.op_type in REVERSE
+        if not known:
+            missing.append(f"{node.op_type} ({node.name or node.output[0]})")
+    return missing

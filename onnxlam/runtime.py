@@ -41,8 +41,36 @@ def _options() -> ort.SessionOptions:
     return options
 
 
+_cuda_usable: bool | None = None
+
+
 def cuda_available() -> bool:
-    return CUDA in ort.get_available_providers()
+    """Whether onnxruntime's CUDA provider actually starts here (probed once, silently).
+
+    onnxruntime-gpu lists the provider even where CUDA's libraries are missing, then logs errors
+    and falls back to the CPU; a tiny probe session at fatal-only logging tells the truth quietly.
+    """
+    global _cuda_usable
+    if _cuda_usable is None:
+        _cuda_usable = False
+        if CUDA in ort.get_available_providers():
+            from onnx import TensorProto, helper
+
+            graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+            probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+            options = ort.SessionOptions()
+            options.log_severity_level = 4
+            ort.set_default_logger_severity(4)
+            try:
+                session = ort.InferenceSession(probe.SerializeToString(), options, providers=[CUDA, CPU])
+                _cuda_usable = session.get_providers()[0] == CUDA
+            except Exception:
+                _cuda_usable = False
+            finally:
+                ort.set_default_logger_severity(3)
+    return _cuda_usable
 
 
 def create_session(model: bytes, device: str = "auto") -> Session:

@@ -1,0 +1,239 @@
+"""The `onnxlam` command line: a thin layer over the Python API.
+
+Exit codes: 0 success; 2 bad usage or input; 1 anything unexpected (and NaN/inf trouble). Errors are
+one line on stderr starting with `error:`; `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import InputError, OnnxlamError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Local Attribution Maps (LAM) for super-resolution networks in ONNX.")
+err = Console(stderr=True)
+out = Console()
+
+DEBUG = typer.Option(False, "--debug", help="Show tracebacks.")
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA when usable, else CPU), cpu or cuda.")
+VALUE_RANGE = typer.Option(None, "--value-range", help="1 or 255: the pixel range the model expects "
+                           "(default: the model's metadata onnxlam.value_range, else 1).")
+BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
+                   "(default: metadata onnxlam.channel_order, else RGB).")
+
+
+def fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handled(command):
+    """Turn onnxlam's errors into one stderr line and an exit code; `--debug` re-raises."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except OnnxlamError as exc:
+            if kwargs.get("debug"):
+                raise
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:
+            if kwargs.get("debug"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
+
+    return wrapper
+
+
+def _resolve_model(model: str) -> str:
+    try:
+        from .collection import resolve
+    except ImportError:  # the collection is optional in a partial install
+        return model
+    return str(resolve(model))
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=True)
+
+
+def _default_out(model: str, image: str, x: int, y: int) -> Path:
+    return Path(f"lam-{Path(model).stem}-{Path(image).stem}-{x}-{y}")
+
+
+def _summary(result, folder: Path | None) -> Table:
+    table = Table(title="Local attribution map", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    w = result.window
+    c = result.completeness
+    rows = [("DI", f"{result.di:.3f}"), ("Gini", f"{result.gini:.5f}"),
+            ("window", f"x={w.x} y={w.y} size={w.size}"),
+            ("scale", f"×{result.scale}  (LR {result.lr_size[1]}×{result.lr_size[0]})"),
+            ("path", f"{result.path}  sigma={result.sigma:g} fold={result.fold} kernel={result.kernel_size}"),
+            ("completeness", f"Σ attribution {c.attribution_sum:.5g}  vs  ΔD {c.objective_delta:.5g}"),
+            ("NaN gradients", str(result.nan_gradients)),
+            ("provider", f"{result.provider}  (batch {result.batch_size})"),
+            ("seconds", f"{result.seconds:.2f}")]
+    if folder is not None:
+        rows.append(("written to", str(folder)))
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def run_lam(model: str, image: str, window: tuple[int, int], size: int, lr: bool, path: str, sigma: float,
+            fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
+            bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool):
+    from .analysis import analyze
+    from .outputs import check_out_dir, write_result
+
+    model = _resolve_model(model)
+    folder = out_dir or _default_out(model, image, *window)
+    check_out_dir(folder)
+    with _progress() as progress:
+        task = progress.add_task("LAM", total=fold)
+        result = analyze(model, image, window=window, size=size, lr=lr, path=path, sigma=sigma, fold=fold,
+                         kernel_size=kernel_size, batch_size=batch_size, device=device,
+                         value_range=value_range, bgr=bgr, program=program,
+                         progress=lambda done, total: progress.update(task, completed=done))
+    write_result(result, folder)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        out.print(_summary(result, folder))
+    if result.nan_gradients:
+        err.print(f"[yellow]warning:[/] {result.nan_gradients} NaN gradient values were replaced by 0")
+    return result
+
+
+@app.command()
+@handled
+def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection name, see `onnxlam models`)."),
+        image: str = typer.Argument(..., help="HR image (downsampled per the LAM protocol), or LR with --lr."),
+        window: tuple[int, int] = typer.Option(..., "--window", help="X Y: top-left column and row of the "
+                                               "window in SR-output pixels."),
+        size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
+        lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input: use it as is."),
+        path: str = typer.Option("blur", "--path", help="blur (LAM), linear or gaussian-linear."),
+        sigma: float = typer.Option(1.2, "--sigma", help="Blur of the path's baseline."),
+        fold: int = typer.Option(50, "--fold", help="Path steps."),
+        kernel_size: int = typer.Option(9, "--kernel-size", help="Gaussian kernel side."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Path steps per run "
+                                                 "(default: as many as memory allows, up to 10)."),
+        device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+        program: Optional[Path] = typer.Option(None, "--program", help="A program from `onnxlam export`."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder "
+                                               "(default lam-<model>-<image>-<X>-<Y>)."),
+        as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout, nothing else."),
+        debug: bool = DEBUG):
+    """Compute the local attribution map of one window and write the arrays, result.json and pictures."""
+    run_lam(model, image, window, size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range,
+            bgr, program, out_dir, as_json)
+
+
+@app.command()
+@handled
+def export(model: str = typer.Argument(..., help="ONNX model file or collection name."),
+           size: tuple[int, int] = typer.Option(..., "--size", help="H W: the LR input height and width."),
+           batch: int = typer.Option(1, "--batch", help="Images per run."),
+           output: Path = typer.Option(..., "-o", "--output", help="Program file to write."),
+           device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+           debug: bool = DEBUG):
+    """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
+    from .model import open_model
+    from .program import build_program
+
+    if batch < 1 or min(size) < 1:
+        raise InputError("--batch and --size must be positive")
+    if output.is_dir():
+        raise InputError(f"-o {output} is a folder; name the program file to write")
+    source = open_model(_resolve_model(model))
+    prog = build_program(source, batch, size[0], size[1], value_range, bgr, device=device)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        prog.save(tmp)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    err.print(f"wrote {output}: input {batch}×{prog.key.channels}×{size[0]}×{size[1]}, scale ×{prog.scale}, "
+              f"finite-difference relative error {prog.fd_error:.2e}", highlight=False)
+
+
+@app.command()
+@handled
+def inspect(model: str = typer.Argument(..., help="ONNX model file or collection name."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+            debug: bool = DEBUG):
+    """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
+    from .analysis import Analyzer
+    from .program import ungradable_ops
+
+    analyzer = Analyzer(_resolve_model(model), device="cpu")
+    info = analyzer.info
+    try:
+        scale: int | str = analyzer.scale
+    except OnnxlamError as exc:
+        scale = f"unknown ({exc})"
+    data = {"model": info.path, "sha256": info.sha256,
+            "input": {"name": info.input.name, "shape": list(info.input.dims), "type": info.input.type_name},
+            "output": {"name": info.output.name, "shape": list(info.output.dims), "type": info.output.type_name},
+            "dynamic": info.dynamic_dims, "scale": scale, "opset": info.opset, "parameters": info.parameters,
+            "value_range": info.value_range, "channel_order": info.channel_order,
+            "ops": info.op_histogram, "ops_without_gradient": ungradable_ops(analyzer.normalised)}
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    table = Table(title=f"{info.path}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("input", f"{info.input.name}  {info.input.shape_text()}  {info.input.type_name}")
+    table.add_row("output", f"{info.output.name}  {info.output.shape_text()}  {info.output.type_name}")
+    table.add_row("dynamic", ", ".join(info.dynamic_dims) or "none (fixed shape)")
+    table.add_row("scale", f"×{scale}" if isinstance(scale, int) else scale)
+    table.add_row("opset", str(info.opset))
+    table.add_row("parameters", f"{info.parameters:,}")
+    table.add_row("pixels", f"range {info.value_range:g}, {info.channel_order.upper()}")
+    table.add_row("ops", ", ".join(f"{k} {v}" for k, v in info.op_histogram.items()))
+    missing = data["ops_without_gradient"]
+    table.add_row("no gradient rule", ", ".join(missing) if missing else "none: every op is differentiable")
+    table.add_row("sha256", info.sha256)
+    out.print(table)
+
+
+DEMO_MODEL = "animevideov3-x4"
+DEMO_WINDOW = (120, 72)
+
+
+@app.command()
+@handled
+def demo(out_dir: Path = typer.Option(Path("onnxlam-demo"), "--out", help="Output folder."),
+         device: str = DEVICE, debug: bool = DEBUG):
+    """Run `lam` on the bundled model and photograph into ./onnxlam-demo/ and print the summary."""
+    photo = Path(__file__).parent / "data" / "chelsea.png"
+    run_lam(DEMO_MODEL, str(photo), DEMO_WINDOW, 16, False, "blur", 1.2, 50, 9, None, device, None, None,
+            None, out_dir, False)
+    out.print(f"Open {out_dir / 'panel.png'} to see the map.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
