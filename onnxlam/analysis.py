@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from . import image as images
-from .detector import OBJECTIVE, append_detector, check_window, window_mask
+from .detector import MASK, append_detector, check_window, window_mask
 from .errors import InputError, NumericalError
 from .integration import integrate
 from .metrics import abs_normalise, diffusion_index, gini
@@ -142,27 +142,25 @@ class Analyzer:
             h, w = self.info.fixed_size or (32, 32)
             fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w))
             dims = output_dims(fixed)
-            if dims and all(isinstance(d, int) and d > 0 for d in dims[2:]):
-                self._scale = infer_scale(h, w, dims[2], dims[3])
-            else:
-                sr = self.forward(np.zeros((self.info.channels, h, w), np.float32))[0]
-                self._scale = infer_scale(h, w, sr.shape[1], sr.shape[2])
+            if not (dims and all(isinstance(d, int) and d > 0 for d in dims[2:])):
+                probe = create_session(self.normalised.SerializeToString(), "cpu")
+                x = np.zeros((self.info.fixed_batch or 1, self.info.channels, h, w), np.float32)
+                try:
+                    dims = probe.session.run([OUTPUT], {INPUT: x})[0].shape
+                except Exception as exc:
+                    raise InputError(f"{self.model_path}: the model fails on a {w}×{h} test input, so its "
+                                     f"scale is unknown ({str(exc).splitlines()[0][:200]})") from None
+            self._scale = infer_scale(h, w, dims[2], dims[3])
         return self._scale
 
-    def forward(self, lr: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-        """F(x) (C×H×W) and D(F(x)) for one LR image (C×h×w) and an optional window mask."""
+    def forward(self, lr: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+        """F(x) (C×H×W) and D(F(x)) for one LR image (C×h×w) and a window mask ((H−1)×(W−1))."""
         if self._forward is None:
             self._forward = create_session(append_detector(self.normalised).SerializeToString(), self.device)
         c, h, w = lr.shape
-        if mask is None:
-            mask = np.zeros((h * (self._scale or 1) - 1, w * (self._scale or 1) - 1), np.float32)
         try:
-            sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32), "lam_mask": mask[None, None]})
+            sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32), MASK: mask[None, None]})
         except Exception as exc:
-            if self._scale is None:  # the probe run: the mask's size is not known yet
-                sr = self._forward.session.run([OUTPUT], {INPUT: lr[None].astype(np.float32),
-                                                          "lam_mask": np.zeros((1, 1, 1, 1), np.float32)})[0]
-                return sr[0], float("nan")
             raise InputError(f"{self.model_path}: the model failed on a {w}×{h} input: "
                              f"{str(exc).splitlines()[0][:300]}") from None
         return sr[0], float(objective[0])

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnx_ad.expand import fold_constants
+
 from .errors import InputError
 
 INPUT = "lam_input"
@@ -146,7 +148,7 @@ def inspect_model(model: onnx.ModelProto, path: str | Path = "<memory>", sha256:
         if len(spec.dims) != 4:
             raise InputError(f"{where}: not a single-image SR model: its {role} '{spec.name}' has "
                              f"shape {spec.shape_text() or 'unknown'}; onnxlam needs N×C×H×W")
-    channels = inp.dims[1]
+    channels = inp.dims[1] if isinstance(inp.dims[1], int) else 3  # a symbolic channel axis: RGB
     if channels not in (1, 3):
         raise InputError(f"{where}: the input '{inp.name}' has {channels} channels; onnxlam analyses "
                          "1-channel (luma) or 3-channel (RGB) models")
@@ -305,7 +307,10 @@ def fix_input_shape(model: onnx.ModelProto, dims: tuple[int, int, int, int]) -> 
         out.type.tensor_type.ClearField("shape")
     del m.graph.value_info[:]
     try:
-        return onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
+        m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
+        # Shape arithmetic (crops computed from the input's size, say) folds to constants once the
+        # input shape is fixed; onnx-ad's folder iterates that with inference to a fixed point.
+        return onnx.shape_inference.infer_shapes(fold_constants(m), strict_mode=True, data_prop=True)
     except Exception as exc:
         raise InputError(f"the model does not accept input of shape {'×'.join(map(str, dims))} "
                          f"({str(exc).splitlines()[0][:300]})") from None

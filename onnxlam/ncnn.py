@@ -760,6 +760,8 @@ def _interp(b: Builder, layer: Layer, mb: ModelBin) -> None:
         nc = b.op("Slice", [shape, b.i64(f"{layer.name}/s0", [0]), b.i64(f"{layer.name}/e2", [2])])
         sizes = b.op("Concat", [nc, b.i64(f"{layer.name}/hw", [out_h, out_w])], axis=0)
         y = b.op("Resize", [x.name, empty, "", sizes], **attrs)
+    elif kind == 1 and sh == int(sh) and sw == int(sw) and sh >= 1 and sw >= 1 and x.channels:
+        y = upsample_nearest(b, x.name, x.channels, int(sh), int(sw), layer.name)
     elif sh == int(sh) and sw == int(sw):
         # Integer factors: floor(h*s) = h*s, and s is exactly what ncnn divides by.
         y = b.op("Resize", [x.name, empty, b.f32(f"{layer.name}/scales", [1, 1, sh, sw])], **attrs)
@@ -767,6 +769,15 @@ def _interp(b: Builder, layer: Layer, mb: ModelBin) -> None:
         # ncnn maps coordinates with in/out sizes, not with the scale factor.
         y = b.op("Resize", [x.name, empty, "", _spatial_size(b, x.name, sh, sw, layer)], **attrs)
     b.output(y, 3, x.channels)
+
+
+def upsample_nearest(b: Builder, x: str, channels: int, sh: int, sw: int, hint: str) -> str:
+    """Nearest-neighbour upsampling by integer factors, y[c, i, j] = x[c, i//sh, j//sw],
+    written as a depthwise ConvTranspose with an all-ones sh x sw kernel and stride
+    (sh, sw): exact, and differentiable without knowing the spatial size (Resize is not)."""
+    ones = np.ones((channels, 1, sh, sw), np.float32)
+    return b.op("ConvTranspose", [x, b.f32(f"{hint}/nearest_kernel", ones)], hint=f"{hint}/nearest",
+                kernel_shape=[sh, sw], strides=[sh, sw], group=channels)
 
 
 @converter("PixelShuffle")
@@ -1109,12 +1120,18 @@ def bake_program(
 ) -> onnx.ModelProto:
     """Wrap a converted network with a program's border handling.
 
-    input [N, C, h, w] -> Pad ``pad`` px on each side (``pad_mode``: "reflect" mirrors
-    without repeating the edge, "edge" repeats it), plus (-h mod ``align``) extra rows
-    at the bottom and (-w mod ``align``) extra columns at the right -> network ->
-    Slice [crop : crop + scale*h, crop : crop + scale*w] -> optionally + the input
-    upsampled by nearest neighbour (``residual="nearest"``) -> output [N, C, s*h, s*w].
+    input [N, C, h, w] -> pad ``pad`` px on each side (``pad_mode``: "reflect" mirrors
+    without repeating the edge pixel, "edge" repeats it), plus (-h mod ``align``) extra
+    rows at the bottom and (-w mod ``align``) extra columns at the right -> network ->
+    keep rows/columns [crop, crop + scale*h) x [crop, crop + scale*w) -> optionally add
+    the input upsampled by nearest neighbour (``residual="nearest"``) -> [N, C, s*h, s*w].
+
+    The padding is a Gather with computed indices rather than a reflect/edge Pad, and the
+    crop a constant Slice (or a Gather when the size depends on ``align``), so that the
+    result stays differentiable by onnx_ad without fixing the input size.
     """
+    if pad_mode not in ("reflect", "edge"):
+        raise ValueError(f"unknown pad_mode {pad_mode!r}")
     net = model.graph
     b = Builder()
     b.layer = Layer("bake", "program", [], [], {}, 0)
@@ -1122,19 +1139,34 @@ def bake_program(
     b.used.update(o for node in net.node for o in node.output)
     b.used.update({"input", "output"})
     shape = b.op("Shape", ["input"], hint="program/shape")
-    hw = b.op("Slice", [shape, b.i64("program/2", [2]), b.i64("program/4", [4])], hint="program/hw")
-    if align > 1:
-        extra = b.op("Mod", [b.op("Sub", [b.i64("program/align", [align]), b.op(
-            "Mod", [hw, b.i64("program/align_", [align])])]), b.i64("program/align__", [align])])
-        end = b.op("Add", [extra, b.i64("program/pad_end", [pad, pad])])
-        pads = b.op("Concat", [b.i64("program/pad_begin", [0, 0, pad, pad]),
-                               b.i64("program/zeros", [0, 0]), end], axis=0)
-    else:
-        pads = b.i64("program/pads", [0, 0, pad, pad, 0, 0, pad, pad])
-    padded = b.op("Pad", ["input", pads], hint="program/padded", mode=pad_mode) if pad else "input"
+
+    def extent(axis: int) -> str:  # the size of one axis, as an int64 scalar
+        return b.op("Gather", [shape, b.const(f"program/axis{axis}", np.int64(axis))],
+                    hint=f"program/extent{axis}", axis=0)
+
+    def border_indices(n: str, axis: int) -> str:
+        """Source index of every padded position: i in [-pad, n + pad + extra)."""
+        one = b.const("program/one", np.int64(1))
+        stop = b.op("Add", [n, b.const("program/pad", np.int64(pad))])
+        if align > 1:
+            a = b.const("program/align", np.int64(align))
+            stop = b.op("Add", [stop, b.op("Mod", [b.op("Sub", [a, b.op("Mod", [n, a])]), a])])
+        i = b.op("Range", [b.const("program/-pad", np.int64(-pad)), stop, one],
+                 hint=f"program/positions{axis}")
+        last = b.op("Sub", [n, one])
+        if pad_mode == "reflect":  # (n-1) - |(|i|) - (n-1)|
+            return b.op("Sub", [last, b.op("Abs", [b.op("Sub", [b.op("Abs", [i]), last])])],
+                        hint=f"program/reflect{axis}")
+        zero = b.const("program/zero", np.int64(0))
+        return b.op("Min", [b.op("Max", [i, zero]), last], hint=f"program/edge{axis}")
+
+    h, w = extent(2), extent(3)
+    padded = "input"
+    if pad or align > 1:
+        padded = b.op("Gather", ["input", border_indices(h, 2)], hint="program/padded_h", axis=2)
+        padded = b.op("Gather", [padded, border_indices(w, 3)], hint="program/padded_w", axis=3)
     n_pre = len(b.nodes)
 
-    # The network itself, reading `padded` instead of the graph input.
     body_nodes = []
     for node in net.node:
         node = onnx.NodeProto.FromString(node.SerializeToString())
@@ -1143,27 +1175,35 @@ def bake_program(
             node.output[:] = ["program/net_output"]
         body_nodes.append(node)
     y = "program/net_output"
-    stop = b.op("Mul", [hw, b.i64("program/scale", [scale, scale])], hint="program/stop")
-    if crop:
-        stop = b.op("Add", [stop, b.i64("program/crop", [crop, crop])], hint="program/stop_crop")
-    y = b.op("Slice", [y, b.i64("program/start", [crop, crop]), stop, b.i64("program/axes", [2, 3])],
-             hint="program/cropped")
+    if align == 1 and crop == scale * pad:
+        if crop:
+            y = b.op("Slice", [y, b.i64("program/crop_start", [crop, crop]),
+                               b.i64("program/crop_end", [-crop, -crop]),
+                               b.i64("program/crop_axes", [2, 3])], hint="program/cropped")
+    else:
+        s_ = b.const("program/scale", np.int64(scale))
+        c_ = b.const("program/crop", np.int64(crop))
+        one = b.const("program/step", np.int64(1))
+        for axis, n in ((2, h), (3, w)):
+            keep = b.op("Range", [c_, b.op("Add", [c_, b.op("Mul", [n, s_])]), one],
+                        hint=f"program/keep{axis}")
+            y = b.op("Gather", [y, keep], hint=f"program/cropped{axis}", axis=axis)
     if residual == "nearest":
-        up = b.op("Resize", ["input", b.f32("program/roi", np.zeros(0, np.float32)),
-                             b.f32("program/up", [1, 1, scale, scale])], hint="program/upsampled",
-                  mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-        y = b.op("Add", [y, up], hint="program/residual")
+        channels = net.input[0].type.tensor_type.shape.dim[1].dim_value
+        if not channels:
+            raise ValueError("a nearest residual needs a known channel count")
+        up = upsample_nearest(b, "input", channels, scale, scale, "program/residual")
+        y = b.op("Add", [y, up], hint="program/with_residual")
     elif residual is not None:
         raise ValueError(f"unknown residual {residual!r}")
     pad_nodes, post_nodes = b.nodes[:n_pre], b.nodes[n_pre:]
     post_nodes.append(helper.make_node("Identity", [y], ["output"], name="program/identity"))
+    out_dims = [d.dim_param or d.dim_value or None for d in net.output[0].type.tensor_type.shape.dim]
     graph = helper.make_graph(
         pad_nodes + body_nodes + post_nodes,
         net.name,
         list(net.input),
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT,
-                                       [d.dim_param or d.dim_value or None for d in
-                                        net.output[0].type.tensor_type.shape.dim][:2] + [None, None])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims[:2] + [None, None])],
         list(net.initializer) + b.initializers,
     )
     result = helper.make_model(graph, opset_imports=list(model.opset_import),
@@ -1173,4 +1213,3 @@ def bake_program(
     set_metadata(result, metadata or {})
     onnx.checker.check_model(result)
     return result
-

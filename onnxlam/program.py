@@ -23,6 +23,7 @@ from .cache import ProgramCache
 from .detector import MASK, OBJECTIVE, append_detector
 from .errors import InputError, NumericalError
 from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model
+from .rewrite import make_differentiable
 from .runtime import Session, create_session
 
 FORMAT = "1"
@@ -147,6 +148,7 @@ def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) ->
     with_detector = append_detector(fixed, keep_sr=False)
     try:
         with_detector = onnx.shape_inference.infer_shapes(with_detector, strict_mode=True, data_prop=True)
+        with_detector = make_differentiable(with_detector)
     except Exception as exc:
         raise InputError(f"{info.path}: shape inference failed after appending the detector: {exc}") from None
     try:

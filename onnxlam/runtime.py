@@ -12,8 +12,9 @@ DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
-# onnxruntime-gpu prints pages of errors when it cannot load CUDA; errors we need surface as exceptions.
-ort.set_default_logger_severity(3)
+# onnxruntime-gpu prints pages of errors when it cannot load CUDA, and every failed run logs before it
+# raises: the errors we need surface as exceptions, so its own log shows fatal messages only.
+ort.set_default_logger_severity(4)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Session:
 def _options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     threads = os.environ.get("ONNXLAM_THREADS")
     if threads:
         options.intra_op_num_threads = int(threads)
@@ -62,14 +63,11 @@ def cuda_available() -> bool:
             probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
             options = ort.SessionOptions()
             options.log_severity_level = 4
-            ort.set_default_logger_severity(4)
             try:
                 session = ort.InferenceSession(probe.SerializeToString(), options, providers=[CUDA, CPU])
                 _cuda_usable = session.get_providers()[0] == CUDA
             except Exception:
                 _cuda_usable = False
-            finally:
-                ort.set_default_logger_severity(3)
     return _cuda_usable
 
 
