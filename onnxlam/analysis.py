@@ -19,7 +19,7 @@ from .detector import MASK, append_detector, check_window, window_mask
 from .errors import InputError, NumericalError
 from .integration import integrate
 from .metrics import abs_normalise, diffusion_index, gini
-from .model import INPUT, OUTPUT, ModelInfo, fix_input_shape, normalise, open_model, output_dims
+from .model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
 from .paths import PATHS, make_path
 from .program import GradientProgram, build_program, infer_scale, load_program
 from .runtime import Session, create_session
@@ -117,9 +117,12 @@ class Analyzer:
     """One model, ready to analyse images: `Analyzer("model.onnx").run("photo.png", window=(x, y))`."""
 
     def __init__(self, model: str | Path, *, device: str = "auto", value_range: float | None = None,
-                 bgr: bool | None = None, batch_size: int | None = None, cache: bool = True):
+                 bgr: bool | None = None, batch_size: int | None = None, cache: bool = True,
+                 check_ops: bool = True):
         self.model_path = str(model)
         self.source, self.info = open_model(model)
+        if check_ops:  # `inspect` describes such models instead
+            require_standard_ops(self.source, self.model_path)
         if value_range is not None and value_range not in (1.0, 255.0):
             raise InputError(f"--value-range must be 1 or 255; got {value_range:g}")
         if batch_size is not None and batch_size < 1:

@@ -74,15 +74,23 @@ class ModelInfo:
         return [n for n, d in zip(names, self.input.dims) if not isinstance(d, int)]
 
 
-def file_sha256(path: str | Path, model: onnx.ModelProto | None = None) -> str:
-    """sha256 of the model file, folding in its external-data files (so `sha256sum` agrees when none)."""
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the model file, folding in its external-data files (so `sha256sum` agrees when none).
+
+    The data files are found from the file's own protobuf: `onnx.load` with external data clears
+    the references, and weights that differ only in a data file must not share cached programs.
+    """
     path = Path(path)
     digest = hashlib.sha256(path.read_bytes())
-    if model is not None:
-        locations = sorted({entry.value for t in _all_initializers(model.graph)
-                            for entry in t.external_data if entry.key == "location"})
-        for loc in locations:
-            digest.update((path.parent / loc).read_bytes())
+    try:
+        bare = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return digest.hexdigest()
+    locations = sorted({entry.value for t in _all_initializers(bare.graph)
+                        for entry in t.external_data if entry.key == "location"})
+    for loc in locations:
+        digest.update(loc.encode())
+        digest.update((path.parent / loc).read_bytes())
     return digest.hexdigest()
 
 
@@ -175,6 +183,19 @@ def _all_nodes(graph: onnx.GraphProto):
                 yield from _all_nodes(attr.g)
 
 
+def nonstandard_ops(model: onnx.ModelProto) -> list[str]:
+    """Nodes outside the default ONNX domain, as "domain.OpType (node 'name')": onnx-ad has no rules for them."""
+    return [f"{n.domain}.{n.op_type} (node '{n.name or n.output[0]}')" for n in _all_nodes(model.graph)
+            if n.domain not in ("", "ai.onnx")]
+
+
+def require_standard_ops(model: onnx.ModelProto, path: str) -> None:
+    custom = nonstandard_ops(model)
+    if custom:
+        raise InputError(f"{path}: no gradient rule for {', '.join(custom[:5])}{' and more' if len(custom) > 5 else ''}"
+                         "; onnxlam differentiates standard ONNX ops only (re-export without custom ops)")
+
+
 def _parse_range(text: str, what: str) -> float:
     try:
         value = float(text)
@@ -188,7 +209,7 @@ def _parse_range(text: str, what: str) -> float:
 def open_model(path: str | Path) -> tuple[onnx.ModelProto, ModelInfo]:
     """Load and inspect a model file."""
     model = load_model(path)
-    return model, inspect_model(model, path, file_sha256(path, model))
+    return model, inspect_model(model, path, file_sha256(path))
 
 
 # --- normalisation --------------------------------------------------------------------------
@@ -248,6 +269,7 @@ def normalise(model: onnx.ModelProto, info: ModelInfo, value_range: float | None
     src_in, src_out = info.input.name, info.output.name
     pre, post = [], []
     x = INPUT
+    bgr = bgr and info.channels == 3
     if bgr:
         pre += _flip_channels(x, "lam_input_bgr")
         x = "lam_input_bgr"
@@ -283,11 +305,10 @@ def _scale(src: str, dst: str, factor: float) -> list:
 
 
 def _flip_channels(src: str, dst: str) -> list:
-    consts = [helper.make_node("Constant", [], [f"{dst}_{k}"],
-                               value=numpy_helper.from_array(np.array([v], np.int64)))
-              for k, v in (("starts", -1), ("ends", -(2**63) + 1), ("axes", 1), ("steps", -1))]
-    return consts + [helper.make_node("Slice", [src] + [f"{dst}_{k}" for k in ("starts", "ends", "axes", "steps")],
-                                      [dst])]
+    """RGB ↔ BGR as a Gather with indices [2, 1, 0] (onnx-ad differentiates Gather, not negative Slices)."""
+    index = helper.make_node("Constant", [], [dst + "_index"],
+                             value=numpy_helper.from_array(np.array([2, 1, 0], np.int64)))
+    return [index, helper.make_node("Gather", [src, dst + "_index"], [dst], axis=1)]
 
 
 def fix_input_shape(model: onnx.ModelProto, dims: tuple[int, int, int, int]) -> onnx.ModelProto:

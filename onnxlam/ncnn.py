@@ -348,8 +348,8 @@ def _input(b: Builder, layer: Layer, mb: ModelBin) -> None:
     if b.blobs.get("__input__"):
         raise layer.error("only networks with one Input layer are supported")
     c = layer.int(2, 0)
-    b.blobs["__input__"] = Blob("input", 3, c or None)
     b.output("input", 3, c or None)
+    b.blobs["__input__"] = b.blobs[layer.outputs[0]]  # the same object: later layers may learn c
 
 
 @converter("Split")
@@ -463,6 +463,8 @@ def _deconvolution(b: Builder, layer: Layer, mb: ModelBin) -> None:
         raise layer.error("a fixed output size (parameters 20/21) is not supported")
     opr = layer.int(18, 0)
     opb = layer.int(19, opr)
+    if opb >= max(stride[0], dilation[0]) or opr >= max(stride[1], dilation[1]):
+        raise layer.error(f"output padding ({opb}, {opr}) must be smaller than the stride")
     w, bias, in_channels = _conv_weights(b, layer, mb, group, transposed=True)
     _check_channels(layer, x, in_channels)
     pt, pl, pb, pr = pads
@@ -752,22 +754,24 @@ def _interp(b: Builder, layer: Layer, mb: ModelBin) -> None:
         raise layer.error(f"unknown resize type {kind}")
     out_h, out_w = layer.int(3, 0), layer.int(4, 0)
     sh, sw = layer.float(1, 1.0), layer.float(2, 1.0)
-    empty = b.f32(f"{layer.name}/roi", np.zeros(0, np.float32))
+    def empty() -> str:
+        return b.f32(f"{layer.name}/roi", np.zeros(0, np.float32))
+
     if out_h or out_w:
         if not (out_h and out_w):
             raise layer.error("only one of output_height/output_width is set")
         shape = b.op("Shape", [x.name])
         nc = b.op("Slice", [shape, b.i64(f"{layer.name}/s0", [0]), b.i64(f"{layer.name}/e2", [2])])
         sizes = b.op("Concat", [nc, b.i64(f"{layer.name}/hw", [out_h, out_w])], axis=0)
-        y = b.op("Resize", [x.name, empty, "", sizes], **attrs)
+        y = b.op("Resize", [x.name, empty(), "", sizes], **attrs)
     elif kind == 1 and sh == int(sh) and sw == int(sw) and sh >= 1 and sw >= 1 and x.channels:
         y = upsample_nearest(b, x.name, x.channels, int(sh), int(sw), layer.name)
     elif sh == int(sh) and sw == int(sw):
         # Integer factors: floor(h*s) = h*s, and s is exactly what ncnn divides by.
-        y = b.op("Resize", [x.name, empty, b.f32(f"{layer.name}/scales", [1, 1, sh, sw])], **attrs)
+        y = b.op("Resize", [x.name, empty(), b.f32(f"{layer.name}/scales", [1, 1, sh, sw])], **attrs)
     else:
         # ncnn maps coordinates with in/out sizes, not with the scale factor.
-        y = b.op("Resize", [x.name, empty, "", _spatial_size(b, x.name, sh, sw, layer)], **attrs)
+        y = b.op("Resize", [x.name, empty(), "", _spatial_size(b, x.name, sh, sw, layer)], **attrs)
     b.output(y, 3, x.channels)
 
 
@@ -796,9 +800,8 @@ def _pixel_shuffle(b: Builder, layer: Layer, mb: ModelBin) -> None:
 def _crop(b: Builder, layer: Layer, mb: ModelBin) -> None:
     """Slice a blob: numpy style (``9=starts``, ``10=ends``, ``11=axes``; -233 = open,
     an end <= 0 counts from the end) or offset style (``0/1/2`` = w/h/c offsets,
-    ``3/4/5`` = w/h/c sizes, -233 = to the end, 0 = size - offset - offset2 with
-    ``6/7/8`` = w/h/c offset2), or, with a second input, the offsets and the second
-    blob's (h, w) size."""
+    ``3/4/5`` = w/h/c sizes, -233 = to the end, -234 = to one before the end), or, with
+    a second input, the offsets and the second blob's (h, w) size."""
     if len(layer.inputs) == 2:
         _crop_to_reference(b, layer)
         return
@@ -820,18 +823,16 @@ def _crop(b: Builder, layer: Layer, mb: ModelBin) -> None:
     else:
         if x.dims != 3:
             raise layer.error("offset-style crop is only supported on 3-D blobs")
-        for axis, off_k, size_k, off2_k in ((3, 0, 3, 6), (2, 1, 4, 7), (1, 2, 5, 8)):
-            off, size, off2 = layer.int(off_k, 0), layer.int(size_k, 0), layer.int(off2_k, 0)
-            if size == -233 or (size == 0 and off2 == 0):
+        for axis, off_k, size_k in ((3, 0, 3), (2, 1, 4), (1, 2, 5)):
+            off, size = layer.int(off_k, 0), layer.int(size_k, 0)
+            if size == -233:
                 end = big
             elif size == -234:
                 end = -1
-            elif size == 0:
-                end = -off2
             elif size > 0:
                 end = off + size
-            else:
-                raise layer.error(f"unsupported crop size {size}")
+            else:  # 0 and the offset2 forms differ between ncnn versions: refuse, don't guess
+                raise layer.error(f"unsupported crop size {size} (parameter {size_k})")
             if off or end != big:
                 starts.append(off)
                 ends.append(end)
@@ -1077,15 +1078,15 @@ def convert(param_path, bin_path) -> onnx.ModelProto:
             f"{len(outputs)}: {', '.join(outputs[:10])}"
         )
     out = b.blobs[outputs[0]]
-    if out.dims != 3:
-        raise InputError(f"{param_path}: the output blob '{outputs[0]}' is not 3-D (c, h, w)")
+    out_shape = {1: ["batch", out.channels], 2: ["batch", None, None],
+                 3: ["batch", out.channels, None, None]}[out.dims]
     b.nodes.append(helper.make_node("Identity", [out.name], ["output"], name="output/identity"))
     channels = source.channels if source.channels else "channels"
     graph = helper.make_graph(
         b.nodes,
         param_path.stem,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, "height", "width"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", out.channels, None, None])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)],
         b.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -1113,7 +1114,6 @@ def bake_program(
     scale: int,
     pad: int,
     pad_mode: str,
-    align: int = 1,
     crop: int = 0,
     residual: str | None = None,
     metadata: dict[str, str] | None = None,
@@ -1121,14 +1121,15 @@ def bake_program(
     """Wrap a converted network with a program's border handling.
 
     input [N, C, h, w] -> pad ``pad`` px on each side (``pad_mode``: "reflect" mirrors
-    without repeating the edge pixel, "edge" repeats it), plus (-h mod ``align``) extra
-    rows at the bottom and (-w mod ``align``) extra columns at the right -> network ->
-    keep rows/columns [crop, crop + scale*h) x [crop, crop + scale*w) -> optionally add
-    the input upsampled by nearest neighbour (``residual="nearest"``) -> [N, C, s*h, s*w].
+    without repeating the edge pixel, "edge" repeats it) -> network -> drop ``crop`` px
+    on each side -> optionally add the input upsampled by nearest neighbour
+    (``residual="nearest"``) -> [N, C, s*h, s*w].
 
-    The padding is a Gather with computed indices rather than a reflect/edge Pad, and the
-    crop a constant Slice (or a Gather when the size depends on ``align``), so that the
-    result stays differentiable by onnx_ad without fixing the input size.
+    The padding is a Gather whose index vector has length h + 2*pad computed with
+    Shape/Add only, and the crop a constant Slice: onnx's shape inference (with
+    data_prop) then resolves every size once the input size is fixed, and onnx_ad can
+    differentiate the result (it has no reverse rule for reflect/edge Pad or for Slice
+    with computed bounds).
     """
     if pad_mode not in ("reflect", "edge"):
         raise ValueError(f"unknown pad_mode {pad_mode!r}")
@@ -1138,33 +1139,26 @@ def bake_program(
     b.used.update(n.name for n in net.initializer)
     b.used.update(o for node in net.node for o in node.output)
     b.used.update({"input", "output"})
-    shape = b.op("Shape", ["input"], hint="program/shape")
 
-    def extent(axis: int) -> str:  # the size of one axis, as an int64 scalar
-        return b.op("Gather", [shape, b.const(f"program/axis{axis}", np.int64(axis))],
-                    hint=f"program/extent{axis}", axis=0)
-
-    def border_indices(n: str, axis: int) -> str:
-        """Source index of every padded position: i in [-pad, n + pad + extra)."""
-        one = b.const("program/one", np.int64(1))
-        stop = b.op("Add", [n, b.const("program/pad", np.int64(pad))])
-        if align > 1:
-            a = b.const("program/align", np.int64(align))
-            stop = b.op("Add", [stop, b.op("Mod", [b.op("Sub", [a, b.op("Mod", [n, a])]), a])])
-        i = b.op("Range", [b.const("program/-pad", np.int64(-pad)), stop, one],
-                 hint=f"program/positions{axis}")
-        last = b.op("Sub", [n, one])
+    def border_indices(axis: int) -> str:
+        """Source row (column) of each padded position i in [-pad, n + pad)."""
+        n = b.op("Shape", ["input"], hint=f"program/extent{axis}", start=axis, end=axis + 1)
+        count = b.op("Add", [n, b.i64("program/2pad", [2 * pad])], hint=f"program/count{axis}")
+        ones = b.op("ConstantOfShape", [count], hint=f"program/ones{axis}",
+                    value=numpy_helper.from_array(np.array([1], np.int64)))
+        i = b.op("Sub", [b.op("CumSum", [ones, b.const("program/axis0", np.int64(0))]),
+                         b.i64("program/pad+1", [pad + 1])], hint=f"program/positions{axis}")
+        last = b.op("Sub", [n, b.i64("program/one", [1])], hint=f"program/last{axis}")
         if pad_mode == "reflect":  # (n-1) - |(|i|) - (n-1)|
             return b.op("Sub", [last, b.op("Abs", [b.op("Sub", [b.op("Abs", [i]), last])])],
                         hint=f"program/reflect{axis}")
-        zero = b.const("program/zero", np.int64(0))
-        return b.op("Min", [b.op("Max", [i, zero]), last], hint=f"program/edge{axis}")
+        return b.op("Min", [b.op("Max", [i, b.i64("program/zero", [0])]), last],
+                    hint=f"program/edge{axis}")
 
-    h, w = extent(2), extent(3)
     padded = "input"
-    if pad or align > 1:
-        padded = b.op("Gather", ["input", border_indices(h, 2)], hint="program/padded_h", axis=2)
-        padded = b.op("Gather", [padded, border_indices(w, 3)], hint="program/padded_w", axis=3)
+    if pad:
+        padded = b.op("Gather", ["input", border_indices(2)], hint="program/padded_h", axis=2)
+        padded = b.op("Gather", [padded, border_indices(3)], hint="program/padded_w", axis=3)
     n_pre = len(b.nodes)
 
     body_nodes = []
@@ -1175,19 +1169,10 @@ def bake_program(
             node.output[:] = ["program/net_output"]
         body_nodes.append(node)
     y = "program/net_output"
-    if align == 1 and crop == scale * pad:
-        if crop:
-            y = b.op("Slice", [y, b.i64("program/crop_start", [crop, crop]),
-                               b.i64("program/crop_end", [-crop, -crop]),
-                               b.i64("program/crop_axes", [2, 3])], hint="program/cropped")
-    else:
-        s_ = b.const("program/scale", np.int64(scale))
-        c_ = b.const("program/crop", np.int64(crop))
-        one = b.const("program/step", np.int64(1))
-        for axis, n in ((2, h), (3, w)):
-            keep = b.op("Range", [c_, b.op("Add", [c_, b.op("Mul", [n, s_])]), one],
-                        hint=f"program/keep{axis}")
-            y = b.op("Gather", [y, keep], hint=f"program/cropped{axis}", axis=axis)
+    if crop:
+        y = b.op("Slice", [y, b.i64("program/crop_start", [crop, crop]),
+                           b.i64("program/crop_end", [-crop, -crop]),
+                           b.i64("program/crop_axes", [2, 3])], hint="program/cropped")
     if residual == "nearest":
         channels = net.input[0].type.tensor_type.shape.dim[1].dim_value
         if not channels:

@@ -21,8 +21,8 @@ import onnx_ad
 from ._version import __version__ as onnxlam_version
 from .cache import ProgramCache
 from .detector import MASK, OBJECTIVE, append_detector
-from .errors import InputError, NumericalError
-from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model
+from .errors import InputError, NumericalError, OnnxlamError
+from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
 from .rewrite import make_differentiable
 from .runtime import Session, create_session
 
@@ -129,8 +129,15 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
     scale = _scale_of(graph, key)
     program = GradientProgram(graph, key, scale)
     if verify:
-        check_batch_independence(program, info, device)
-        program.fd_error = check_finite_differences(program, device)
+        try:
+            check_batch_independence(program, info, device)
+            program.fd_error = check_finite_differences(program, device)
+        except OnnxlamError:
+            raise
+        except Exception as exc:  # onnxruntime's own failures: a batch the file does not allow, say
+            raise InputError(f"{info.path}: the gradient program fails at input "
+                             f"{key.batch}×{key.channels}×{key.height}×{key.width} "
+                             f"({str(exc).splitlines()[0][:300]})") from None
         if not program.fd_error <= FD_TOLERANCE:
             raise NumericalError(
                 f"{info.path}: the gradient program disagrees with finite differences (relative error "
@@ -143,8 +150,14 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
 
 def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) -> onnx.ModelProto:
     """Normalise, fix shapes, append the detector, infer shapes and differentiate."""
+    require_standard_ops(source, info.path)
     normalised = normalise(source, info, key.value_range, key.channel_order == "bgr")
     fixed = fix_input_shape(normalised, (key.batch, key.channels, key.height, key.width))
+    missing = ungradable_ops(fixed)
+    if missing:
+        raise InputError(f"{info.path}: no gradient rule for {', '.join(missing[:5])}"
+                         f"{' and more' if len(missing) > 5 else ''}; onnxlam cannot differentiate "
+                         "through these ops (re-export the model without them)")
     with_detector = append_detector(fixed, keep_sr=False)
     try:
         with_detector = onnx.shape_inference.infer_shapes(with_detector, strict_mode=True, data_prop=True)
@@ -267,7 +280,8 @@ def ungradable_ops(model: onnx.ModelProto) -> list[str]:
         if not live.intersection(node.input):
             continue
         live.update(node.output)
-        known = node.domain in ("", "ai.onnx") and node.op_type in REVERSE
-        if not known:
-            missing.append(f"{node.op_type} ({node.name or node.output[0]})")
+        standard = node.domain in ("", "ai.onnx")
+        if not (standard and node.op_type in REVERSE):
+            op = node.op_type if standard else f"{node.domain}.{node.op_type}"
+            missing.append(f"{op} (node '{node.name or node.output[0]}')")
     return missing
