@@ -60,10 +60,8 @@ def handled(command):
 
 
 def _resolve_model(model: str) -> str:
-    try:
-        from .collection import resolve
-    except ImportError:  # the collection is optional in a partial install
-        return model
+    from .collection import resolve
+
     return str(resolve(model))
 
 
@@ -213,6 +211,66 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
     missing = data["ops_without_gradient"]
     table.add_row("no gradient rule", ", ".join(missing) if missing else "none: every op is differentiable")
     table.add_row("sha256", info.sha256)
+    out.print(table)
+
+
+@app.command("import-ncnn")
+@handled
+def import_ncnn(param: Path = typer.Argument(..., help="ncnn .param file."),
+                weights: Path = typer.Argument(..., metavar="BIN", help="ncnn .bin file."),
+                output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write."),
+                value_range: Optional[float] = typer.Option(None, "--value-range", help="Record the pixel "
+                                                            "range the network expects (1 or 255)."),
+                bgr: Optional[bool] = typer.Option(None, "--bgr/--rgb", help="Record the channel order."),
+                debug: bool = DEBUG):
+    """Convert an ncnn model to ONNX with standard ops (fp16 weights become float32)."""
+    import onnx
+
+    from .ncnn import convert
+
+    for f in (param, weights):
+        if not f.is_file():
+            raise InputError(f"file not found: {f}")
+    if output.is_dir():
+        raise InputError(f"-o {output} is a folder; name the .onnx file to write")
+    model = convert(param, weights)
+    props = {p.key: p.value for p in model.metadata_props}
+    if value_range is not None:
+        if value_range not in (1.0, 255.0):
+            raise InputError(f"--value-range must be 1 or 255; got {value_range:g}")
+        props["onnxlam.value_range"] = f"{value_range:g}"
+    if bgr is not None:
+        props["onnxlam.channel_order"] = "bgr" if bgr else "rgb"
+    props.setdefault("onnxlam.source", f"ncnn:{param.name}")
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        onnx.save(model, str(tmp))
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    err.print(f"wrote {output} ({len(model.graph.node)} nodes)", highlight=False)
+
+
+@app.command()
+@handled
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."), debug: bool = DEBUG):
+    """List the bundled collection of pretrained models (usable by name wherever a model is expected)."""
+    from .collection import list_models
+
+    entries = list_models()
+    if as_json:
+        rows = [{"name": e.name, "file": str(e.path), "architecture": e.architecture, "scale": e.scale,
+                 "params": e.params, "license": e.license, "available": e.available} for e in entries]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="onnxlam model collection", title_justify="left")
+    for col in ("name", "architecture", "scale", "params", "licence", "status"):
+        table.add_column(col)
+    for e in entries:
+        status = "ready" if e.available else "fetch: python scripts/fetch_models.py " + e.name
+        table.add_row(e.name, e.architecture, f"×{e.scale}", f"{e.params:,}", e.license, status)
     out.print(table)
 
 

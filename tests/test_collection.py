@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pathlib
 import json
 
 import onnx
@@ -71,3 +72,18 @@ def test_fetch_model_not_yet_fetched_is_unavailable(monkeypatch, tmp_path):
 def test_models_dir_is_the_exported_models_folder():
     folder = collection.models_dir()
     assert folder.name == "exported_models" and (folder / collection.MANIFEST).is_file()
+
+
+def test_models_command_lists_the_collection():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "onnxlam", "models", "--json"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(repo)})
+    assert r.returncode == 0, r.stderr
+    names = {row["name"] for row in json.loads(r.stdout)}
+    assert {"animevideov3-x4", "span-x4", "waifu2x-upconv7-photo-x2", "realcugan-se-x2",
+            "realcugan-se-x4", "realesrgan-x4plus"} <= names

@@ -415,3 +415,37 @@ def test_collection_model_fixed_shape_inference_and_reverse(entry):
     dims = [d.dim_value for d in inferred.graph.output[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 32 * entry.scale, 32 * entry.scale]
     onnx_ad.reverse(inferred, inputs=["input"], layout="onnx")
+
+
+# --------------------------------------------------------------------------- command line
+
+def test_import_ncnn_command_then_lam(tmp_path):
+    """`onnxlam import-ncnn` writes a model that `onnxlam lam` analyses end to end (×2 conv + shuffle)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    w = RNG.standard_normal((12, 3, 3, 3)).astype(np.float32) * 0.3
+    b = RNG.standard_normal(12).astype(np.float32) * 0.05
+    param, binf = write_net(tmp_path, ["Convolution conv 1 1 data c 0=12 1=3 4=1 5=1 6=324 9=2 -23310=1,0.1",
+                                       "PixelShuffle ps 1 1 c out 0=2"], [tagged(w), f32(b)])
+    out = tmp_path / "net.onnx"
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+    cli = [sys.executable, "-m", "onnxlam"]
+    r = subprocess.run(cli + ["import-ncnn", str(param), str(binf), "-o", str(out), "--value-range", "1"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    x = RNG.uniform(0, 1, (3, 10, 12)).astype(np.float32)
+    np.testing.assert_allclose(onnx_run(onnx.load(out), x), ncnn_run(param, binf, x), atol=1e-5)
+    image = tmp_path / "lr.png"
+    from PIL import Image
+    Image.fromarray((x.transpose(1, 2, 0) * 255).astype(np.uint8)).save(image)
+    r = subprocess.run(cli + ["lam", str(out), str(image), "--lr", "--window", "4", "4", "--size", "8",
+                              "--fold", "4", "--json", "--out", str(tmp_path / "lam")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["scale"] == 2
+    r = subprocess.run(cli + ["import-ncnn", str(param), str(tmp_path / "missing.bin"), "-o", str(out)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and r.stderr.startswith("error:")
