@@ -148,7 +148,7 @@ class Analyzer:
             fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w))
             dims = output_dims(fixed)
             if not (dims and all(isinstance(d, int) and d > 0 for d in dims[2:])):
-                probe = create_session(self.normalised.SerializeToString(), "cpu")
+                probe = create_session(self.normalised, "cpu")
                 x = np.zeros((self.info.fixed_batch or 1, self.info.channels, h, w), np.float32)
                 try:
                     dims = probe.session.run([OUTPUT], {INPUT: x})[0].shape
@@ -161,7 +161,7 @@ class Analyzer:
     def forward(self, lr: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
         """F(x) (C×H×W) and D(F(x)) for one LR image (C×h×w) and a window mask ((H−1)×(W−1))."""
         if self._forward is None:
-            self._forward = create_session(append_detector(self.normalised).SerializeToString(), self.device)
+            self._forward = create_session(append_detector(self.normalised), self.device)
         c, h, w = lr.shape
         try:
             sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32), MASK: mask[None, None]})

@@ -293,5 +293,7 @@ def main() -> None:
     app()
 
 
+from . import report_cli  # noqa: E402,F401  (registers report/check/compare)
+
 if __name__ == "__main__":
     main()

@@ -71,7 +71,7 @@ class GradientProgram:
 
     def session(self, device: str = "auto") -> Session:
         if device not in self._sessions:
-            self._sessions[device] = create_session(self.model.SerializeToString(), device)
+            self._sessions[device] = create_session(self.model, device)
         return self._sessions[device]
 
     def objective_and_gradient(self, x: np.ndarray, mask: np.ndarray, device: str = "auto"):

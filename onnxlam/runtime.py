@@ -43,6 +43,50 @@ def _options() -> ort.SessionOptions:
 
 
 _cuda_usable: bool | None = None
+_max_ir: int | None = None
+
+
+def _identity_model(ir_version: int):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=ir_version)
+
+
+def max_ir_version() -> int:
+    """The newest ONNX IR version this onnxruntime loads (probed once).
+
+    A newer `onnx` stamps files with an IR version an older onnxruntime refuses, although the ops
+    are the same; sessions are created with the version lowered to this one.
+    """
+    global _max_ir
+    if _max_ir is None:
+        import onnx
+
+        _max_ir = 7
+        for version in range(onnx.IR_VERSION, 7, -1):
+            try:
+                ort.InferenceSession(_identity_model(version).SerializeToString(), providers=[CPU])
+                _max_ir = version
+                break
+            except Exception:
+                continue
+    return _max_ir
+
+
+def serialise(model) -> bytes:
+    """Bytes of a ModelProto for onnxruntime, its IR version lowered to what the runtime loads."""
+    limit = max_ir_version()
+    if model.ir_version <= limit:
+        return model.SerializeToString()
+    original = model.ir_version
+    model.ir_version = limit
+    try:
+        return model.SerializeToString()
+    finally:
+        model.ir_version = original
 
 
 def cuda_available() -> bool:
@@ -55,12 +99,7 @@ def cuda_available() -> bool:
     if _cuda_usable is None:
         _cuda_usable = False
         if CUDA in ort.get_available_providers():
-            from onnx import TensorProto, helper
-
-            graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-            probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+            probe = _identity_model(8)
             options = ort.SessionOptions()
             options.log_severity_level = 4
             try:
@@ -71,13 +110,16 @@ def cuda_available() -> bool:
     return _cuda_usable
 
 
-def create_session(model: bytes, device: str = "auto") -> Session:
-    """A session on `device`: `auto` tries CUDA quietly and falls back to the CPU; `cuda` insists."""
+def create_session(model, device: str = "auto") -> Session:
+    """A session for a ModelProto on `device`: `auto` tries CUDA quietly, else the CPU; `cuda` insists."""
+    model = serialise(model)
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if device in ("auto", "cuda") and cuda_available():
         try:
-            session = ort.InferenceSession(model, _options(), providers=[CUDA, CPU])
+            # TF32 would round convolution inputs to 10-bit mantissas: maps must equal the CPU's.
+            tf32 = os.environ.get("ONNXLAM_TF32", "0")
+            session = ort.InferenceSession(model, _options(), providers=[(CUDA, {"use_tf32": tf32}), CPU])
             if session.get_providers()[0] == CUDA:
                 return Session(session, CUDA)
         except Exception:  # a broken CUDA install: fall back quietly for auto, report for cuda

@@ -1,0 +1,142 @@
+"""Figures that compare models: the paper's comparison figure and the difference of two attributions.
+
+Pure functions: LamResults in, uint8 H×W×3 pictures out (see `pictures` for the conventions).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import pictures
+from .analysis import LamResult
+from .errors import InputError
+
+COLUMNS = ("HR + window", "LAM", "LAM blend", "KDE blend", "SR window")
+_WHITE = (255, 255, 255)
+_GAP = 6
+_LABEL_WIDTH = 170
+
+
+def _rgb(image_chw: np.ndarray) -> np.ndarray:
+    """C×H×W float in [0, 1] (C = 1 or 3) → H×W×3 uint8, clipped."""
+    a = np.clip(np.asarray(image_chw, np.float32), 0.0, 1.0).transpose(1, 2, 0)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return pictures.to_uint8(a)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def row_pictures(result: LamResult) -> list[np.ndarray]:
+    """The five pictures of one figure row: HR (or SR, with --lr) with the window, LAM, LAM blend,
+    KDE blend, and the SR output's window enlarged (nearest neighbour) to the row's height."""
+    s, w = result.scale, result.window
+    sr = _rgb(result.sr_image)
+    reference = _rgb(result.hr_image) if result.hr_image is not None else sr
+    lr_up = pictures.upscale_bicubic(_rgb(result.lr_image), s)
+    lam = pictures.lam_picture(result.attribution, s)
+    return [pictures.draw_window(reference, w.x, w.y, w.size), lam, pictures.blend(lam, lr_up),
+            pictures.blend(pictures.kde_picture(result.attribution, s), lr_up),
+            pictures.crop_window(sr, w.x, w.y, w.size, zoom=reference.shape[0])]
+
+
+def comparison_figure(results: Sequence[LamResult], names: Sequence[str] | None = None) -> np.ndarray:
+    """The paper's comparison figure: one row per result, columns as `COLUMNS`, a header naming the
+    columns and, left of each row, the model's name and its DI. White background, uint8 H×W×3."""
+    if not results:
+        raise ValueError("comparison_figure needs at least one result")
+    names = [r.model for r in results] if names is None else list(names)
+    if len(names) != len(results):
+        raise ValueError(f"{len(names)} names for {len(results)} results")
+    rows = [row_pictures(r) for r in results]
+    widths = [max(row[i].shape[1] for row in rows) for i in range(len(COLUMNS))]
+    heights = [max(p.shape[0] for p in row) for row in rows]
+    name_font, di_font = _font(14), _font(18)
+    header = 26
+    width = _LABEL_WIDTH + sum(widths) + _GAP * len(widths)
+    height = header + sum(heights) + _GAP * len(rows)
+    canvas = Image.new("RGB", (width, height), _WHITE)
+    draw = ImageDraw.Draw(canvas)
+    left = _LABEL_WIDTH
+    font = _fitting_font(draw, COLUMNS, [w - 2 for w in widths])
+    for title, w in zip(COLUMNS, widths):
+        tw = draw.textlength(title, font=font)
+        draw.text((left + (w - tw) / 2, 5), title, fill=(0, 0, 0), font=font)
+        left += w + _GAP
+    top = header
+    for result, name, row, h in zip(results, names, rows, heights):
+        _draw_label(draw, name, result, top, h, name_font, di_font)
+        left = _LABEL_WIDTH
+        for picture, w in zip(row, widths):
+            canvas.paste(Image.fromarray(picture), (left + (w - picture.shape[1]) // 2, top))
+            left += w + _GAP
+        top += h + _GAP
+    return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def _fitting_font(draw: ImageDraw.ImageDraw, texts: Sequence[str], widths: Sequence[float]):
+    """The largest font from 15 px down to 8 px in which every text fits its width (narrow columns)."""
+    for size in range(15, 7, -1):
+        font = _font(size)
+        if all(draw.textlength(t, font=font) <= w for t, w in zip(texts, widths)):
+            return font
+    return font
+
+
+def _draw_label(draw: ImageDraw.ImageDraw, name: str, result: LamResult, top: int, height: int,
+                name_font, di_font) -> None:
+    """Model name (wrapped to the label column) and DI, centred vertically on the row."""
+    lines = _wrap(draw, name, name_font, _LABEL_WIDTH - 12)[:4]
+    di = f"DI {result.di:.2f}"
+    line_h = 18
+    block = line_h * len(lines) + 26
+    y = top + max(0, (height - block) // 2)
+    for line in lines:
+        draw.text((6, y), line, fill=(0, 0, 0), font=name_font)
+        y += line_h
+    draw.text((6, y + 4), di, fill=(176, 0, 32), font=di_font)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    """`text` broken into lines no wider than `width` pixels (at any character: names have no spaces)."""
+    lines, current = [], ""
+    for ch in text:
+        if current and draw.textlength(current + ch, font=font) > width:
+            lines.append(current)
+            current = ch
+        else:
+            current += ch
+    return lines + ([current] if current else [])
+
+
+def kde_difference(a: LamResult, b: LamResult) -> np.ndarray:
+    """KDE density of A's map minus KDE density of B's (each divided by its max): h×w in [−1, 1].
+
+    Positive where A draws more on the pixels than B. Both must come from the same LR image size
+    and scale (InputError otherwise).
+    """
+    if a.scale != b.scale:
+        raise InputError(f"the models have different scales (×{a.scale} and ×{b.scale}); "
+                         "their attributions live on different LR images and cannot be subtracted")
+    if a.attribution.shape != b.attribution.shape:
+        raise InputError(f"the attribution maps differ in size ({a.attribution.shape} and {b.attribution.shape})")
+    return pictures.kde_density(a.attribution) - pictures.kde_density(b.attribution)
+
+
+def difference_picture(difference: np.ndarray, scale: int) -> np.ndarray:
+    """`seismic(0.5 + 0.5·d/max|d|)` upscaled ×scale bicubically: red where A's density is higher,
+    blue where B's is, white where they agree. An all-zero difference is white."""
+    d = np.asarray(difference, dtype=np.float64)
+    peak = float(np.abs(d).max()) if d.size else 0.0
+    values = 0.5 + 0.5 * d / peak if peak > 0 else np.full(d.shape, 0.5)
+    coloured = pictures.seismic(values)
+    h, w = coloured.shape[:2]
+    resized = Image.fromarray(coloured).resize((w * scale, h * scale), Image.Resampling.BICUBIC)
+    return np.asarray(resized, dtype=np.uint8).copy()

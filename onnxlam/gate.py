@@ -1,0 +1,249 @@
+"""The CI gate for exported networks: DI bounds, drift against a baseline report, gradient checks.
+
+`check_cases` analyses cases and collects violations: a DI outside [min_di, max_di], a DI that moved
+more than `tolerance` from the baseline's, a case that no longer runs, and (with gradient checks) a
+gradient program that disagrees with finite differences or mixes batch elements. The gate passes
+when there is no violation.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import InputError, OnnxlamError
+from .report import LamOptions
+
+DEFAULT_TOLERANCE = 0.5  # DI points: far above run-to-run noise (~1e-4), below a real change of behaviour
+
+
+@dataclass(frozen=True)
+class GateCase:
+    """One case to check, with the DI the baseline recorded for it (None without a baseline)."""
+
+    model: str
+    image: str
+    x: int
+    y: int
+    size: int
+    options: LamOptions
+    baseline_di: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} · {self.image} · ({self.x}, {self.y}) {self.size}px"
+
+
+@dataclass(frozen=True)
+class CaseCheck:
+    """What one case gave: its DI (None when it failed) and the error message when it failed."""
+
+    case: GateCase
+    di: float | None
+    error: str = ""
+
+    @property
+    def drift(self) -> float | None:
+        if self.di is None or self.case.baseline_di is None:
+            return None
+        return self.di - self.case.baseline_di
+
+    def to_json(self) -> dict:
+        c = self.case
+        return {"model": c.model, "image": c.image, "window": {"x": c.x, "y": c.y, "size": c.size},
+                "di": self.di, "baseline_di": c.baseline_di, "drift": self.drift, "error": self.error or None}
+
+
+@dataclass(frozen=True)
+class GradientCheck:
+    """The finite-difference check of one model's gradient program at one LR input shape."""
+
+    model: str
+    height: int
+    width: int
+    batch: int | None
+    fd_error: float | None
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        from .program import FD_TOLERANCE
+
+        return not self.error and self.fd_error is not None and self.fd_error <= FD_TOLERANCE
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "lr_size": [self.height, self.width], "batch": self.batch,
+                "fd_error": self.fd_error, "passed": self.passed, "error": self.error or None}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason the gate fails. kind: below-min, above-max, drift, error or gradient."""
+
+    kind: str
+    subject: str
+    detail: str
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "subject": self.subject, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Everything the gate looked at, and what it found wrong."""
+
+    checks: tuple[CaseCheck, ...]
+    gradients: tuple[GradientCheck, ...]
+    violations: tuple[Violation, ...]
+    min_di: float | None = None
+    max_di: float | None = None
+    tolerance: float | None = None
+    baseline: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "violations": [v.to_json() for v in self.violations],
+                "checks": [c.to_json() for c in self.checks], "gradients": [g.to_json() for g in self.gradients],
+                "min_di": self.min_di, "max_di": self.max_di, "tolerance": self.tolerance, "baseline": self.baseline}
+
+
+def load_baseline(path: str | Path) -> list[GateCase]:
+    """The completed cases of a report's results.json, with their parameters and DI.
+
+    Cases that failed in the baseline are left out: there is no DI to hold them to.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read the baseline {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise InputError(f"the baseline {path} is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise InputError(f"{path} is not a report's results.json (no \"cases\" list); "
+                         "write one with `onnxlam report`")
+    cases = []
+    for i, entry in enumerate(data["cases"]):
+        if not isinstance(entry, dict) or entry.get("status") != "ok":
+            continue
+        try:
+            w = entry["window"]
+            options = LamOptions(size=int(w["size"]), lr=bool(entry["lr"]), path=str(entry["path"]),
+                                 sigma=float(entry["sigma"]), fold=int(entry["fold"]),
+                                 kernel_size=int(entry["kernel_size"]),
+                                 value_range=None if entry.get("value_range") is None else float(entry["value_range"]),
+                                 bgr=entry.get("bgr"))
+            cases.append(GateCase(str(entry["model"]), str(entry["image"]), int(w["x"]), int(w["y"]), int(w["size"]),
+                                  options, float(entry["di"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path}: case {i + 1} is malformed ({type(exc).__name__}: {exc})") from None
+    if not cases:
+        raise InputError(f"the baseline {path} holds no completed case")
+    return cases
+
+
+Progress = Callable[[str], None]
+
+
+def validate_limits(min_di: float | None, max_di: float | None, tolerance: float | None) -> None:
+    """InputError for limits no DI could meet."""
+    if min_di is not None and max_di is not None and min_di > max_di:
+        raise InputError(f"--min-di {min_di:g} is above --max-di {max_di:g}")
+    if tolerance is not None and not tolerance >= 0:
+        raise InputError(f"--tolerance must be ≥ 0; got {tolerance}")
+
+
+def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_di: float | None = None,
+                tolerance: float | None = None, verify_gradients: bool = False, device: str = "auto",
+                batch_size: int | None = None, resolve_model: Callable[[str], str] | None = None,
+                progress: Progress | None = None, baseline: str | None = None) -> GateResult:
+    """Run every case and collect the violations of the gate's rules.
+
+    `tolerance` applies to cases with a baseline DI (|DI − baseline| ≤ tolerance). A case that raises an
+    onnxlam error is an "error" violation. With `verify_gradients`, each model's gradient program at
+    each LR shape met is checked against central finite differences (program.FD_TOLERANCE) and for
+    batch independence.
+    """
+    validate_limits(min_di, max_di, tolerance)
+    resolve_model = resolve_model or _resolve
+    progress = progress or (lambda label: None)
+    checks: list[CaseCheck] = []
+    gradients: list[GradientCheck] = []
+    violations: list[Violation] = []
+    analyzers: dict[tuple, object] = {}
+    shapes_checked: set[tuple] = set()
+    for case in cases:
+        progress(case.label)
+        o = case.options
+        key = (case.model, o.value_range, o.bgr)
+        try:
+            if key not in analyzers:
+                from .analysis import Analyzer
+
+                analyzers.clear()  # one model in memory at a time
+                analyzers[key] = Analyzer(resolve_model(case.model), device=device, value_range=o.value_range,
+                                          bgr=o.bgr, batch_size=batch_size)
+            analyzer = analyzers[key]
+            if verify_gradients:
+                lr_image, _ = analyzer.prepare(case.image, o.lr)
+                shape = (key, lr_image.shape[1], lr_image.shape[2])
+                if shape not in shapes_checked:
+                    shapes_checked.add(shape)
+                    gradients.append(gradient_check(analyzer, case.model, lr_image.shape[1], lr_image.shape[2],
+                                                    o.fold, device))
+            result = analyzer.run(case.image, (case.x, case.y), case.size, lr=o.lr, path=o.path, sigma=o.sigma,
+                                  fold=o.fold, kernel_size=o.kernel_size)
+            checks.append(CaseCheck(case, result.di))
+        except OnnxlamError as exc:
+            checks.append(CaseCheck(case, None, " ".join(str(exc).split())))
+    for check in checks:
+        violations += _case_violations(check, min_di, max_di, tolerance)
+    for g in gradients:
+        if not g.passed:
+            from .program import FD_TOLERANCE
+
+            detail = g.error or f"finite-difference relative error {g.fd_error:.2e} > {FD_TOLERANCE:.0e}"
+            violations.append(Violation("gradient", f"{g.model} at LR {g.width}×{g.height}", detail))
+    return GateResult(tuple(checks), tuple(gradients), tuple(violations), min_di, max_di, tolerance, baseline)
+
+
+def _case_violations(check: CaseCheck, min_di: float | None, max_di: float | None,
+                     tolerance: float | None) -> list[Violation]:
+    c = check.case
+    if check.di is None:
+        return [Violation("error", c.label, f"the case no longer runs: {check.error}")]
+    found = []
+    if min_di is not None and check.di < min_di:
+        found.append(Violation("below-min", c.label, f"DI {check.di:.3f} < --min-di {min_di:g}"))
+    if max_di is not None and check.di > max_di:
+        found.append(Violation("above-max", c.label, f"DI {check.di:.3f} > --max-di {max_di:g}"))
+    drift = check.drift
+    if tolerance is not None and drift is not None and abs(drift) > tolerance:
+        found.append(Violation("drift", c.label, f"DI {check.di:.3f} vs baseline {c.baseline_di:.3f}: "
+                                                 f"drift {drift:+.3f} beyond ±{tolerance:g}"))
+    return found
+
+
+def gradient_check(analyzer, model: str, height: int, width: int, fold: int, device: str) -> GradientCheck:
+    """Build (or load) the program for LR height×width and check it against finite differences."""
+    from .program import check_batch_independence, check_finite_differences
+
+    try:
+        program = analyzer.program(height, width, fold)
+        check_batch_independence(program, analyzer.info, device)
+        fd = check_finite_differences(program, device)
+    except OnnxlamError as exc:
+        return GradientCheck(model, height, width, None, None, " ".join(str(exc).split()))
+    return GradientCheck(model, height, width, program.batch, fd)
+
+
+def _resolve(model: str) -> str:
+    try:
+        from .collection import resolve
+    except ImportError:
+        return model
+    return str(resolve(model))
