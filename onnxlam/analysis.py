@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
 
 from . import image as images
-from .detector import MASK, append_detector, check_window, window_mask
+from .detector import MASK, append_detector, window_mask
 from .errors import InputError, NumericalError
 from .integration import integrate
 from .metrics import abs_normalise, diffusion_index, gini, range_statistics
@@ -25,6 +25,7 @@ from .program import GradientProgram, build_program, infer_scale, load_program
 from .runtime import Session, create_session
 
 MAX_AUTO_BATCH = 10  # beyond this a CPU gains nothing measurable and memory grows linearly
+MAX_WINDOWS = 8  # windows sharing one forward pass; more are processed in groups of this size
 
 
 @dataclass(frozen=True)
@@ -158,45 +159,47 @@ class Analyzer:
             self._scale = infer_scale(h, w, dims[2], dims[3])
         return self._scale
 
-    def forward(self, lr: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-        """F(x) (C×H×W) and D(F(x)) for one LR image (C×h×w) and a window mask ((H−1)×(W−1))."""
+    def forward(self, lr: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """F(x) (C×H×W) and D(F(x)) per window ([K]) for one LR image (C×h×w) and masks (K×(H−1)×(W−1))."""
         if self._forward is None:
             self._forward = create_session(append_detector(self.normalised), self.device)
         c, h, w = lr.shape
         try:
-            sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32), MASK: mask[None, None]})
+            sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32),
+                                               MASK: np.ascontiguousarray(masks[None], np.float32)})
         except Exception as exc:
             raise InputError(f"{self.model_path}: the model failed on a {w}×{h} input: "
                              f"{str(exc).splitlines()[0][:300]}") from None
-        return sr[0], float(objective[0])
+        return sr[0], objective[0].astype(np.float64)
 
-    def _auto_batch(self, fold: int, h: int, w: int) -> int:
+    def _auto_batch(self, fold: int, h: int, w: int, windows: int) -> int:
         if self.info.fixed_batch not in (None, 1):
             return self.info.fixed_batch
         if self.batch_size is not None:
             return min(self.batch_size, fold)
         fixed = fix_input_shape(self.normalised, (1, self.info.channels, h, w))
-        per_element = 3 * _activation_bytes(fixed) + 1  # activations kept, adjoints, temporaries
+        # activations kept for the reverse pass, their adjoints (one per window) and temporaries
+        per_element = (3 + windows) * _activation_bytes(fixed) + 1
         budget = int(0.4 * _available_memory())
         return int(max(1, min(MAX_AUTO_BATCH, fold, budget // per_element)))
 
-    def program(self, h: int, w: int, fold: int) -> GradientProgram:
-        """The gradient program for LR size h×w, batched as the model and memory allow."""
-        batch = self._auto_batch(fold, h, w)
-        key = (batch, h, w)
+    def program(self, h: int, w: int, fold: int, windows: int = 1) -> GradientProgram:
+        """The gradient program for LR size h×w and `windows` windows, batched as the model and memory allow."""
+        batch = self._auto_batch(fold, h, w, windows)
+        key = (batch, h, w, windows)
         if key not in self._programs:
             try:
-                self._programs[key] = self._build(batch, h, w)
+                self._programs[key] = self._build(batch, h, w, windows)
             except InputError:
                 if batch == 1 or self.batch_size is not None or self.info.fixed_batch not in (None, 1):
                     raise
                 # The file fixes (or silently assumes) a batch of 1: run the steps one at a time.
-                self._programs[key] = self._programs.get((1, h, w)) or self._build(1, h, w)
+                self._programs[key] = self._programs.get((1, h, w, windows)) or self._build(1, h, w, windows)
         return self._programs[key]
 
-    def _build(self, batch: int, h: int, w: int) -> GradientProgram:
+    def _build(self, batch: int, h: int, w: int, windows: int) -> GradientProgram:
         return build_program((self.source, self.info), batch, h, w, self.value_range,
-                             self.channel_order == "bgr", cache=self.cache, device=self.device)
+                             self.channel_order == "bgr", cache=self.cache, device=self.device, windows=windows)
 
     # --- the analysis -------------------------------------------------------------------------
     def prepare(self, image: str | Path | np.ndarray, lr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -218,39 +221,63 @@ class Analyzer:
             program: str | Path | GradientProgram | None = None,
             progress: Callable[[int, int], None] | None = None) -> LamResult:
         """LAM of the window at `window` = (x, y) (SR pixels, top-left) of side `size` on `image`."""
+        return self.run_windows(image, [window], size, lr=lr, path=path, sigma=sigma, fold=fold,
+                                kernel_size=kernel_size, program=program, progress=progress)[0]
+
+    def run_windows(self, image: str | Path | np.ndarray, windows: Sequence[tuple[int, int] | Window],
+                    size: int = 16, *, lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50,
+                    kernel_size: int = 9, program: str | Path | GradientProgram | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> list[LamResult]:
+        """LAM of several windows of one image; up to MAX_WINDOWS of them share each forward pass."""
         start = time.perf_counter()
-        win = window if isinstance(window, Window) else Window(int(window[0]), int(window[1]), int(size))
+        wins = [w if isinstance(w, Window) else Window(int(w[0]), int(w[1]), int(size)) for w in windows]
+        if not wins:
+            raise InputError("no window given; pass --window X Y")
         _check_parameters(path, sigma, fold, kernel_size)
         x, hr = self.prepare(image, lr)
         c, h, w = x.shape
         s = self.scale
         H, W = h * s, w * s
-        check_window(H, W, win.x, win.y, win.size)
-        mask = window_mask(H, W, win.x, win.y, win.size)
-        sr, objective_input = self.forward(x, mask)
+        masks = np.stack([window_mask(H, W, win.x, win.y, win.size) for win in wins])
+        sr, objective_input = self.forward(x, masks)
         if not np.all(np.isfinite(sr)):
             raise NumericalError(f"{self.model_path}: the model's output holds NaN or inf for this image")
-        prog = self._program_for(program, h, w, fold)
         steps = make_path(x, path, sigma, fold, kernel_size)
-        _, objective_baseline = self.forward(steps.baseline, mask)
-        result = integrate(prog, steps, mask, self.device, progress)
-        M = abs_normalise(result.attribution)
-        if not np.all(np.isfinite(M)):
-            raise NumericalError("the attribution map is not finite")
-        return LamResult(
-            attribution=M, gradient=result.attribution, di=diffusion_index(M), gini=gini(M), window=win,
-            scale=s, lr_size=(h, w), path=path, sigma=float(sigma), fold=int(fold), kernel_size=int(kernel_size),
-            completeness=Completeness(float(result.attribution.astype(np.float64).sum()),
-                                      float(objective_input - objective_baseline)),
-            nan_gradients=result.nan_gradients, lr_image=x, sr_image=sr, hr_image=hr, model=self.model_path,
-            model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
-            provider=prog.session(self.device).provider, seconds=time.perf_counter() - start,
-            batch_size=prog.batch, value_range=self.value_range, channel_order=self.channel_order,
-            range=range_statistics(M, window_centre_lr(win, s)))
+        _, objective_baseline = self.forward(steps.baseline, masks)
+        prog = self._program_for(program, h, w, fold, min(len(wins), MAX_WINDOWS))
+        k = prog.windows
+        groups = [list(range(i, min(i + k, len(wins)))) for i in range(0, len(wins), k)]
+        attribution = np.zeros((len(wins), c, h, w), np.float32)
+        nan_gradients = np.zeros(len(wins), np.int64)
+        for g, members in enumerate(groups):
+            group_masks = np.zeros((k,) + masks.shape[1:], np.float32)  # unused slots stay empty
+            group_masks[:len(members)] = masks[members]
+            done = (lambda d, n, g=g: progress(g * n + d, n * len(groups))) if progress else None
+            result = integrate(prog, steps, group_masks, self.device, done)
+            attribution[members] = result.attribution[:len(members)]
+            nan_gradients[members] = result.nan_gradients[:len(members)]
+        seconds = time.perf_counter() - start
+        provider = prog.session(self.device).provider
+        results = []
+        for i, win in enumerate(wins):
+            M = abs_normalise(attribution[i])
+            if not np.all(np.isfinite(M)):
+                raise NumericalError("the attribution map is not finite")
+            results.append(LamResult(
+                attribution=M, gradient=attribution[i], di=diffusion_index(M), gini=gini(M), window=win,
+                scale=s, lr_size=(h, w), path=path, sigma=float(sigma), fold=int(fold),
+                kernel_size=int(kernel_size),
+                completeness=Completeness(float(attribution[i].astype(np.float64).sum()),
+                                          float(objective_input[i] - objective_baseline[i])),
+                nan_gradients=int(nan_gradients[i]), lr_image=x, sr_image=sr, hr_image=hr, model=self.model_path,
+                model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
+                provider=provider, seconds=seconds, batch_size=prog.batch, value_range=self.value_range,
+                channel_order=self.channel_order, range=range_statistics(M, window_centre_lr(win, s))))
+        return results
 
-    def _program_for(self, program, h: int, w: int, fold: int) -> GradientProgram:
+    def _program_for(self, program, h: int, w: int, fold: int, windows: int) -> GradientProgram:
         if program is None:
-            return self.program(h, w, fold)
+            return self.program(h, w, fold, windows)
         prog = program if isinstance(program, GradientProgram) else load_program(program)
         k = prog.key
         if k.source_sha256 != self.info.sha256:

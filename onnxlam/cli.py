@@ -9,7 +9,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -95,37 +95,46 @@ def _summary(result, folder: Path | None) -> Table:
     return table
 
 
-def run_lam(model: str, image: str, window: tuple[int, int], size: int, lr: bool, path: str, sigma: float,
+def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, lr: bool, path: str, sigma: float,
             fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
             bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool):
-    from .analysis import analyze
-    from .outputs import check_out_dir, write_result
+    from .analysis import Analyzer
+    from .outputs import check_out_dir, window_folder, write_results
 
+    if not windows:
+        raise InputError("no window given; pass --window X Y (repeatable)")
     model = _resolve_model(model)
-    folder = out_dir or _default_out(model, image, *window)
+    folder = out_dir or _default_out(model, image, *windows[0])
     check_out_dir(folder)
+    analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size)
     with _progress() as progress:
         task = progress.add_task("LAM", total=fold)
-        result = analyze(model, image, window=window, size=size, lr=lr, path=path, sigma=sigma, fold=fold,
-                         kernel_size=kernel_size, batch_size=batch_size, device=device,
-                         value_range=value_range, bgr=bgr, program=program,
-                         progress=lambda done, total: progress.update(task, completed=done))
-    write_result(result, folder)
+        results = analyzer.run_windows(image, windows, size, lr=lr, path=path, sigma=sigma, fold=fold,
+                                       kernel_size=kernel_size, program=program,
+                                       progress=lambda done, total: progress.update(task, completed=done,
+                                                                                    total=total))
+    write_results(results, folder)
     if as_json:
-        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+        data = [r.to_json() for r in results]
+        sys.stdout.write(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
     else:
-        out.print(_summary(result, folder))
-    if result.nan_gradients:
-        err.print(f"[yellow]warning:[/] {result.nan_gradients} NaN gradient values were replaced by 0")
-    return result
+        for r in results:
+            out.print(_summary(r, folder if len(results) == 1 else folder / window_folder(r)))
+    for r in results:
+        if r.nan_gradients:
+            err.print(f"[yellow]warning:[/] window ({r.window.x}, {r.window.y}): {r.nan_gradients} NaN "
+                      "gradient values were replaced by 0")
+    return results
 
 
 @app.command()
 @handled
 def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection name, see `onnxlam models`)."),
         image: str = typer.Argument(..., help="HR image (downsampled per the LAM protocol), or LR with --lr."),
-        window: tuple[int, int] = typer.Option(..., "--window", help="X Y: top-left column and row of the "
-                                               "window in SR-output pixels."),
+        window: Tuple[int, int] = typer.Option(..., "--window", help="X Y: top-left column and row of the "
+                                               "window in SR-output pixels. Repeat for several windows: they "
+                                               "share each forward pass and get a sub-folder each."),
+        more_windows: List[str] = typer.Option([], "--more-window", hidden=True),
         size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
         lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input: use it as is."),
         path: str = typer.Option("blur", "--path", help="blur (LAM), linear or gaussian-linear."),
@@ -140,8 +149,8 @@ def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection 
                                                "(default lam-<model>-<image>-<X>-<Y>)."),
         as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout, nothing else."),
         debug: bool = DEBUG):
-    """Compute the local attribution map of one window and write the arrays, result.json and pictures."""
-    run_lam(model, image, window, size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range,
+    """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
+    run_lam(model, image, [window] + [_pair(w) for w in more_windows], size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range,
             bgr, program, out_dir, as_json)
 
 
@@ -284,13 +293,33 @@ def demo(out_dir: Path = typer.Option(Path("onnxlam-demo"), "--out", help="Outpu
          device: str = DEVICE, debug: bool = DEBUG):
     """Run `lam` on the bundled model and photograph into ./onnxlam-demo/ and print the summary."""
     photo = Path(__file__).parent / "data" / "chelsea.png"
-    run_lam(DEMO_MODEL, str(photo), DEMO_WINDOW, 16, False, "blur", 1.2, 50, 9, None, device, None, None,
+    run_lam(DEMO_MODEL, str(photo), [DEMO_WINDOW], 16, False, "blur", 1.2, 50, 9, None, device, None, None,
             None, out_dir, False)
     out.print(f"Open {out_dir / 'panel.png'} to see the map.")
 
 
+def _pair(text: str) -> tuple[int, int]:
+    x, y = text.split(",")
+    return int(x), int(y)
+
+
+def repeatable_windows(argv: list[str]) -> list[str]:
+    """Click cannot repeat a two-value option: every `--window X Y` after the first becomes the hidden
+    `--more-window X,Y`, so `--window` stays repeatable on the command line."""
+    result, seen, i = [], False, 0
+    while i < len(argv):
+        if argv[i] == "--window" and i + 2 < len(argv) and seen:
+            result += ["--more-window", f"{argv[i + 1]},{argv[i + 2]}"]
+            i += 3
+            continue
+        seen = seen or argv[i] == "--window"
+        result.append(argv[i])
+        i += 1
+    return result
+
+
 def main() -> None:
-    app()
+    app(args=repeatable_windows(sys.argv[1:]), prog_name="onnxlam")
 
 
 from . import report_cli  # noqa: E402,F401  (registers report/check/compare)

@@ -2,10 +2,10 @@
 
     dh = (y[:, :, :-1, :] − y[:, :, 1:, :])²      dw = (y[:, :, :, :-1] − y[:, :, :, 1:])²
     g  = sqrt(dh[:, :, :, :-1] + dw[:, :, :-1, :])                   N×C×(H−1)×(W−1)
-    D  = Σ_{c, rows, cols} g · mask                                  N
+    D  = Σ_{rows, cols} (Σ_c g) · mask_k                             N×K
 
-The window is not baked in: `lam_mask` (N×1×(H−1)×(W−1), 1 inside the window) is a runtime input,
-so one program serves every window of an input shape. `sqrt` is guarded with a double `Where`
+The windows are not baked in: `lam_mask` (N×K×(H−1)×(W−1), 1 inside window k) is a runtime input,
+so one program serves every window of an input shape, and K windows share one forward pass. `sqrt` is guarded with a double `Where`
 so that where `dh + dw = 0` both the value and its derivative are exactly 0, never NaN.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ def detector_nodes(sr: str = OUTPUT) -> list[onnx.NodeProto]:
     p = "lam_det_"
     n = [_const(p + "zero", [0]), _const(p + "one", [1]), _const(p + "minus1", [-1]),
          _const(p + "end", [INT64_MAX]), _const(p + "ax2", [2]), _const(p + "ax3", [3]),
-         _const(p + "axes", [1, 2, 3]), _const(p + "f0", 0.0, np.float32), _const(p + "f1", 1.0, np.float32)]
+         _const(p + "channels", [1]), _const(p + "spatial", [2, 3]), _const(p + "f0", 0.0, np.float32), _const(p + "f1", 1.0, np.float32)]
 
     def sl(src, dst, start, end, axis):
         n.append(helper.make_node("Slice", [src, p + start, p + end, p + axis], [dst]))
@@ -70,15 +70,17 @@ def detector_nodes(sr: str = OUTPUT) -> list[onnx.NodeProto]:
           helper.make_node("Where", [p + "pos", p + "sq", p + "f1"], [p + "safe"]),
           helper.make_node("Sqrt", [p + "safe"], [p + "root"]),
           helper.make_node("Where", [p + "pos", p + "root", p + "f0"], [p + "g"]),
-          helper.make_node("Mul", [p + "g", MASK], [p + "masked"]),
-          helper.make_node("ReduceSum", [p + "masked", p + "axes"], [OBJECTIVE], keepdims=0)]
+          helper.make_node("ReduceSum", [p + "g", p + "channels"], [p + "g_sum"], keepdims=1),
+          helper.make_node("Mul", [p + "g_sum", MASK], [p + "masked"]),
+          helper.make_node("ReduceSum", [p + "masked", p + "spatial"], [OBJECTIVE], keepdims=0)]
     return n
 
 
-def append_detector(model: onnx.ModelProto, keep_sr: bool = True) -> onnx.ModelProto:
+def append_detector(model: onnx.ModelProto, keep_sr: bool = True, windows: int | str = "K") -> onnx.ModelProto:
     """A copy of a normalised model (see `model.normalise`) with `lam_mask` in and `lam_objective` out.
 
-    The mask's batch and spatial dims follow the (fixed or symbolic) output shape.
+    The mask's batch and spatial dims follow the (fixed or symbolic) output shape; `windows` is the
+    number of windows K (symbolic by default).
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -86,11 +88,11 @@ def append_detector(model: onnx.ModelProto, keep_sr: bool = True) -> onnx.ModelP
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in out.type.tensor_type.shape.dim]
     n, h, w = dims[0], dims[2], dims[3]
-    mask_dims = [n if n is not None else "N", 1,
+    mask_dims = [n if n is not None else "N", windows,
                  h - 1 if isinstance(h, int) else "Hm1", w - 1 if isinstance(w, int) else "Wm1"]
     m.graph.input.append(helper.make_tensor_value_info(MASK, TensorProto.FLOAT, mask_dims))
     m.graph.node.extend(detector_nodes())
-    objective = helper.make_tensor_value_info(OBJECTIVE, TensorProto.FLOAT, [mask_dims[0]])
+    objective = helper.make_tensor_value_info(OBJECTIVE, TensorProto.FLOAT, mask_dims[:2])
     if not keep_sr:
         del m.graph.output[:]
     m.graph.output.append(objective)

@@ -50,18 +50,37 @@ def check_out_dir(out: Path) -> None:
         raise InputError(f"--out {out} is a file; name a folder (it is created)")
 
 
+def _write_files(result: LamResult, folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    np.save(folder / "attribution.npy", result.attribution.astype(np.float32))
+    np.save(folder / "gradient.npy", result.gradient.astype(np.float32))
+    for name, picture in render(result).items():
+        pictures.save(str(folder / name), picture)
+    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+
+
+def window_folder(result: LamResult) -> str:
+    w = result.window
+    return f"window-{w.x}-{w.y}-{w.size}"
+
+
 def write_result(result: LamResult, out: str | Path) -> Path:
     """Write `attribution.npy`, `gradient.npy`, `result.json` and the pictures into folder `out`."""
+    return write_results([result], out)
+
+
+def write_results(results: list[LamResult], out: str | Path) -> Path:
+    """One result into `out` itself; several into `out/window-X-Y-SIZE/` each. All or nothing."""
     out = Path(out)
     check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        np.save(tmp / "attribution.npy", result.attribution.astype(np.float32))
-        np.save(tmp / "gradient.npy", result.gradient.astype(np.float32))
-        for name, picture in render(result).items():
-            pictures.save(str(tmp / name), picture)
-        (tmp / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        if len(results) == 1:
+            _write_files(results[0], tmp)
+        else:
+            for result in results:
+                _write_files(result, tmp / window_folder(result))
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,8 +2,9 @@
 
 Built from the normalised model (see `model.normalise`) by fixing the input shape, appending the
 LAM detector (`detector.py`), inferring every shape and differentiating `lam_objective` with respect
-to `lam_input` with `onnx_ad.reverse`. A batch element's objective depends on that element alone,
-so one seed of ones per element gives every element's gradient in one reverse pass.
+to `lam_input` with `onnx_ad.reverse`. The objective is N×K (K windows); the seed is one identity
+matrix per batch element, so one reverse pass gives every element's gradient for every window
+(a batch element's objective depends on that element alone).
 
 Programs are cached on disk (see `cache.py`) and checked once, when built, against a central
 finite difference along a random direction.
@@ -26,7 +27,7 @@ from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, req
 from .rewrite import make_differentiable
 from .runtime import Session, create_session
 
-FORMAT = "1"
+FORMAT = "2"
 SEED = "adj_" + OBJECTIVE
 GRADIENT = "adj_" + INPUT
 DETECTOR = "gradient-magnitude sum over a runtime window mask (LAM-SPEC §2)"
@@ -44,9 +45,10 @@ class ProgramKey:
     width: int
     value_range: float
     channel_order: str
+    windows: int = 1
 
     def slug(self) -> str:
-        return (f"{self.source_sha256[:32]}-b{self.batch}-c{self.channels}-{self.height}x{self.width}"
+        return (f"{self.source_sha256[:32]}-b{self.batch}-k{self.windows}-c{self.channels}-{self.height}x{self.width}"
                 f"-r{self.value_range:g}-{self.channel_order}-ad{onnx_ad.__version__}-f{FORMAT}")
 
 
@@ -74,13 +76,18 @@ class GradientProgram:
             self._sessions[device] = create_session(self.model, device)
         return self._sessions[device]
 
+    @property
+    def windows(self) -> int:
+        return self.key.windows
+
     def objective_and_gradient(self, x: np.ndarray, mask: np.ndarray, device: str = "auto"):
-        """D per batch element ([B]) and ∇_x D ([B, C, h, w]) for images `x` and window masks `mask`."""
-        seed = np.ones((x.shape[0], 1), np.float32)
+        """D ([B, K]) and ∇_x D ([B, K, C, h, w]) for images `x` ([B, C, h, w]) and masks ([B, K, H−1, W−1])."""
+        b, k = x.shape[0], self.key.windows
+        seed = np.ascontiguousarray(np.broadcast_to(np.eye(k, dtype=np.float32), (b, k, k)))
         objective, gradient = self.session(device).run(
             {INPUT: np.ascontiguousarray(x, np.float32), MASK: np.ascontiguousarray(mask, np.float32),
              SEED: seed})
-        return objective, gradient[..., 0]
+        return objective, np.moveaxis(gradient, -1, 1)
 
     def metadata(self) -> dict[str, str]:
         k = self.key
@@ -88,6 +95,7 @@ class GradientProgram:
         return {"onnxlam.program_format": FORMAT, "onnxlam.version": onnxlam_version,
                 "onnxlam.onnx_ad_version": onnx_ad.__version__, "onnxlam.source_sha256": k.source_sha256,
                 "onnxlam.input_shape": f"{k.batch},{k.channels},{k.height},{k.width}",
+                "onnxlam.windows": str(k.windows),
                 "onnxlam.output_shape": f"{k.batch},{k.channels},{H},{W}", "onnxlam.scale": str(self.scale),
                 "onnxlam.value_range": f"{k.value_range:g}", "onnxlam.channel_order": k.channel_order,
                 "onnxlam.detector": DETECTOR,
@@ -103,22 +111,24 @@ class GradientProgram:
 
 
 def program_key(info: ModelInfo, batch: int, height: int, width: int, value_range: float | None = None,
-                bgr: bool | None = None) -> ProgramKey:
+                bgr: bool | None = None, windows: int = 1) -> ProgramKey:
     value_range = info.value_range if value_range is None else value_range
     order = info.channel_order if bgr is None else ("bgr" if bgr else "rgb")
-    return ProgramKey(info.sha256, batch, info.channels, height, width, value_range, order)
+    return ProgramKey(info.sha256, batch, info.channels, height, width, value_range, order, windows)
 
 
 def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: int, height: int, width: int,
                   value_range: float | None = None, bgr: bool | None = None, cache: bool = True,
-                  verify: bool = True, device: str = "auto") -> GradientProgram:
-    """The gradient program of `model` for input batch×C×height×width, from the cache when there.
+                  verify: bool = True, device: str = "auto", windows: int = 1) -> GradientProgram:
+    """The gradient program of `model` for input batch×C×height×width and `windows` windows.
+
+    From the cache when there.
 
     A program is verified against finite differences before it is first used (and cached); a
     mismatch is a NumericalError naming the model.
     """
     source, info = open_model(model) if isinstance(model, (str, Path)) else model
-    key = program_key(info, batch, height, width, value_range, bgr)
+    key = program_key(info, batch, height, width, value_range, bgr, windows)
     store = ProgramCache() if cache else None
     if store is not None:
         cached = store.load(key)
@@ -158,7 +168,7 @@ def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) ->
         raise InputError(f"{info.path}: no gradient rule for {', '.join(missing[:5])}"
                          f"{' and more' if len(missing) > 5 else ''}; onnxlam cannot differentiate "
                          "through these ops (re-export the model without them)")
-    with_detector = append_detector(fixed, keep_sr=False)
+    with_detector = append_detector(fixed, keep_sr=False, windows=key.windows)
     try:
         with_detector = onnx.shape_inference.infer_shapes(with_detector, strict_mode=True, data_prop=True)
         with_detector = make_differentiable(with_detector)
@@ -188,7 +198,8 @@ def infer_scale(h: int, w: int, H: int, W: int) -> int:
 def check_finite_differences(program: GradientProgram, device: str = "auto", seed: int = 0) -> float:
     """Relative error of the program's directional derivative against central finite differences.
 
-    Random image in [0.2, 0.8], a 16×16 window at the centre of every batch element, and a random
+    Random image in [0.2, 0.8], a 16×16 window at the centre of every batch element (the same in every
+    window slot, so every seed column is checked), and a random
     direction leaning on the gradient's signs (`v = sign(g)·u + n`, u uniform, n Gaussian): a purely
     random direction averages the derivative away and leaves float32 rounding to compare. The smaller
     error over two step sizes counts, since one step may straddle a kink (ReLU) that the other does not.
@@ -197,13 +208,14 @@ def check_finite_differences(program: GradientProgram, device: str = "auto", see
     rng = np.random.default_rng(seed)
     H, W = program.output_size
     x = rng.uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
-    mask = np.zeros((k.batch, 1, H - 1, W - 1), np.float32)
+    mask = np.zeros((k.batch, k.windows, H - 1, W - 1), np.float32)
     size = min(16, H - 1, W - 1)
     top, left = (H - 1 - size) // 2, (W - 1 - size) // 2
     mask[:, :, top:top + size, left:left + size] = 1.0
     objective, gradient = program.objective_and_gradient(x, mask, device)
     if not (np.all(np.isfinite(objective)) and np.all(np.isfinite(gradient))):
         raise NumericalError("the gradient program gives NaN or inf on a random image in [0.2, 0.8]")
+    gradient = gradient.sum(axis=1)  # d(Σ_k D_k)/dx
     v = np.sign(gradient) * rng.uniform(0.5, 1.0, x.shape) + 0.5 * rng.standard_normal(x.shape)
     v = (v / np.abs(v).max()).astype(np.float32)
     analytic = float(np.sum(gradient.astype(np.float64) * v))
@@ -227,7 +239,7 @@ def check_batch_independence(program: GradientProgram, info: ModelInfo, device: 
         return
     H, W = program.output_size
     x = np.random.default_rng(1).uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
-    mask = np.zeros((k.batch, 1, H - 1, W - 1), np.float32)
+    mask = np.zeros((k.batch, k.windows, H - 1, W - 1), np.float32)
     mask[0] = 1.0
     _, gradient = program.objective_and_gradient(x, mask, device)
     if np.any(gradient[1:] != 0):
@@ -251,7 +263,7 @@ def load_program(path: str | Path) -> GradientProgram:
     try:
         b, c, h, w = (int(v) for v in meta["onnxlam.input_shape"].split(","))
         key = ProgramKey(meta["onnxlam.source_sha256"], b, c, h, w, float(meta["onnxlam.value_range"]),
-                         meta["onnxlam.channel_order"])
+                         meta["onnxlam.channel_order"], int(meta.get("onnxlam.windows", "1")))
         scale = int(meta["onnxlam.scale"])
         fd = float(meta["onnxlam.fd_relative_error"]) if meta.get("onnxlam.fd_relative_error") else None
     except (KeyError, ValueError) as exc:

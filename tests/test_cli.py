@@ -332,3 +332,19 @@ def test_fixed_size_model_rejects_other_sizes(tmp_path, hr_image):
     assert r.returncode == 2 and "20×20 only" in r.stderr, r.stderr
     ok = onnxlam.analyze(path, np.asarray(Image.open(PHOTO))[:40, :40], window=(3, 3), fold=3)
     assert ok.lr_size == (20, 20)
+
+
+def test_several_windows_share_a_forward_and_get_a_folder_each(models, hr_image, tmp_path):
+    out = tmp_path / "multi"
+    r = run_cli("lam", models["x2"], hr_image, "--window", 3, 5, "--window", 30, 20, "--window", 40, 2,
+                "--size", 8, "--out", out, "--json", *FAST)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert [d["window"] for d in data] == [{"x": 3, "y": 5, "size": 8}, {"x": 30, "y": 20, "size": 8},
+                                           {"x": 40, "y": 2, "size": 8}]
+    for d in data:
+        w = d["window"]
+        folder = out / f"window-{w['x']}-{w['y']}-8"
+        single = onnxlam.analyze(models["x2"], hr_image, window=(w["x"], w["y"]), size=8, fold=6)
+        np.testing.assert_allclose(np.load(folder / "attribution.npy"), single.attribution, atol=1e-6)
+        assert abs(json.loads((folder / "result.json").read_text())["di"] - single.di) < 1e-4
