@@ -24,7 +24,7 @@ from .cache import ProgramCache
 from .detector import MASK, OBJECTIVE, append_detector
 from .errors import InputError, NumericalError, OnnxlamError
 from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
-from .rewrite import make_differentiable
+from .rewrite import make_differentiable, speed_up
 from .runtime import Session, create_session
 
 FORMAT = "2"
@@ -175,9 +175,14 @@ def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) ->
     except Exception as exc:
         raise InputError(f"{info.path}: shape inference failed after appending the detector: {exc}") from None
     try:
-        return onnx_ad.reverse(with_detector, inputs=[INPUT], outputs=[OBJECTIVE], layout="onnx")
+        reverse = onnx_ad.reverse(with_detector, inputs=[INPUT], outputs=[OBJECTIVE], layout="onnx")
     except onnx_ad.UnsupportedOperator as exc:
         raise InputError(f"{info.path}: cannot differentiate the model: {exc}") from None
+    for value in list(reverse.graph.input) + list(reverse.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == "nadj":  # the seed count is K: static shapes let the rewrites apply
+                dim.dim_value = key.windows
+    return speed_up(reverse)
 
 
 def _scale_of(graph: onnx.ModelProto, key: ProgramKey) -> int:

@@ -38,16 +38,20 @@ at twice the size; the reach must agree (``confirmed``), otherwise the size is d
 (up to ``max_size``) and a reach that keeps growing is reported as global.
 
 Crops (``crop_box``). An SR pixel computed on an LR crop equals the full-image one when the crop
-contains the pixel's whole dependence cone and starts on the sampling phase (a multiple of the
-period): every intermediate value in the cone has its own cone inside it, so it never reads the
-crop's artificial border (zero padding, reflect/edge padding, resize clamping) unless the crop's
-border is the image's own border, where the model does exactly the same on both. A reflect pad
-needs no extra margin: the cone of a pixel whose computation reads reflected values always
-contains the border pixel itself (a reflection maps −k to k, inside the hull [0, y + reach]), so
-its crop reaches the true border. This holds for shift-equivariant local networks (CNNs with
-zero/reflect/edge padding, pixel shuffles, strided and transposed convolutions, nearest/linear/cubic
-resizing with integer factors and half-pixel or asymmetric coordinates); the tests check it
-against full-image runs.
+contains the pixel's cone ``[⌊Y/s⌋ − top, ⌊Y/s⌋ + bottom]`` clipped to the image, and starts on the
+sampling phase (a multiple of the period). Every intermediate value in the cone has its own cone
+inside it. Where the unclipped cone lies inside the image, the pixel's computation reads no
+padding at all (the reach is at least the interior, unfolded reach), so the crop's artificial
+border (zero padding, reflect/edge padding, resize clamping) is never read; where the cone crosses
+the image border, the box is clipped there, so the crop shares that border with the image and the
+model pads it exactly as on the full image (a reflect pad of width p reflects rows 1..p, which
+are in the cone). So reflect/edge pads need no extra margin beyond the reach; what they need is
+that the box is the reach-based cone, not the per-pixel hull: with a dilated kernel after a
+reflect pad a border pixel's hull can miss row 0 although the pixel reads the reflection, and a
+crop starting at row 1 would reflect differently. This holds for shift-equivariant local networks
+(CNNs with zero/reflect/edge padding, pixel shuffles, strided and transposed convolutions,
+nearest/linear/cubic resizing with integer factors and half-pixel or asymmetric coordinates); the
+tests check it against full-image runs.
 """
 from __future__ import annotations
 
@@ -84,6 +88,10 @@ class ReceptiveField:
     col_span: tuple[tuple[int, int], ...] = field(default=(), repr=False)  # per SR col: LR cols
     sizes: tuple[tuple[int, int], ...] = ()          # every LR size analysed
     confirmed: bool = False                          # same answer at the two largest sizes
+    # reach by SR phase: entry r holds (top, bottom) for SR rows Y ≡ r (mod len), len = period·s
+    # (the pattern repeats every period LR pixels), the max over all such rows; same for columns
+    row_phase_reach: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    col_phase_reach: tuple[tuple[int, int], ...] = field(default=(), repr=False)
 
     @property
     def radius(self) -> tuple[int, int] | None:
@@ -237,10 +245,6 @@ def _reduce(arr: np.ndarray, axes, lo: bool) -> np.ndarray:
     return (arr.min if lo else arr.max)(axis=axes, keepdims=True)
 
 
-def _empty_like_axis(n: int, lo: bool) -> np.ndarray:
-    return np.full(n, BIG if lo else -BIG, np.int64)
-
-
 def _take(arr: np.ndarray, axis: int, src: np.ndarray, lo: bool) -> np.ndarray:
     """arr re-indexed along `axis` by `src` (1-D, −1 = reads nothing)."""
     valid = src >= 0
@@ -260,28 +264,44 @@ def _take(arr: np.ndarray, axis: int, src: np.ndarray, lo: bool) -> np.ndarray:
 def _window(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad: int,
             kernel: int, dil: int, lo: bool) -> np.ndarray:
     """Hull over the convolution window: out j reads in j·stride − pad + k·dil (k < kernel)."""
+    j = np.arange(n_out)
+    reads = [j * stride - pad + k * dil for k in range(kernel)]
+    if arr.shape[axis] == 1:
+        return _uniform(arr, axis, np.any([(i >= 0) & (i < n_in) for i in reads], axis=0), lo)
     fill, red = (BIG, np.minimum) if lo else (-BIG, np.maximum)
     a = np.moveaxis(arr, axis, 0)
-    if a.shape[0] == 1:
-        a = np.broadcast_to(a, (n_in,) + a.shape[1:])
     out = np.full((n_out,) + a.shape[1:], fill, np.int64)
-    j = np.arange(n_out)
-    for k in range(kernel):
-        i = j * stride - pad + k * dil
+    for i in reads:
         ok = (i >= 0) & (i < n_in)
         out[ok] = red(out[ok], a[i[ok]])
     return np.moveaxis(out, 0, axis)
 
 
+def _uniform(arr: np.ndarray, axis: int, reads: np.ndarray, lo: bool) -> np.ndarray:
+    """An operator over an axis along which `arr` does not vary: output j keeps the value if it
+    reads anything (`reads[j]`), else depends on nothing."""
+    if reads.all():
+        return arr
+    out = np.repeat(arr, len(reads), axis=axis)
+    idx = [slice(None)] * out.ndim
+    idx[axis] = ~reads
+    out[tuple(idx)] = BIG if lo else -BIG
+    return out
+
+
 def _scatter(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad: int,
              kernel: int, dil: int, lo: bool) -> np.ndarray:
     """Hull for a transposed convolution: in i writes out i·stride − pad + k·dil."""
+    i = np.arange(n_in)
+    if arr.shape[axis] == 1:
+        written = np.zeros(n_out, bool)
+        for k in range(kernel):
+            j = i * stride - pad + k * dil
+            written[j[(j >= 0) & (j < n_out)]] = True
+        return _uniform(arr, axis, written, lo)
     fill, red = (BIG, np.minimum) if lo else (-BIG, np.maximum)
     a = np.moveaxis(arr, axis, 0)
-    if a.shape[0] == 1:
-        a = np.broadcast_to(a, (n_in,) + a.shape[1:])
     out = np.full((n_out,) + a.shape[1:], fill, np.int64)
-    i = np.arange(n_in)
     for k in range(kernel):
         j = i * stride - pad + k * dil
         ok = (j >= 0) & (j < n_out)
@@ -292,10 +312,10 @@ def _scatter(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad
 def _ranges(arr: np.ndarray, axis: int, n_in: int, first: np.ndarray, last: np.ndarray,
             lo: bool) -> np.ndarray:
     """Hull over in[first[j] .. last[j]] for each out j (empty where first > last)."""
+    if arr.shape[axis] == 1:
+        return _uniform(arr, axis, first <= last, lo)
     fill, red = (BIG, np.minimum) if lo else (-BIG, np.maximum)
     a = np.moveaxis(arr, axis, 0)
-    if a.shape[0] == 1:
-        a = np.broadcast_to(a, (n_in,) + a.shape[1:])
     out = np.full((len(first),) + a.shape[1:], fill, np.int64)
     width = int((last - first).max()) + 1 if len(first) else 0
     for t in range(max(width, 0)):
@@ -399,6 +419,7 @@ class _Analysis:
             self.consts[init.name] = arr
             self.shapes[init.name] = arr.shape
         self.imgsized = imgsized
+        self.producer = {o: (i, n) for i, n in enumerate(self.graph.node) for o in n.output if o}
         self.states: dict[str, object] = {}
         d = self.shapes[input_name]
         h, w = d[2], d[3]
@@ -424,7 +445,51 @@ class _Analysis:
     def const(self, name: str, what: str) -> np.ndarray:
         if name in self.consts:
             return self.consts[name]
+        if self.state(name) is None and name in self.producer:
+            try:
+                self.consts[name] = self._evaluate(name)
+                return self.consts[name]
+            except Exception:
+                pass
         raise _Unsupported(f"its {what} ({name!r}) is not a constant")
+
+    def _evaluate(self, name: str) -> np.ndarray:
+        """A constant the folder left (too large, say), by onnx's reference evaluator; the Shape
+        and Size of image tensors are taken from the inferred shapes."""
+        from onnx.reference import ReferenceEvaluator
+
+        nodes, inits, seen, stack = {}, {}, set(), [name]
+        while stack:
+            t = stack.pop()
+            if t in seen or not t:
+                continue
+            seen.add(t)
+            if t in self.consts:
+                inits[t] = numpy_helper.from_array(np.asarray(self.consts[t]), t)
+                continue
+            if t not in self.producer:
+                raise _Unsupported(f"{t!r} is not a constant")
+            idx, node = self.producer[t]
+            if node.op_type in ("Shape", "Size") and self.state(node.input[0]) is not None:
+                shp = np.array(self.shape(node.input[0]), np.int64)
+                if node.op_type == "Size":
+                    val = np.array(shp.prod(), np.int64)
+                else:
+                    a = _attrs(node)
+                    val = shp[a.get("start", 0):a.get("end", len(shp))]
+                nodes[idx] = helper.make_node("Constant", [], [t],
+                                              value=numpy_helper.from_array(val, t))
+                continue
+            if any(self.state(i) is not None for i in node.input):
+                raise _Unsupported(f"{t!r} is computed from the image")
+            nodes[idx] = node
+            stack.extend(node.input)
+        graph = helper.make_graph([nodes[i] for i in sorted(nodes)], "const", [],
+                                  [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED,
+                                                                 None)],
+                                  list(inits.values()))
+        model = helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        return np.asarray(ReferenceEvaluator(model).run(None, {})[0])
 
     def const_or_none(self, node, i: int, what: str):
         if len(node.input) <= i or not node.input[i]:
@@ -432,12 +497,17 @@ class _Analysis:
         return self.const(node.input[i], what)
 
     def is_imgsized(self, name: str, axis: int, st=None) -> bool:
+        """Whether axis `axis` of tensor `name` grows with the image (shapes at two sizes differ).
+
+        Without a second size, any axis of `st` (a state of the same rank) that is image-derived
+        or along which the dependence varies counts, or `st` itself when it is a bool."""
         if self.imgsized is not None and name in self.imgsized:
             flags = self.imgsized[name]
             return flags[axis] if axis < len(flags) else False
-        if isinstance(st, _Local):        # fallback: any image-derived axis counts
-            return st.grid[axis] is not None or any(
-                a.shape[axis] > 1 for a in st.lo)
+        if isinstance(st, bool):
+            return st
+        if isinstance(st, _Local):
+            return st.grid[axis] is not None or any(a.shape[axis] > 1 for a in st.lo)
         return True
 
     @staticmethod
@@ -454,6 +524,10 @@ class _Analysis:
             if node.op_type in _SHAPE_ONLY:
                 continue                              # outputs: constants (no value dependence)
             live = [s for s in ins if s is not None]
+            if any(self.state(n) is not None for n in _outer_names(node)):
+                self._set_all(node, _Global(f"{self.label(node, idx)}: a subgraph reads the "
+                                            "image (control flow is not analysed)", idx))
+                continue
             if not live:
                 continue
             if node.domain not in ("", "ai.onnx"):
@@ -509,9 +583,7 @@ class _Analysis:
 
     # -- elementwise ------------------------------------------------------------------------------
     def _unary(self, node, idx, ins):
-        if node.op_type == "Cast" or ins[0] is not None:
-            return ins[0] if len(node.output) == 1 else [ins[0]] * len(node.output)
-        return None
+        return ins[0]
 
     def _elementwise(self, node, idx, ins):
         out = node.output[0]
@@ -525,15 +597,22 @@ class _Analysis:
         lo = [None, None]
         hi = [None, None]
         grid = [None] * rank
-        for shp, st in operands:
-            if st is None:
-                continue
+        live = [(shp, st) for shp, st in operands if st is not None]
+        derived = [False] * rank          # fallback for is_imgsized: an operand's axis is
+        for shp, st in live:              # image-derived or its dependence varies along it
+            k = rank - len(shp)
+            for d in range(k, rank):
+                derived[d] |= st.grid[d - k] is not None or any(
+                    a.shape[d - k] > 1 for a in st.lo)
+        for shp, st in live:
             k = rank - len(shp)
             for d in range(rank):
                 own = shp[d - k] if d >= k else 1
-                if own == 1 and out_shape[d] > 1 and self.is_imgsized(out_name, d, st):
+                if own == 1 and out_shape[d] > 1 and self.is_imgsized(out_name, d, derived[d]):
                     return _Global(f"{self.label(node, idx)} broadcasts an operand of size 1 "
                                    f"across an image axis (axis {d})", idx)
+        for shp, st in live:
+            k = rank - len(shp)
             for ax in (ROWS, COLS):
                 a = st.lo[ax].reshape((1,) * k + st.lo[ax].shape)
                 b = st.hi[ax].reshape((1,) * k + st.hi[ax].shape)
@@ -575,14 +654,30 @@ class _Analysis:
         return _Local([a.transpose(perm) for a in st.lo], [a.transpose(perm) for a in st.hi],
                       [st.grid[p] for p in perm])
 
-    def _reshape(self, st: _Local, in_shape, out_shape) -> _Local:
+    def _reshape(self, st: _Local, in_shape, out_shape, in_name: str | None = None,
+                 out_name: str | None = None) -> _Local:
+        """Arrays reshaped exactly. Grids: an image axis split into (outer, inner…) keeps its
+        grid on the outer axis, sampled every prod(inner) (a window partition, a space-to-depth);
+        an image axis merged with inner non-image axes (the reverse) gets it back, finer. Anything
+        else that splits or merges an image axis is not a grid (period unknown)."""
         ia = [d for d in range(len(in_shape)) if in_shape[d] != 1]
         oa = [d for d in range(len(out_shape)) if out_shape[d] != 1]
         grid = [None] * len(out_shape)
         for gi, go in _groups(in_shape, out_shape, ia, oa):
             if len(gi) == 1 and len(go) == 1:
                 grid[go[0]] = st.grid[gi[0]]
-            elif any(st.grid[d] is not None for d in gi):
+                continue
+            if all(st.grid[d] is None for d in gi):
+                continue
+            g = st.grid[gi[0]]
+            if (len(gi) == 1 and isinstance(g, _Grid)
+                    and not any(self.is_imgsized(out_name, d, True) for d in go[1:])):
+                grid[go[0]] = _stride_grid(g, math.prod(out_shape[d] for d in go[1:]))
+            elif (len(go) == 1 and isinstance(g, _Grid)
+                  and all(st.grid[d] is None for d in gi[1:])
+                  and not any(self.is_imgsized(in_name, d, True) for d in gi[1:])):
+                grid[go[0]] = _Grid(g.lr, g.f * math.prod(in_shape[d] for d in gi[1:]), g.period)
+            else:
                 for d in go:
                     grid[d] = _Broken("a reshape splits or merges an image axis")
         return _Local([_reshape_arr(a, in_shape, out_shape) for a in st.lo],
@@ -591,10 +686,12 @@ class _Analysis:
     def _op_Reshape(self, node, idx, ins):
         if len(ins) > 1 and ins[1] is not None:
             raise _Unsupported("its target shape depends on the input's values")
-        return self._reshape(ins[0], self.shape(node.input[0]), self.shape(node.output[0]))
+        return self._reshape(ins[0], self.shape(node.input[0]), self.shape(node.output[0]),
+                             node.input[0], node.output[0])
 
     def _op_Flatten(self, node, idx, ins):
-        return self._reshape(ins[0], self.shape(node.input[0]), self.shape(node.output[0]))
+        return self._reshape(ins[0], self.shape(node.input[0]), self.shape(node.output[0]),
+                             node.input[0], node.output[0])
 
     _op_Squeeze = _op_Flatten
     _op_Unsqueeze = _op_Flatten
@@ -675,32 +772,38 @@ class _Analysis:
         rank = len(out_shape)
         ax = _attrs(node)["axis"] % rank
         live = [s for s in ins if s is not None]
-        common = [1] * rank
-        for s in live:
-            for a in s.lo + s.hi:
-                for d in range(rank):
-                    if d != ax and a.shape[d] > 1:
-                        common[d] = out_shape[d]
-        lo, hi = [[], []], [[], []]
-        grid = [None] * rank
-        for name, s in zip(node.input, ins):
-            n = self.shape(name)[ax]
-            tgt = list(common)
-            tgt[ax] = n
-            for axl in (ROWS, COLS):
+        sizes = [self.shape(name)[ax] for name in node.input]
+
+        def cat(axl: int, lo: bool) -> np.ndarray:
+            arrs = [(s.lo if lo else s.hi)[axl] for s in live]
+            common = [max(a.shape[d] for a in arrs) if d != ax else 1 for d in range(rank)]
+            if all(a.shape[ax] == 1 for a in arrs) and all(s is not None for s in ins) and all(
+                    np.array_equal(np.broadcast_to(a, common), np.broadcast_to(arrs[0], common))
+                    for a in arrs):
+                return np.broadcast_to(arrs[0], common).copy()     # the same everywhere
+            pieces = []
+            for s, n in zip(ins, sizes):
+                tgt = list(common)
+                tgt[ax] = n
                 if s is None:
-                    lo[axl].append(np.full(tgt, BIG, np.int64))
-                    hi[axl].append(np.full(tgt, -BIG, np.int64))
+                    pieces.append(np.full(tgt, BIG if lo else -BIG, np.int64))
                 else:
-                    lo[axl].append(np.broadcast_to(s.lo[axl], tgt))
-                    hi[axl].append(np.broadcast_to(s.hi[axl], tgt))
-            if s is not None:
-                grid = [_combine_grid(x, y) for x, y in zip(grid, s.grid)]
-        if not self.is_imgsized(node.output[0], ax, live[0]):
+                    pieces.append(np.broadcast_to((s.lo if lo else s.hi)[axl], tgt))
+            return _compress(np.concatenate(pieces, axis=ax), ax)
+
+        grid = [None] * rank
+        for s in live:
+            grid = [_combine_grid(x, y) for x, y in zip(grid, s.grid)]
+        lo = [cat(a, True) for a in (ROWS, COLS)]
+        hi = [cat(a, False) for a in (ROWS, COLS)]
+        if self.is_imgsized(node.output[0], ax, live[0]):
+            for axl in (ROWS, COLS):
+                if _wraps(lo[axl], ax, self.lr_size[axl]):
+                    raise _Unsupported("it joins the far side of the image to this side along "
+                                       f"axis {ax} (a roll or circular padding)")
+        else:
             grid[ax] = None
-        out_lo = [_compress(np.concatenate(lo[a], axis=ax), ax) for a in (ROWS, COLS)]
-        out_hi = [_compress(np.concatenate(hi[a], axis=ax), ax) for a in (ROWS, COLS)]
-        return _Local(out_lo, out_hi, grid)
+        return _Local(lo, hi, grid)
 
     def _op_Split(self, node, idx, ins):
         st = ins[0]
@@ -1180,6 +1283,21 @@ class _Analysis:
         return _merge(parts)
 
 
+def _outer_names(node: onnx.NodeProto) -> set:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
+    names: set = set()
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else (
+            list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else [])
+        for g in graphs:
+            local = {i.name for i in g.input} | {i.name for i in g.initializer}
+            for n in g.node:
+                names |= {x for x in n.input if x and x not in local}
+                names |= _outer_names(n)
+                local |= set(n.output)
+    return names
+
+
 def _merge(parts: list) -> _Local | None:
     parts = [p for p in parts if p is not None]
     if not parts:
@@ -1198,6 +1316,15 @@ def _compress(arr: np.ndarray, ax: int) -> np.ndarray:
     if arr.shape[ax] > 1 and (arr == arr.take([0], axis=ax)).all():
         return np.ascontiguousarray(arr.take([0], axis=ax))
     return arr
+
+
+def _wraps(lo: np.ndarray, ax: int, n: int) -> bool:
+    """Whether neighbours along `ax` depend on pixels more than half the image apart (a wrap)."""
+    if lo.shape[ax] < 2:
+        return False
+    a, b = lo.take(range(lo.shape[ax] - 1), axis=ax), lo.take(range(1, lo.shape[ax]), axis=ax)
+    real = (a < BIG) & (b < BIG)
+    return bool((np.abs(a - b)[real] > n // 2).any()) if n > 2 else False
 
 
 def _reflect(src: np.ndarray, n: int) -> np.ndarray:
@@ -1302,6 +1429,8 @@ class _SizeResult:
     period_reason: str = ""
     row_span: tuple = ()
     col_span: tuple = ()
+    row_phase: tuple = ()
+    col_phase: tuple = ()
 
 
 def _shapes(model: onnx.ModelProto) -> dict:
@@ -1340,7 +1469,7 @@ def _analyse_once(model: onnx.ModelProto, input_name: str, output_name: str,
     if len(shp) != 4:
         raise ValueError(f"output {output_name!r} has rank {len(shp)}; expected N×C×H×W")
     H, W = shp[2], shp[3]
-    reach, spans = [], []
+    reach, spans, raw = [], [], []
     for axl, axis, n_sr, n_lr in ((ROWS, 2, H, h), (COLS, 3, W, w)):
         lo, hi = _spans(st.lo[axl], st.hi[axl], axis, n_sr)
         anchor = (np.arange(n_sr) * n_lr) // n_sr          # ⌊Y / s⌋ with s = n_sr / n_lr
@@ -1349,22 +1478,55 @@ def _analyse_once(model: onnx.ModelProto, input_name: str, output_name: str,
             raise ValueError(f"output {output_name!r} does not depend on the input's {_LR_NAMES[axl]}")
         reach += [int((anchor - lo)[ok].max()), int((hi - anchor)[ok].max())]
         spans.append(tuple((int(a), int(b)) if a <= b else (0, -1) for a, b in zip(lo, hi)))
-    period, why = [], ""
+        raw.append((anchor, lo, hi, ok))
+    period, why, phases = [], "", []
     for axl, axis, n_sr, n_lr in ((ROWS, 2, H, h), (COLS, 3, W, w)):
         g = st.grid[axis]
         if isinstance(g, _Grid) and g.lr == axl and g.f == Fraction(n_sr, n_lr):
             period.append(g.period)
+            phases.append(_phase_reach(*raw[axl], int(g.f * g.period),
+                                       (reach[2 * axl], reach[2 * axl + 1])))
         else:
             why = why or (g.why if isinstance(g, _Broken) else
                           f"the output's {_LR_NAMES[axl]} are not a shift-equivariant grid of the input's")
             period.append(None)
+            phases.append(())
     return _SizeResult((h, w), False, "", tuple(reach), (Fraction(H, h), Fraction(W, w)),
-                       None if None in period else tuple(period), why, spans[0], spans[1])
+                       None if None in period else tuple(period), why, spans[0], spans[1],
+                       phases[0], phases[1])
+
+
+def _phase_reach(anchor, lo, hi, ok, q: int, overall) -> tuple:
+    """(before, after) reach per SR phase r = Y mod q.
+
+    Phases are counted from the top/left border, so the upper half of the positions (the top
+    border and the interior) gives each phase's reach. The bottom/right border falls on another
+    phase at another image size: a position there that reaches further than its phase does (a
+    reflect pad folding its cone inwards) raises every phase, so that the table holds at any size.
+    """
+    n = len(anchor)
+    pos = np.arange(n)
+    before, after = anchor - lo, hi - anchor
+    table = []
+    for r in range(q):
+        sel = ok & (pos % q == r) & (pos < max(n // 2, q))
+        table.append([int(before[sel].max()), int(after[sel].max())] if sel.any() else
+                     list(overall))
+    extra = [None, None]
+    for y in np.nonzero(ok & (pos >= max(n // 2, q)))[0]:
+        for k, v in enumerate((before[y], after[y])):
+            if v > table[y % q][k]:
+                extra[k] = max(extra[k] if extra[k] is not None else v, int(v))
+    for k in (0, 1):
+        if extra[k] is not None:
+            for row in table:
+                row[k] = max(row[k], extra[k])
+    return tuple((b, a) for b, a in table)
 
 
 def receptive_field(model: onnx.ModelProto, input_name: str | None = None, *,
                     size: tuple[int, int] | None = None, output_name: str | None = None,
-                    max_size: int = 512) -> ReceptiveField:
+                    max_size: int = 1024) -> ReceptiveField:
     """The static receptive field of `model`'s output with respect to its image input.
 
     The input is fixed to 1×C×h×w with (h, w) = `size`, else the model's static size, else 32×32,
@@ -1419,7 +1581,8 @@ def receptive_field(model: onnx.ModelProto, input_name: str | None = None, *,
               + (f", period {last.period[0]}×{last.period[1]}" if last.period else
                  f"; not shift-equivariant ({last.period_reason})"))
     return ReceptiveField(False, last.reach, reason, last.scale, last.period, last.period_reason,
-                          first.size, first.row_span, first.col_span, sizes, confirmed)
+                          first.size, first.row_span, first.col_span, sizes, confirmed,
+                          last.row_phase if last.period else (), last.col_phase if last.period else ())
 
 
 def analyse_file(path, height: int = 32, width: int = 32, input_name: str | None = None,
@@ -1448,11 +1611,19 @@ def dependence_box(rf: ReceptiveField, window_sr: Sequence[int], scale: int,
     s = Fraction(scale)
     y0, y1, x0, x1 = _sr_needed(window_sr, scale, int(h * s), int(w * s))
     t, b, l, r = rf.reach
-    top = max(0, math.floor(y0 / s) - t)
-    bottom = min(h, math.floor(y1 / s) + b + 1)
-    left = max(0, math.floor(x0 / s) - l)
-    right = min(w, math.floor(x1 / s) + r + 1)
-    return top, left, bottom, right
+    top, bottom = _cone(y0, y1, s, t, b, rf.row_phase_reach)
+    left, right = _cone(x0, x1, s, l, r, rf.col_phase_reach)
+    return max(0, top), max(0, left), min(h, bottom + 1), min(w, right + 1)
+
+
+def _cone(a: int, b: int, s: Fraction, before: int, after: int, phases) -> tuple[int, int]:
+    """LR interval [first, last] that SR pixels a..b depend on (per-phase reach when known)."""
+    if not phases:
+        return math.floor(a / s) - before, math.floor(b / s) + after
+    q = len(phases)
+    first = min(math.floor(y / s) - phases[y % q][0] for y in range(a, min(b, a + q - 1) + 1))
+    last = max(math.floor(y / s) + phases[y % q][1] for y in range(max(a, b - q + 1), b + 1))
+    return first, last
 
 
 def crop_box(rf: ReceptiveField, window_sr: Sequence[int], scale: int, lr_size: tuple[int, int],
