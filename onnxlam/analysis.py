@@ -21,7 +21,9 @@ from .integration import integrate
 from .metrics import abs_normalise, diffusion_index, gini, range_statistics
 from .model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
 from .paths import PATHS, make_path
+from .cropping import choose_crop, crop_masks, crop_steps, uncrop
 from .program import GradientProgram, build_program, infer_scale, load_program
+from .receptive_field import ReceptiveField, receptive_field
 from .runtime import Session, create_session
 
 MAX_AUTO_BATCH = 10  # beyond this a CPU gains nothing measurable and memory grows linearly
@@ -139,6 +141,7 @@ class Analyzer:
         self._forward: Session | None = None
         self._programs: dict[tuple, GradientProgram] = {}
         self._scale: int | None = None
+        self._rf: ReceptiveField | None = None
 
     # --- model facts --------------------------------------------------------------------------
     @property
@@ -201,6 +204,17 @@ class Analyzer:
         return build_program((self.source, self.info), batch, h, w, self.value_range,
                              self.channel_order == "bgr", cache=self.cache, device=self.device, windows=windows)
 
+    @property
+    def receptive_field(self) -> ReceptiveField:
+        """The model's static receptive field (computed once; see `receptive_field.py`)."""
+        if self._rf is None:
+            try:
+                self._rf = receptive_field(self.normalised, INPUT, output_name=OUTPUT,
+                                           size=self.info.fixed_size)
+            except Exception as exc:  # an analysis failure must not stop LAM: treat as global
+                self._rf = ReceptiveField(True, None, f"receptive-field analysis failed: {exc}")
+        return self._rf
+
     # --- the analysis -------------------------------------------------------------------------
     def prepare(self, image: str | Path | np.ndarray, lr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """The LR input and the cropped HR image (float32 C×h×w in [0, 1]; HR None with `lr`), spec §1."""
@@ -219,16 +233,23 @@ class Analyzer:
     def run(self, image: str | Path | np.ndarray, window: tuple[int, int] | Window, size: int = 16, *,
             lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50, kernel_size: int = 9,
             program: str | Path | GradientProgram | None = None,
-            progress: Callable[[int, int], None] | None = None) -> LamResult:
+            progress: Callable[[int, int], None] | None = None, crop: bool = True,
+            context: int | None = None) -> LamResult:
         """LAM of the window at `window` = (x, y) (SR pixels, top-left) of side `size` on `image`."""
         return self.run_windows(image, [window], size, lr=lr, path=path, sigma=sigma, fold=fold,
-                                kernel_size=kernel_size, program=program, progress=progress)[0]
+                                kernel_size=kernel_size, program=program, progress=progress, crop=crop,
+                                context=context)[0]
 
     def run_windows(self, image: str | Path | np.ndarray, windows: Sequence[tuple[int, int] | Window],
                     size: int = 16, *, lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50,
                     kernel_size: int = 9, program: str | Path | GradientProgram | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> list[LamResult]:
-        """LAM of several windows of one image; up to MAX_WINDOWS of them share each forward pass."""
+                    progress: Callable[[int, int], None] | None = None, crop: bool = True,
+                    context: int | None = None) -> list[LamResult]:
+        """LAM of several windows of one image; up to MAX_WINDOWS of them share each forward pass.
+
+        With `crop` (default) a local network runs only on the LR crop its windows depend on, which
+        gives the same maps exactly; `context` forces a crop margin (approximate for global networks).
+        """
         start = time.perf_counter()
         wins = [w if isinstance(w, Window) else Window(int(w[0]), int(w[1]), int(size)) for w in windows]
         if not wins:
@@ -244,10 +265,18 @@ class Analyzer:
             raise NumericalError(f"{self.model_path}: the model's output holds NaN or inf for this image")
         steps = make_path(x, path, sigma, fold, kernel_size)
         _, objective_baseline = self.forward(steps.baseline, masks)
-        prog = self._program_for(program, h, w, fold, min(len(wins), MAX_WINDOWS))
+        if context is not None and context < 0:
+            raise InputError(f"--context must be ≥ 0; got {context}")
+        region = None
+        if program is None and not self.info.fixed_size and (crop or context is not None):
+            region = choose_crop(self.receptive_field, [(v.x, v.y, v.size) for v in wins], s, (h, w), context)
+        if region is not None:
+            steps, masks = crop_steps(steps, region), crop_masks(masks, region, s)
+        hp, wp = region.size if region is not None else (h, w)
+        prog = self._program_for(program, hp, wp, fold, min(len(wins), MAX_WINDOWS))
         k = prog.windows
         groups = [list(range(i, min(i + k, len(wins)))) for i in range(0, len(wins), k)]
-        attribution = np.zeros((len(wins), c, h, w), np.float32)
+        attribution = np.zeros((len(wins), c, hp, wp), np.float32)
         nan_gradients = np.zeros(len(wins), np.int64)
         for g, members in enumerate(groups):
             group_masks = np.zeros((k,) + masks.shape[1:], np.float32)  # unused slots stay empty
@@ -256,8 +285,13 @@ class Analyzer:
             result = integrate(prog, steps, group_masks, self.device, done)
             attribution[members] = result.attribution[:len(members)]
             nan_gradients[members] = result.nan_gradients[:len(members)]
+        if region is not None:
+            attribution = uncrop(attribution, region, (h, w))
         seconds = time.perf_counter() - start
         provider = prog.session(self.device).provider
+        rf = self._rf
+        extra = {"receptive_field": rf.to_json() if rf is not None else None,
+                 "crop": region.to_json() if region is not None else None}
         results = []
         for i, win in enumerate(wins):
             M = abs_normalise(attribution[i])
@@ -272,7 +306,8 @@ class Analyzer:
                 nan_gradients=int(nan_gradients[i]), lr_image=x, sr_image=sr, hr_image=hr, model=self.model_path,
                 model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
                 provider=provider, seconds=seconds, batch_size=prog.batch, value_range=self.value_range,
-                channel_order=self.channel_order, range=range_statistics(M, window_centre_lr(win, s))))
+                channel_order=self.channel_order, range=range_statistics(M, window_centre_lr(win, s)),
+                extra=extra))
         return results
 
     def _program_for(self, program, h: int, w: int, fold: int, windows: int) -> GradientProgram:
@@ -312,11 +347,13 @@ def analyze(model: str | Path, image: str | Path | np.ndarray, window: tuple[int
             lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50, kernel_size: int = 9,
             batch_size: int | None = None, device: str = "auto", value_range: float | None = None,
             bgr: bool | None = None, program: str | Path | None = None,
-            progress: Callable[[int, int], None] | None = None) -> LamResult:
+            progress: Callable[[int, int], None] | None = None, crop: bool = True,
+            context: int | None = None) -> LamResult:
     """Local attribution map of `model` for the window at `window` = (x, y) of side `size` on `image`.
 
     See `Analyzer.run`; this builds an Analyzer for a single call.
     """
     analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size)
-    return analyzer.run(image, window, size, lr=lr, path=path, sigma=sigma, fold=fold,
-                        kernel_size=kernel_size, program=program, progress=progress)
+    return analyzer.run_windows(image, [window], size, lr=lr, path=path, sigma=sigma, fold=fold,
+                                kernel_size=kernel_size, program=program, progress=progress, crop=crop,
+                                context=context)[0]

@@ -88,6 +88,11 @@ def _summary(result, folder: Path | None) -> Table:
             ("NaN gradients", str(result.nan_gradients)),
             ("provider", f"{result.provider}  (batch {result.batch_size})"),
             ("seconds", f"{result.seconds:.2f}")]
+    crop = result.extra.get("crop")
+    if crop:
+        t, l, b, r = crop["box"]
+        rows.append(("crop", f"LR rows {t}–{b - 1}, cols {l}–{r - 1} "
+                             f"({'exact' if crop['exact'] else 'approximate: --context on a global network'})"))
     if folder is not None:
         rows.append(("written to", str(folder)))
     for k, v in rows:
@@ -97,7 +102,8 @@ def _summary(result, folder: Path | None) -> Table:
 
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, lr: bool, path: str, sigma: float,
             fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
-            bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool):
+            bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool,
+            crop: bool = True, context: Optional[int] = None):
     from .analysis import Analyzer
     from .outputs import check_out_dir, window_folder, write_results
 
@@ -110,7 +116,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
     with _progress() as progress:
         task = progress.add_task("LAM", total=fold)
         results = analyzer.run_windows(image, windows, size, lr=lr, path=path, sigma=sigma, fold=fold,
-                                       kernel_size=kernel_size, program=program,
+                                       kernel_size=kernel_size, program=program, crop=crop, context=context,
                                        progress=lambda done, total: progress.update(task, completed=done,
                                                                                     total=total))
     write_results(results, folder)
@@ -148,10 +154,15 @@ def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection 
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder "
                                                "(default lam-<model>-<image>-<X>-<Y>)."),
         as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout, nothing else."),
+        crop: bool = typer.Option(True, "--crop/--no-crop", help="Run a local network only on the LR crop "
+                                  "its window depends on (exact; the default)."),
+        context: Optional[int] = typer.Option(None, "--context", help="Crop margin in LR pixels around the "
+                                              "windows: approximate for global networks, and how images "
+                                              "too large for memory still run."),
         debug: bool = DEBUG):
     """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
-    run_lam(model, image, [window] + [_pair(w) for w in more_windows], size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range,
-            bgr, program, out_dir, as_json)
+    run_lam(model, image, [window] + [_pair(w) for w in more_windows], size, lr, path, sigma, fold,
+            kernel_size, batch_size, device, value_range, bgr, program, out_dir, as_json, crop, context)
 
 
 @app.command()
@@ -202,7 +213,8 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
             "output": {"name": info.output.name, "shape": list(info.output.dims), "type": info.output.type_name},
             "dynamic": info.dynamic_dims, "scale": scale, "opset": info.opset, "parameters": info.parameters,
             "value_range": info.value_range, "channel_order": info.channel_order,
-            "ops": info.op_histogram, "ops_without_gradient": ungradable_ops(analyzer.normalised)}
+            "ops": info.op_histogram, "ops_without_gradient": ungradable_ops(analyzer.normalised),
+            "receptive_field": analyzer.receptive_field.to_json()}
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
@@ -218,6 +230,10 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
     table.add_row("pixels", f"range {info.value_range:g}, {info.channel_order.upper()}")
     table.add_row("ops", ", ".join(f"{k} {v}" for k, v in info.op_histogram.items()))
     missing = data["ops_without_gradient"]
+    rf = analyzer.receptive_field
+    table.add_row("receptive field", f"global: {rf.reason}" if rf.global_ else
+                  f"{rf.reach[0] + rf.reach[1] + 1}×{rf.reach[2] + rf.reach[3] + 1} LR px "
+                  f"(reach top/bottom/left/right {', '.join(map(str, rf.reach))})")
     table.add_row("no gradient rule", ", ".join(missing) if missing else "none: every op is differentiable")
     table.add_row("sha256", info.sha256)
     out.print(table)

@@ -1,0 +1,98 @@
+"""Exact receptive-field cropping: run the network only on the LR crop its windows can depend on.
+
+For a local network (see `receptive_field.py`) the detector of a window depends only on the LR
+pixels in its cone; outside it, ∇_x D is exactly 0, and inside it the crop computes every value the
+window reads exactly as the whole image does. So integrating over the crop's path images (cut from
+the full image's path, so the blur sees the whole image) and putting the result back into a
+full-size map of zeros gives the same attribution, at the cost of the crop. `--context N` forces a
+margin of N LR pixels around the windows instead: exact for local networks when N covers the
+reach, an approximation for global ones (reported as such).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .paths import PathSteps
+from .receptive_field import ReceptiveField, crop_box
+
+WORTH_IT = 0.75  # crop only when it saves at least a quarter of the pixels (a new program costs)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """An LR box (bottom/right exclusive) and whether analysing it equals analysing the whole image."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+    exact: bool
+    context: int | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.bottom - self.top, self.right - self.left
+
+    def to_json(self) -> dict:
+        return {"box": [self.top, self.left, self.bottom, self.right], "exact": self.exact,
+                "context": self.context}
+
+
+def _window_box(window: tuple[int, int, int], scale: int, lr_size: tuple[int, int], margin: int):
+    """The LR pixels under a window's SR pixels (and detector neighbours), widened by `margin`."""
+    x, y, size = window
+    h, w = lr_size
+    return (max(0, y // scale - margin), max(0, x // scale - margin),
+            min(h, (y + size) // scale + 1 + margin), min(w, (x + size) // scale + 1 + margin))
+
+
+def choose_crop(rf: ReceptiveField | None, windows: list[tuple[int, int, int]], scale: int,
+                lr_size: tuple[int, int], context: int | None = None) -> Crop | None:
+    """The crop covering every window's cone, or None when the whole image should be analysed.
+
+    Without `context`: exact crops of local, shift-equivariant networks, when worth it. With it:
+    the windows' LR boxes widened by `context` (plus the reach for local networks).
+    """
+    h, w = lr_size
+    local = rf is not None and not rf.global_ and rf.reach is not None and rf.period is not None
+    if context is None and not local:
+        return None
+    if local:
+        boxes = [crop_box(rf, win, scale, lr_size, margin=context or 0) for win in windows]
+    else:
+        boxes = [_window_box(win, scale, lr_size, context) for win in windows]
+    top, left = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    bottom, right = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    if local:  # the union of aligned boxes must stay aligned to the period
+        pr, pc = rf.period
+        bottom = min(h, top + -(-(bottom - top) // pr) * pr)
+        right = min(w, left + -(-(right - left) // pc) * pc)
+    if (bottom - top) * (right - left) >= h * w:
+        return None
+    if context is None and (bottom - top) * (right - left) > WORTH_IT * h * w:
+        return None
+    return Crop(top, left, bottom, right, exact=local, context=context)
+
+
+def crop_steps(steps: PathSteps, crop: Crop) -> PathSteps:
+    """The path restricted to the crop (images, derivatives and baseline)."""
+    sl = (slice(crop.top, crop.bottom), slice(crop.left, crop.right))
+    return PathSteps(np.ascontiguousarray(steps.images[(slice(None), slice(None)) + sl]),
+                     np.ascontiguousarray(steps.derivatives[(slice(None), slice(None)) + sl]),
+                     np.ascontiguousarray(steps.baseline[(slice(None),) + sl]))
+
+
+def crop_masks(masks: np.ndarray, crop: Crop, scale: int) -> np.ndarray:
+    """Window masks (K×(H−1)×(W−1)) cut to the crop's SR grid ((s·hc − 1)×(s·wc − 1))."""
+    hc, wc = crop.size
+    y0, x0 = crop.top * scale, crop.left * scale
+    return np.ascontiguousarray(masks[:, y0:y0 + hc * scale - 1, x0:x0 + wc * scale - 1])
+
+
+def uncrop(attribution: np.ndarray, crop: Crop, lr_size: tuple[int, int]) -> np.ndarray:
+    """A K×C×hc×wc attribution placed into K×C×h×w zeros."""
+    full = np.zeros(attribution.shape[:2] + tuple(lr_size), attribution.dtype)
+    full[:, :, crop.top:crop.bottom, crop.left:crop.right] = attribution
+    return full
