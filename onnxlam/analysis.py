@@ -142,6 +142,7 @@ class Analyzer:
         self._programs: dict[tuple, GradientProgram] = {}
         self._scale: int | None = None
         self._rf: ReceptiveField | None = None
+        self._batches: dict[tuple, int] = {}
 
     # --- model facts --------------------------------------------------------------------------
     @property
@@ -180,11 +181,14 @@ class Analyzer:
             return self.info.fixed_batch
         if self.batch_size is not None:
             return min(self.batch_size, fold)
-        fixed = fix_input_shape(self.normalised, (1, self.info.channels, h, w))
-        # activations kept for the reverse pass, their adjoints (one per window) and temporaries
-        per_element = (3 + windows) * _activation_bytes(fixed) + 1
-        budget = int(0.4 * _available_memory())
-        return int(max(1, min(MAX_AUTO_BATCH, fold, budget // per_element)))
+        key = (h, w, windows)
+        if key not in self._batches:  # decided once per shape, so free memory moving doesn't rebuild
+            fixed = fix_input_shape(self.normalised, (1, self.info.channels, h, w))
+            # activations kept for the reverse pass, their adjoints (one per window) and temporaries
+            per_element = (3 + windows) * _activation_bytes(fixed) + 1
+            budget = int(0.4 * _available_memory())
+            self._batches[key] = int(max(1, min(MAX_AUTO_BATCH, budget // per_element)))
+        return min(self._batches[key], fold)
 
     def program(self, h: int, w: int, fold: int, windows: int = 1) -> GradientProgram:
         """The gradient program for LR size h×w and `windows` windows, batched as the model and memory allow."""
@@ -267,31 +271,32 @@ class Analyzer:
         _, objective_baseline = self.forward(steps.baseline, masks)
         if context is not None and context < 0:
             raise InputError(f"--context must be ≥ 0; got {context}")
-        region = None
-        if program is None and not self.info.fixed_size and (crop or context is not None):
-            region = choose_crop(self.receptive_field, [(v.x, v.y, v.size) for v in wins], s, (h, w), context)
-        if region is not None:
-            steps, masks = crop_steps(steps, region), crop_masks(masks, region, s)
-        hp, wp = region.size if region is not None else (h, w)
-        prog = self._program_for(program, hp, wp, fold, min(len(wins), MAX_WINDOWS))
-        k = prog.windows
-        groups = [list(range(i, min(i + k, len(wins)))) for i in range(0, len(wins), k)]
-        attribution = np.zeros((len(wins), c, hp, wp), np.float32)
+        k = min(len(wins), MAX_WINDOWS) if program is None else self._program_for(program, h, w, fold, 1).windows
+        attribution = np.zeros((len(wins), c, h, w), np.float32)
         nan_gradients = np.zeros(len(wins), np.int64)
-        for g, members in enumerate(groups):
+        regions: list = []
+        groups = [list(range(i, min(i + k, len(wins)))) for i in range(0, len(wins), k)]
+        for g, members in enumerate(groups):  # windows in the order given: neighbours share a crop
+            region = None
+            if program is None and not self.info.fixed_size and (crop or context is not None):
+                region = choose_crop(self.receptive_field, [(wins[i].x, wins[i].y, wins[i].size) for i in members],
+                                     s, (h, w), context)
+            group_steps = crop_steps(steps, region) if region is not None else steps
             group_masks = np.zeros((k,) + masks.shape[1:], np.float32)  # unused slots stay empty
             group_masks[:len(members)] = masks[members]
+            if region is not None:
+                group_masks = crop_masks(group_masks, region, s)
+            hp, wp = region.size if region is not None else (h, w)
+            prog = self._program_for(program, hp, wp, fold, k)
             done = (lambda d, n, g=g: progress(g * n + d, n * len(groups))) if progress else None
-            result = integrate(prog, steps, group_masks, self.device, done)
-            attribution[members] = result.attribution[:len(members)]
+            result = integrate(prog, group_steps, group_masks, self.device, done)
+            part = result.attribution[:len(members)]
+            attribution[members] = uncrop(part, region, (h, w)) if region is not None else part
             nan_gradients[members] = result.nan_gradients[:len(members)]
-        if region is not None:
-            attribution = uncrop(attribution, region, (h, w))
+            regions += [region] * len(members)
         seconds = time.perf_counter() - start
         provider = prog.session(self.device).provider
-        rf = self._rf
-        extra = {"receptive_field": rf.to_json() if rf is not None else None,
-                 "crop": region.to_json() if region is not None else None}
+        rf = self._rf.to_json() if self._rf is not None else None
         results = []
         for i, win in enumerate(wins):
             M = abs_normalise(attribution[i])
@@ -307,7 +312,7 @@ class Analyzer:
                 model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
                 provider=provider, seconds=seconds, batch_size=prog.batch, value_range=self.value_range,
                 channel_order=self.channel_order, range=range_statistics(M, window_centre_lr(win, s)),
-                extra=extra))
+                extra={"receptive_field": rf, "crop": regions[i].to_json() if regions[i] is not None else None}))
         return results
 
     def _program_for(self, program, h: int, w: int, fold: int, windows: int) -> GradientProgram:

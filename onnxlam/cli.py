@@ -239,6 +239,41 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
     out.print(table)
 
 
+@app.command()
+@handled
+def sweep(model: str = typer.Argument(..., help="ONNX model file or collection name."),
+          image: str = typer.Argument(..., help="HR image (or LR with --lr)."),
+          stride: int = typer.Option(..., "--stride", help="Grid step in SR pixels."),
+          size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
+          lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input."),
+          path: str = typer.Option("blur", "--path"), sigma: float = typer.Option(1.2, "--sigma"),
+          fold: int = typer.Option(50, "--fold"), kernel_size: int = typer.Option(9, "--kernel-size"),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size"), device: str = DEVICE,
+          value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+          out_dir: Path = typer.Option(Path("onnxlam-sweep"), "--out", help="Output folder."),
+          as_json: bool = typer.Option(False, "--json", help="Print sweep.json on stdout."),
+          debug: bool = DEBUG):
+    """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
+    from .analysis import Analyzer
+    from .outputs import check_out_dir
+    from .sweep import run_sweep, write_sweep
+
+    check_out_dir(out_dir)
+    analyzer = Analyzer(_resolve_model(model), device=device, value_range=value_range, bgr=bgr,
+                        batch_size=batch_size)
+    with _progress() as progress:
+        task = progress.add_task("sweep", total=1)
+        result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,
+                           kernel_size=kernel_size,
+                           progress=lambda done, total: progress.update(task, completed=done, total=total))
+    write_sweep(result, out_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        out.print(f"{result.di.size} windows: DI mean {result.di.mean():.3f}, min {result.di.min():.3f}, "
+                  f"max {result.di.max():.3f}; heat map in {out_dir / 'sweep.png'}")
+
+
 @app.command("import-ncnn")
 @handled
 def import_ncnn(param: Path = typer.Argument(..., help="ncnn .param file."),

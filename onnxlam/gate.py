@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import InputError, OnnxlamError
-from .report import LamOptions
+from .report import LamOptions, ModelSession
 
 DEFAULT_TOLERANCE = 0.5  # DI points: far above run-to-run noise (~1e-4), below a real change of behaviour
 
@@ -136,7 +136,8 @@ def load_baseline(path: str | Path) -> list[GateCase]:
                                  sigma=float(entry["sigma"]), fold=int(entry["fold"]),
                                  kernel_size=int(entry["kernel_size"]),
                                  value_range=None if entry.get("value_range") is None else float(entry["value_range"]),
-                                 bgr=entry.get("bgr"))
+                                 bgr=entry.get("bgr"), crop=bool(entry.get("crop", True)),
+                                 context=None if entry.get("context") is None else int(entry["context"]))
             cases.append(GateCase(str(entry["model"]), str(entry["image"]), int(w["x"]), int(w["y"]), int(w["size"]),
                                   options, float(entry["di"])))
         except (KeyError, TypeError, ValueError) as exc:
@@ -174,7 +175,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
     checks: list[CaseCheck] = []
     gradients: list[GradientCheck] = []
     violations: list[Violation] = []
-    analyzers: dict[tuple, object] = {}
+    analyzers: dict[tuple, ModelSession] = {}
     shapes_checked: set[tuple] = set()
     for case in cases:
         progress(case.label)
@@ -185,18 +186,17 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
                 from .analysis import Analyzer
 
                 analyzers.clear()  # one model in memory at a time
-                analyzers[key] = Analyzer(resolve_model(case.model), device=device, value_range=o.value_range,
-                                          bgr=o.bgr, batch_size=batch_size)
-            analyzer = analyzers[key]
+                analyzers[key] = ModelSession(Analyzer(resolve_model(case.model), device=device,
+                                                       value_range=o.value_range, bgr=o.bgr, batch_size=batch_size))
+            session = analyzers[key]
             if verify_gradients:
-                lr_image, _ = analyzer.prepare(case.image, o.lr)
+                lr_image, _ = session.analyzer.prepare(case.image, o.lr)
                 shape = (key, lr_image.shape[1], lr_image.shape[2])
                 if shape not in shapes_checked:
                     shapes_checked.add(shape)
-                    gradients.append(gradient_check(analyzer, case.model, lr_image.shape[1], lr_image.shape[2],
-                                                    o.fold, device))
-            result = analyzer.run(case.image, (case.x, case.y), case.size, lr=o.lr, path=o.path, sigma=o.sigma,
-                                  fold=o.fold, kernel_size=o.kernel_size)
+                    gradients.append(gradient_check(session.analyzer, case.model, lr_image.shape[1],
+                                                    lr_image.shape[2], o.fold, device))
+            result = session.run(case.image, case.x, case.y, case.size, o)
             checks.append(CaseCheck(case, result.di))
         except OnnxlamError as exc:
             checks.append(CaseCheck(case, None, " ".join(str(exc).split())))

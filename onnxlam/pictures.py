@@ -91,7 +91,7 @@ def seismic(values: np.ndarray) -> np.ndarray:
     scaled = v * _LUT_SIZE
     bad = np.isnan(scaled)
     index = np.clip(np.where(bad, 0, scaled), 0, _LUT_SIZE - 1).astype(np.intp)
-    rgb = _seismic_lut()[index]
+    rgb = np.array(_seismic_lut()[index])  # a scalar index would give a view of the read-only table
     rgb[bad] = 0
     return rgb
 

@@ -41,12 +41,13 @@ FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every
 CASES = "cases"
 RESULT = "result.json"
 ERROR = "error.json"
+AGGREGATES = ("results.csv", "results.json", "index.html")
 CASE_FILES = ("attribution.npy", "gradient.npy", RESULT, "panel.png")
 CSV_COLUMNS = ("model", "image", "x", "y", "size", "path", "fold", "di", "gini", "pixels_50", "pixels_90",
                "pixels_99", "radius_90", "seconds", "status", "message", "folder")
 RANGE_KEYS = ("pixels_50", "pixels_90", "pixels_99", "radius_90")
 CONFIG_KEYS = ("models", "images", "windows", "windows_file", "out", "size", "lr", "path", "sigma", "fold",
-               "kernel_size", "batch_size", "device", "value_range", "bgr")
+               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,6 +68,8 @@ class LamOptions:
     device: str = "auto"
     value_range: float | None = None
     bgr: bool | None = None
+    crop: bool = True             # run local networks on the LR crop a window depends on (exact)
+    context: int | None = None    # forced crop margin in LR pixels (approximate for global networks)
 
     def validate(self) -> None:
         """InputError for options no case could run with (checked before any case starts)."""
@@ -88,6 +91,17 @@ class LamOptions:
             raise InputError(f"--value-range must be 1 or 255; got {self.value_range:g}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"--device must be auto, cpu or cuda; got {self.device!r}")
+        if self.context is not None and self.context < 0:
+            raise InputError(f"--context must be ≥ 0; got {self.context}")
+
+    def run_arguments(self) -> dict:
+        """Keyword arguments of `Analyzer.run` for these options (crop options only when not the default)."""
+        args = dict(lr=self.lr, path=self.path, sigma=self.sigma, fold=self.fold, kernel_size=self.kernel_size)
+        if not self.crop:
+            args["crop"] = False
+        if self.context is not None:
+            args["context"] = self.context
+        return args
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,8 @@ class ConfigValues:
     device: str | None = None
     value_range: float | None = None
     bgr: bool | None = None
+    crop: bool | None = None
+    context: int | None = None
 
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
         """These values with every value that `other` gives replacing ours.
@@ -234,7 +250,7 @@ def load_config(path: str | Path) -> ConfigValues:
     """The settings of a TOML report configuration; relative paths are taken from the file's folder.
 
     Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
-    size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr.
+    size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context.
     """
     try:
         import tomllib
@@ -294,7 +310,8 @@ def load_config(path: str | Path) -> ConfigValues:
         size=typed("size", int), lr=typed("lr", bool), path=typed("path", str),
         sigma=None if sigma is None else float(sigma), fold=typed("fold", int),
         kernel_size=typed("kernel_size", int), batch_size=typed("batch_size", int), device=typed("device", str),
-        value_range=None if value_range is None else float(value_range), bgr=typed("bgr", bool))
+        value_range=None if value_range is None else float(value_range), bgr=typed("bgr", bool),
+        crop=typed("crop", bool), context=typed("context", int))
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
@@ -375,6 +392,7 @@ class Fingerprint:
     kernel_size: int
     value_range: float | None
     bgr: bool | None
+    context: int | None = None  # --crop is exact and left out; a forced margin may change the map
     format: int = FORMAT
 
     def to_json(self) -> dict:
@@ -402,7 +420,8 @@ class CaseRow:
         return {"model": c.model, "image": c.image, "window": {"x": c.x, "y": c.y, "size": c.size},
                 "lr": options.lr, "path": options.path, "sigma": options.sigma, "fold": options.fold,
                 "kernel_size": options.kernel_size, "value_range": options.value_range, "bgr": options.bgr,
-                "di": self.di, "gini": self.gini, "range": {k: self.range.get(k) for k in RANGE_KEYS},
+                "crop": options.crop, "context": options.context, "di": self.di, "gini": self.gini,
+                "range": {k: self.range.get(k) for k in RANGE_KEYS},
                 "scale": self.scale, "seconds": self.seconds, "status": self.status, "message": self.message,
                 "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused}
 
@@ -478,18 +497,19 @@ def _umask() -> int:
 
 
 def remove_leftovers(out: Path) -> int:
-    """Delete temporaries of an interrupted run (`.*.tmp`, `.*.old-*`) in OUT and OUT/cases."""
+    """Delete what an interrupted run left half-written: temporary copies of the aggregate files in
+    OUT and temporary or replaced case folders in OUT/cases. Nothing else in OUT is touched."""
     removed = 0
-    for folder in (out, out / CASES):
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            if p.name.startswith(".") and (p.name.endswith(".tmp") or ".old-" in p.name):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-                removed += 1
+    prefixes = tuple(f".{name}." for name in AGGREGATES)
+    for p in out.iterdir() if out.is_dir() else ():
+        if p.is_file() and p.name.startswith(prefixes) and p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)
+            removed += 1
+    cases = out / CASES
+    for p in cases.iterdir() if cases.is_dir() else ():
+        if p.is_dir() and p.name.startswith(".") and (p.name.endswith(".tmp") or ".old-" in p.name):
+            shutil.rmtree(p, ignore_errors=True)
+            removed += 1
     return removed
 
 
@@ -638,7 +658,7 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
 
     fingerprints = {c: Fingerprint(sha(resolve_model(c.model)), sha(c.image), c.x, c.y, c.size, options.lr,
                                    options.path, float(options.sigma), options.fold, options.kernel_size,
-                                   options.value_range, options.bgr) for c in cases}
+                                   options.value_range, options.bgr, options.context) for c in cases}
     report = Report(out, config, [], started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     todo = []
     for c in cases:
@@ -667,10 +687,30 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
     return report
 
 
+class ModelSession:
+    """One model's Analyzer, whose gradient programs are built once per input shape.
+
+    The Analyzer sizes a program's batch from the memory free at each call, so two cases of the same
+    shape could get different batches and build a second program. The batch the first case got is
+    therefore kept for every later case (the Analyzer's `batch_size`), and the Analyzer's own cache
+    then holds one program per shape, including the crop shapes of local networks.
+    """
+
+    def __init__(self, analyzer):
+        self.analyzer = analyzer
+
+    def run(self, image: str, x: int, y: int, size: int, options: LamOptions, progress=None):
+        """`Analyzer.run` of one window with the report's options."""
+        result = self.analyzer.run(image, (x, y), size, progress=progress, **options.run_arguments())
+        if self.analyzer.batch_size is None:
+            self.analyzer.batch_size = result.batch_size
+        return result
+
+
 class _Analyzers:
-    """One Analyzer at a time, for the model whose cases are running: its programs (one per input
-    shape) are built once and reused by every case of that model. A model that cannot be loaded
-    fails its cases with the same message without being loaded again."""
+    """One model session at a time, for the model whose cases are running: its programs (one per
+    input shape) are built once and reused by every case of that model. A model that cannot be
+    loaded fails its cases with the same message without being loaded again."""
 
     def __init__(self, options: LamOptions, resolve_model):
         self.options = options
@@ -679,7 +719,7 @@ class _Analyzers:
         self.analyzer = None
         self.error: str | None = None
 
-    def get(self, model: str):
+    def get(self, model: str) -> ModelSession:
         if model != self.model:
             from .analysis import Analyzer
 
@@ -687,8 +727,9 @@ class _Analyzers:
             self.model = model
             o = self.options
             try:
-                self.analyzer = Analyzer(self.resolve_model(model), device=o.device, value_range=o.value_range,
-                                         bgr=o.bgr, batch_size=o.batch_size)
+                self.analyzer = ModelSession(Analyzer(self.resolve_model(model), device=o.device,
+                                                      value_range=o.value_range, bgr=o.bgr,
+                                                      batch_size=o.batch_size))
             except OnnxlamError as exc:
                 self.error = str(exc)
         if self.error is not None:
@@ -706,10 +747,8 @@ def _run_case(row: CaseRow, fingerprint: Fingerprint, analyzers: _Analyzers, opt
     case, target = row.case, out / row.folder
     start = time.perf_counter()
     try:
-        analyzer = analyzers.get(case.model)
-        result = analyzer.run(case.image, (case.x, case.y), case.size, lr=options.lr, path=options.path,
-                              sigma=options.sigma, fold=options.fold, kernel_size=options.kernel_size,
-                              progress=listener.step)
+        result = analyzers.get(case.model).run(case.image, case.x, case.y, case.size, options,
+                                               progress=listener.step)
         result = replace(result, model=case.model, extra={**result.extra, "case": fingerprint.to_json()})
         write_result(result, target)
         return _row_from_result(case, row.folder, json.loads((target / RESULT).read_text()), reused=False)
@@ -753,7 +792,7 @@ def results_json(report: Report) -> dict:
         "format": FORMAT, "onnxlam": __version__, "started": report.started,
         "options": {"size": o.size, "lr": o.lr, "path": o.path, "sigma": o.sigma, "fold": o.fold,
                     "kernel_size": o.kernel_size, "batch_size": o.batch_size, "device": o.device,
-                    "value_range": o.value_range, "bgr": o.bgr},
+                    "value_range": o.value_range, "bgr": o.bgr, "crop": o.crop, "context": o.context},
         "run": {"cases": len(report.rows), "computed": report.computed, "reused": report.reused,
                 "failed": report.failed, "pending": report.pending},
         "summary": [s.to_json() for s in report.summaries()],
@@ -774,12 +813,13 @@ vertical-align:middle}td.n,th.n{text-align:right;font-variant-numeric:tabular-nu
 #cases th{cursor:pointer;user-select:none;position:sticky;top:0;background:#fafafa}
 #cases th:hover{background:#eee}#cases th .arrow{color:#999;font-size:11px}
 #cases img{height:72px;display:block}
+td.name{white-space:nowrap;max-width:260px;overflow:hidden;text-overflow:ellipsis}
 tr.failed td{background:#fff2f2}.status-failed{color:#b00020;font-weight:600}.status-pending{color:#a60}
 .msg{max-width:420px;white-space:normal;color:#b00020;font-size:12px}
 .plots{display:flex;flex-wrap:wrap;gap:16px}.plot{border:1px solid #e3e3e3;border-radius:6px;padding:8px}
 .plot h3{font-size:13px;margin:0 0 4px;max-width:420px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 svg text{font:11px system-ui,sans-serif;fill:#444}
-input#filter{margin:0 0 8px;padding:4px 8px;width:320px;font:inherit}
+.wrap{overflow-x:auto}input#filter{margin:0 0 8px;padding:4px 8px;width:320px;font:inherit}
 """
 
 _JS = """
@@ -871,7 +911,7 @@ def _case_table(rows: Sequence[CaseRow]) -> list[str]:
              ("DI", True), ("Gini", True), ("px 50%", True), ("px 90%", True), ("px 99%", True),
              ("radius 90%", True), ("seconds", True), ("status", False), ("message", False)]
     lines = ["<h2>Cases</h2>", '<input id="filter" type="search" placeholder="Filter cases…" '
-             'aria-label="Filter cases">', '<table id="cases"><thead><tr>']
+             'aria-label="Filter cases">', '<div class="wrap"><table id="cases"><thead><tr>']
     for name, numeric in heads:
         extra = ' data-nosort=""' if name == "panel" else ""
         lines.append(f'<th{" class=n" if numeric else ""}{extra}>{_e(name)}<span class="arrow"></span></th>')
@@ -892,12 +932,13 @@ def _case_table(rows: Sequence[CaseRow]) -> list[str]:
         folder_link = f'<a href="{_href(r.folder + "/")}">{_e(r.status)}</a>' if r.status != "pending" \
             else _e(r.status)
         lines.append(
-            f'<tr class="{_e(r.status)}"><td>{thumb}</td><td title="{_e(c.model)}">{_e(_stem(c.model))}</td>'
-            f'<td title="{_e(c.image)}">{_e(Path(c.image).name)}</td>{num(c.x)}{num(c.y)}{num(c.size)}'
+            f'<tr class="{_e(r.status)}"><td>{thumb}</td><td class="name" title="{_e(c.model)}">'
+            f'{_e(_stem(c.model))}</td><td class="name" title="{_e(c.image)}">{_e(Path(c.image).name)}</td>'
+            f"{num(c.x)}{num(c.y)}{num(c.size)}"
             f"{num(r.di)}{num(r.gini, 4)}{num(rng.get('pixels_50'))}{num(rng.get('pixels_90'))}"
             f"{num(rng.get('pixels_99'))}{num(rng.get('radius_90'), 1)}{num(r.seconds, 1)}"
             f'<td class="status-{_e(r.status)}">{folder_link}</td><td class="msg">{_e(r.message)}</td></tr>')
-    lines.append("</tbody></table>")
+    lines.append("</tbody></table></div>")
     return lines
 
 

@@ -32,6 +32,8 @@ class PairOptions(TyperCommand):
 
     Typer has no repeatable two-value options, so before parsing, each `--window X Y` becomes
     `--window "X Y"`, a single value of a repeatable string option that `parse_window` reads.
+    (`cli.main` already turns every `--window X Y` after the first into `--more-window X,Y`; the
+    commands here accept that hidden form too, so they work with and without that rewrite.)
     """
 
     pair_options = ("--window",)
@@ -49,6 +51,10 @@ class PairOptions(TyperCommand):
             joined.append(args[i])
             i += 1
         return super().parse_args(ctx, joined)
+
+
+MORE_WINDOW = typer.Option(None, "--more-window", hidden=True, help="X,Y: a further window (what `cli.main` "
+                           "makes of a repeated --window).")
 
 
 def _progress() -> Progress:
@@ -122,6 +128,7 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
                                                      "(repeatable)."),
            window: Optional[List[str]] = typer.Option(None, "--window", metavar="X Y", help="Top-left column "
                                                       "and row of a window in SR pixels (repeatable)."),
+           more_window: Optional[List[str]] = MORE_WINDOW,
            windows_file: Optional[Path] = typer.Option(None, "--windows-file", help="CSV of windows: x,y[,size] "
                                                        "per row."),
            size: Optional[int] = typer.Option(None, "--size", help="Window side in SR pixels (default 16)."),
@@ -138,6 +145,10 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
                                                     "(default: as memory allows, up to 10)."),
            device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default auto)."),
            value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+           crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help="Run a local network only on the "
+                                               "LR crop each window depends on (exact; default --crop)."),
+           context: Optional[int] = typer.Option(None, "--context", help="Crop margin in LR pixels around the "
+                                                 "window (approximate for global networks)."),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder (default onnxlam-report)."),
            as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout, nothing else."),
            debug: bool = DEBUG):
@@ -146,11 +157,12 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
     Rerunning the same command skips the cases already complete; the exit code is 1 when a case failed.
     """
     settings = load_config(config) if config is not None else ConfigValues()
+    window = list(window or []) + list(more_window or [])
     given = ConfigValues(
         models=tuple(model) if model else None, images=tuple(image) if image else None,
         windows=tuple(parse_window(w) for w in window) if window else None, windows_file=windows_file,
         out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
-        batch_size=batch_size, device=device, value_range=value_range, bgr=bgr)
+        batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context)
     resolved = settings.overridden_by(given).resolve()
     cases = plan_cases(resolved, _resolve_model)  # bad input is reported before the live display starts
     check_out(resolved.out)
@@ -205,6 +217,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
           image: Optional[str] = typer.Argument(None, help="HR image (LR with --lr)."),
           window: Optional[List[str]] = typer.Option(None, "--window", metavar="X Y", help="Window top-left in "
                                                      "SR pixels (repeatable)."),
+          more_window: Optional[List[str]] = MORE_WINDOW,
           size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
           min_di: Optional[float] = typer.Option(None, "--min-di", help="Fail when a DI is below A."),
           max_di: Optional[float] = typer.Option(None, "--max-di", help="Fail when a DI is above B."),
@@ -231,6 +244,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
     from .gate import GateCase, check_cases, load_baseline, validate_limits
 
     validate_limits(min_di, max_di, tolerance)
+    window = list(window or []) + list(more_window or [])
     if baseline is not None:
         if model is not None or image is not None or window:
             raise InputError("give either --baseline FILE or MODEL IMAGE --window X Y, not both")
@@ -288,6 +302,9 @@ def _save_picture(picture, output: Path) -> None:
     os.close(fd)
     try:
         save(tmp, picture)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; a figure is meant to be shared
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,84 @@
+"""DI over a grid of windows: where in an image a network draws on long-range information.
+
+Windows of side `size` every `stride` SR pixels; up to eight neighbouring windows share each
+forward pass (and, for a local network, one exact crop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import pictures
+from .analysis import Analyzer, Window
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """DI (ny×nx) of the windows with top-left corners `xs` × `ys` (SR pixels)."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    size: int
+    stride: int
+    scale: int
+    di: np.ndarray
+    sr_image: np.ndarray  # float32 C×H×W
+
+    def to_json(self) -> dict:
+        return {"xs": self.xs.tolist(), "ys": self.ys.tolist(), "size": self.size, "stride": self.stride,
+                "scale": self.scale, "di": self.di.tolist(),
+                "di_mean": float(self.di.mean()), "di_max": float(self.di.max()), "di_min": float(self.di.min())}
+
+
+def grid(height: int, width: int, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners (xs, ys) of windows every `stride` pixels inside the (H−1)×(W−1) map."""
+    if stride < 1:
+        raise InputError(f"--stride must be at least 1; got {stride}")
+    if size < 1 or size > min(height, width) - 1:
+        raise InputError(f"--size {size} does not fit the {width}×{height} SR output")
+    return np.arange(0, width - size, stride), np.arange(0, height - size, stride)
+
+
+def run_sweep(analyzer: Analyzer, image, stride: int, size: int = 16,
+              progress: Callable[[int, int], None] | None = None, **options) -> Sweep:
+    """DI for every window of the grid (options as for `Analyzer.run_windows`)."""
+    lr = options.get("lr", False)
+    x, _ = analyzer.prepare(image, lr)
+    H, W = x.shape[1] * analyzer.scale, x.shape[2] * analyzer.scale
+    xs, ys = grid(H, W, size, stride)
+    windows = [Window(int(wx), int(wy), size) for wy in ys for wx in xs]
+    results = analyzer.run_windows(image, windows, size, progress=progress, **options)
+    di = np.array([r.di for r in results]).reshape(len(ys), len(xs))
+    return Sweep(xs, ys, size, stride, analyzer.scale, di, results[0].sr_image)
+
+
+def heat_map(sweep: Sweep, background: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Each window's DI painted over its stride cell (seismic: lowest DI white, highest dark red), blended."""
+    H, W = background.shape[:2]
+    values = np.zeros((H, W), np.float64)
+    low = float(sweep.di.min())
+    span = float(sweep.di.max()) - low or 1.0
+    half = sweep.stride / 2
+    for j, wy in enumerate(sweep.ys):
+        for i, wx in enumerate(sweep.xs):
+            cy, cx = wy + sweep.size / 2, wx + sweep.size / 2
+            r0, r1 = int(max(0, cy - half)), int(min(H, cy + half))
+            c0, c1 = int(max(0, cx - half)), int(min(W, cx + half))
+            values[r0:r1, c0:c1] = (sweep.di[j, i] - low) / span
+    return pictures.blend(pictures.seismic(0.5 + 0.5 * values), background, alpha)
+
+
+def write_sweep(sweep: Sweep, out: Path) -> None:
+    """`sweep.npy`, `sweep.json` and `sweep.png` (the heat map over the SR image) into folder `out`."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "sweep.npy", sweep.di.astype(np.float32))
+    (out / "sweep.json").write_text(json.dumps(sweep.to_json(), indent=2) + "\n")
+    sr = np.clip(sweep.sr_image, 0, 1).transpose(1, 2, 0)
+    sr = np.repeat(sr, 3, axis=2) if sr.shape[2] == 1 else sr
+    pictures.save(str(out / "sweep.png"), heat_map(sweep, pictures.to_uint8(sr)))

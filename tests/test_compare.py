@@ -1,0 +1,127 @@
+"""Comparison figure and attribution difference: the pure picture functions and the commands."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from onnx_models import tiny_sr
+from onnxlam import pictures
+from onnxlam.analysis import Analyzer
+from onnxlam.compare import (COLUMNS, comparison_figure, difference_picture, kde_difference, row_pictures)
+from onnxlam.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-m", "onnxlam", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("compare_inputs")
+    onnx.save(tiny_sr(2), d / "a.onnx")
+    onnx.save(tiny_sr(2, seed=4), d / "b.onnx")
+    onnx.save(tiny_sr(3, seed=1), d / "x3.onnx")
+    Image.open(PHOTO).crop((40, 40, 112, 112)).save(d / "hr.png")  # 72×72: a multiple of 2 and 3
+    return d
+
+
+@pytest.fixture(scope="module")
+def results(inputs):
+    return [Analyzer(inputs / name).run(inputs / "hr.png", (20, 24), fold=4) for name in ("a.onnx", "b.onnx")]
+
+
+def test_row_pictures_are_the_papers_columns(results):
+    r = results[0]
+    row = row_pictures(r)
+    assert len(row) == len(COLUMNS) == 5
+    assert all(p.shape == (72, 72, 3) and p.dtype == np.uint8 for p in row)
+    np.testing.assert_array_equal(row[1], pictures.lam_picture(r.attribution, 2))
+    sr = np.clip(r.sr_image.transpose(1, 2, 0), 0, 1)
+    crop = pictures.crop_window(pictures.to_uint8(sr), 20, 24, 16, zoom=72)
+    np.testing.assert_array_equal(row[4], crop)
+
+
+def test_comparison_figure_has_one_row_per_model(results):
+    figure = comparison_figure(results, ["model A", "model B"])
+    assert figure.dtype == np.uint8 and figure.ndim == 3
+    h, w = figure.shape[:2]
+    assert w > 5 * 72 and 2 * 72 < h < 2 * 72 + 80
+    # Each row's LAM picture is pasted unchanged somewhere in the figure, the rows one above the other.
+    for row, result in enumerate(results):
+        lam = pictures.lam_picture(result.attribution, 2)
+        hits = [(y, x) for y in range(h - 71) for x in range(w - 71)
+                if figure[y, x, 0] == lam[0, 0, 0] and np.array_equal(figure[y:y + 72, x:x + 72], lam)]
+        assert hits, f"row {row}: LAM picture not found"
+    with pytest.raises(ValueError):
+        comparison_figure(results, ["only one name"])
+
+
+def test_kde_difference_is_antisymmetric_and_zero_for_the_same_map(results):
+    a, b = results
+    d = kde_difference(a, b)
+    assert d.shape == a.attribution.shape and np.abs(d).max() <= 1.0
+    np.testing.assert_allclose(kde_difference(b, a), -d)
+    np.testing.assert_array_equal(kde_difference(a, a), 0)
+    white = difference_picture(kde_difference(a, a), 2)
+    assert white.shape == (72, 72, 3) and (white == pictures.seismic(np.array([0.5]))[0]).all()
+    picture = difference_picture(d, 2)
+    assert picture.shape == (72, 72, 3)
+    # Red where A is denser than B, blue where B is.
+    y, x = np.unravel_index(np.argmax(d), d.shape)
+    red = picture[2 * y, 2 * x]
+    assert red[0] > red[2]
+    y, x = np.unravel_index(np.argmin(d), d.shape)
+    blue = picture[2 * y, 2 * x]
+    assert blue[2] > blue[0]
+
+
+def test_difference_needs_the_same_scale(inputs, results):
+    x3 = Analyzer(inputs / "x3.onnx").run(inputs / "hr.png", (20, 24), fold=3)
+    with pytest.raises(InputError, match="different scales"):
+        kde_difference(results[0], x3)
+
+
+def test_compare_command_writes_one_png(inputs, tmp_path):
+    out = tmp_path / "figure.png"
+    r = run_cli("compare", inputs / "a.onnx", inputs / "b.onnx", inputs / "x3.onnx", inputs / "hr.png",
+                "--window", 20, 24, "--fold", 3, "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert [m["name"] for m in data["models"]] == ["a", "b", "x3"] and [m["scale"] for m in data["models"]] == [2, 2, 3]
+    assert all("pixels_90" in m["range"] for m in data["models"])
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.height > 3 * 72
+    assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]  # no temporary left behind
+    r = run_cli("compare", inputs / "a.onnx", inputs / "hr.png", "--window", 20, 24, "--fold", 3, "-o", out,
+                "--name", "one", "--name", "two")
+    assert r.returncode == 2 and "--name" in r.stderr
+    r = run_cli("compare", inputs / "a.onnx", inputs / "hr.png", "--window", 20, 24, "-o", tmp_path / "f.txt")
+    assert r.returncode == 2 and "picture file" in r.stderr
+
+
+def test_diff_command(inputs, tmp_path):
+    out = tmp_path / "d.png"
+    r = run_cli("diff", inputs / "a.onnx", inputs / "b.onnx", inputs / "hr.png", "--window", 20, 24,
+                "--fold", 3, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "red: A higher" in r.stdout
+    with Image.open(out) as im:
+        assert im.size == (72, 72)
+    r = run_cli("diff", inputs / "a.onnx", inputs / "x3.onnx", inputs / "hr.png", "--window", 20, 24,
+                "--fold", 3, "-o", tmp_path / "e.png")
+    assert r.returncode == 2 and "different scales" in r.stderr
+    assert not (tmp_path / "e.png").exists()

@@ -1,0 +1,325 @@
+"""`onnxlam report`: cases, resumption after a kill, failure isolation, TOML configs, the HTML page."""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import onnx
+import pytest
+from PIL import Image
+
+from onnx_models import tiny_sr
+from onnxlam.analysis import Analyzer
+from onnxlam.errors import InputError
+from onnxlam.report import (CSV_COLUMNS, ConfigValues, WindowSpec, exclusive, load_config, read_windows_file,
+                            run_report)
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
+EVIL = "<img src=x onerror=alert(1)>&.png"
+
+
+def run_cli(*args, cwd=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-m", "onnxlam", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report_inputs")
+    onnx.save(tiny_sr(2), d / "a.onnx")
+    onnx.save(tiny_sr(2, seed=5), d / "b.onnx")
+    images = d / "images"
+    images.mkdir()
+    photo = Image.open(PHOTO)
+    photo.crop((40, 40, 104, 104)).save(images / "one.png")
+    photo.crop((120, 30, 184, 94)).save(images / "two.png")
+    (images / "notes.txt").write_text("not an image")
+    return d
+
+
+def _config(inputs: Path, out: Path, **options) -> ConfigValues:
+    return ConfigValues(models=(str(inputs / "a.onnx"), str(inputs / "b.onnx")), images=(str(inputs / "images"),),
+                        windows=(WindowSpec(8, 8), WindowSpec(30, 20, 12)), out=out, fold=4, **options)
+
+
+def test_report_writes_every_case_and_the_aggregates(inputs, tmp_path):
+    out = tmp_path / "rep"
+    report = run_report(_config(inputs, out).resolve())
+    assert len(report.rows) == 2 * 2 * 2 and report.failed == 0 and report.computed == 8 and report.reused == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 8
+    assert {r["status"] for r in rows} == {"ok"}
+    assert {(r["x"], r["y"], r["size"]) for r in rows} == {("8", "8", "16"), ("30", "20", "12")}
+    for r in rows:
+        folder = out / r["folder"]
+        result = json.loads((folder / "result.json").read_text())
+        assert float(r["di"]) == pytest.approx(result["di"], rel=1e-5)
+        assert int(r["pixels_90"]) == result["range"]["pixels_90"]  # range statistics in the CSV
+        assert (folder / "panel.png").is_file() and result["fold"] == 4
+    data = json.loads((out / "results.json").read_text())
+    assert data["run"] == {"cases": 8, "computed": 8, "reused": 0, "failed": 0, "pending": 0}
+    assert [s["cases"] for s in data["summary"]] == [4, 4]
+    case = data["cases"][0]
+    assert set(case["range"]) == {"pixels_50", "pixels_90", "pixels_99", "radius_90"}
+    assert case["fold"] == 4 and case["path"] == "blur" and case["status"] == "ok"
+    page = (out / "index.html").read_text()
+    assert page.count("<svg") == 2 and page.count("<tr class=\"ok\">") == 8
+
+
+def test_programs_are_built_once_per_model_and_shape(inputs, tmp_path, monkeypatch):
+    built = []
+    original = Analyzer._build
+
+    def counting(self, batch, h, w, *rest):
+        built.append((self.model_path, h, w))
+        return original(self, batch, h, w, *rest)
+
+    monkeypatch.setattr(Analyzer, "_build", counting)
+    Image.open(PHOTO).crop((0, 0, 80, 48)).save(tmp_path / "other_size.png")
+    config = _config(inputs, tmp_path / "rep", crop=False)
+    config = replace(config, images=config.images + (str(tmp_path / "other_size.png"),))
+    report = run_report(config.resolve())
+    assert report.failed == 0 and len(report.rows) == 12
+    assert sorted(built) == sorted({(m, h, w) for m in (str(inputs / "a.onnx"), str(inputs / "b.onnx"))
+                                    for h, w in ((32, 32), (24, 40))})
+    # With crops (the default) a local network's programs are per crop shape, still each built once.
+    built.clear()
+    report = run_report(replace(config, crop=None, out=tmp_path / "cropped").resolve())
+    assert report.failed == 0 and len(built) == len(set(built)) < 12
+
+
+def test_one_program_per_shape_even_when_free_memory_changes(inputs, tmp_path, monkeypatch):
+    # The Analyzer sizes a program's batch from the memory free at each call; the report keeps the
+    # first program of a shape for all its cases.
+    import onnxlam.analysis as analysis
+
+    built, budgets = [], iter([1 << 40] + [1 << 40, 1] * 20)
+    original = Analyzer._build
+    monkeypatch.setattr(analysis, "_available_memory", lambda: next(budgets))
+    monkeypatch.setattr(Analyzer, "_build", lambda self, batch, *rest: built.append(batch) or
+                        original(self, batch, *rest))
+    config = ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "images"),),
+                          windows=(WindowSpec(8, 8), WindowSpec(20, 20), WindowSpec(4, 30)), out=tmp_path / "r",
+                          fold=4, crop=False)
+    assert run_report(config.resolve()).failed == 0
+    assert built == [4]
+
+
+def test_failing_case_is_recorded_and_the_others_go_on(inputs, tmp_path):
+    out = tmp_path / "rep"
+    r = run_cli("report", "--model", inputs / "a.onnx", "--model", tmp_path / "broken.onnx", "--image",
+                inputs / "images" / "one.png", "--window", 8, 8, "--window", 500, 500, "--fold", 3, "--out", out)
+    assert r.returncode == 2 and "broken.onnx" in r.stderr  # a missing model is bad usage: nothing runs
+    assert not (out / "cases").exists()
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07 not a model" * 4)
+    r = run_cli("report", "--model", inputs / "a.onnx", "--model", tmp_path / "broken.onnx", "--image",
+                inputs / "images" / "one.png", "--window", 8, 8, "--window", 500, 500, "--fold", 3, "--out", out)
+    assert r.returncode == 1, r.stderr
+    rows = {(Path(r["model"]).name, r["x"]): r for r in csv.DictReader((out / "results.csv").open())}
+    assert rows[("a.onnx", "8")]["status"] == "ok"
+    assert rows[("a.onnx", "500")]["status"] == "failed" and "outside" in rows[("a.onnx", "500")]["message"]
+    assert all(rows[("broken.onnx", x)]["status"] == "failed" for x in ("8", "500"))
+    assert "cannot read" in rows[("broken.onnx", "8")]["message"]
+    assert "Failed cases" in r.stdout and "1 computed" in r.stdout
+    error = json.loads((out / rows[("a.onnx", "500")]["folder"] / "error.json").read_text())
+    assert error["status"] == "failed" and "outside" in error["message"]
+    # The failed cases are retried on the next run, the finished one is not.
+    r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images" / "one.png",
+                "--window", 8, 8, "--window", 500, 500, "--fold", 3, "--out", out, "--json")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["run"] == {"cases": 2, "computed": 0, "reused": 1, "failed": 1, "pending": 0}
+
+
+def _case_folders(out: Path) -> list[Path]:
+    cases = out / "cases"
+    return sorted(p for p in cases.iterdir() if not p.name.startswith(".")) if cases.is_dir() else []
+
+
+def test_resumes_after_a_kill(tmp_path):
+    # Cases slow enough (~0.2 s each) that the run is still busy when the first one is complete.
+    onnx.save(tiny_sr(2, features=32, seed=2), tmp_path / "m.onnx")
+    Image.open(PHOTO).crop((0, 0, 128, 128)).save(tmp_path / "hr.png")
+    out = tmp_path / "rep"
+    windows = [arg for i in range(12) for arg in ("--window", 4 + 8 * i, 40)]
+    args = ["report", "--model", tmp_path / "m.onnx", "--image", tmp_path / "hr.png", *windows, "--fold", 20,
+            "--out", out]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "onnxlam", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any((f / "result.json").is_file() for f in _case_folders(out)):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed; make the cases slower"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    finished = {f.name: (f / "result.json").stat().st_mtime_ns for f in _case_folders(out)}
+    assert 1 <= len(finished) < 12
+    for name in finished:  # every visible case folder is complete: nothing half-written
+        data = json.loads((out / "cases" / name / "result.json").read_text())
+        assert data["case"]["fold"] == 20 and (out / "cases" / name / "panel.png").is_file()
+    json.loads((out / "results.json").read_text())  # the aggregate is whole too
+
+    r = run_cli(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    run = json.loads(r.stdout)["run"]
+    assert run["reused"] == len(finished) and run["computed"] == 12 - len(finished) and run["pending"] == 0
+    for name, mtime in finished.items():  # skipped, not rewritten
+        assert (out / "cases" / name / "result.json").stat().st_mtime_ns == mtime
+    assert len(_case_folders(out)) == 12
+    leftovers = [p.name for p in list(out.iterdir()) + list((out / "cases").iterdir()) if p.name.startswith(".")]
+    assert leftovers == []
+    # Same command again: everything is reused.
+    r = run_cli(*args, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["run"]["reused"] == 12
+
+
+def test_changed_parameters_or_inputs_are_recomputed(inputs, tmp_path):
+    out = tmp_path / "rep"
+    first = run_report(_config(inputs, out).resolve())
+    assert first.computed == 8
+    again = run_report(_config(inputs, out).resolve())
+    assert again.computed == 0 and again.reused == 8
+    other_sigma = run_report(_config(inputs, out, sigma=2.0).resolve())
+    assert other_sigma.computed == 8 and other_sigma.reused == 0
+    assert run_report(_config(inputs, out, sigma=2.0, crop=False).resolve()).computed == 0  # exact either way
+    with_context = run_report(_config(inputs, out, sigma=2.0, context=3).resolve())
+    assert with_context.computed == 8
+    assert json.loads((out / "results.json").read_text())["options"]["context"] == 3
+    image = tmp_path / "img.png"
+    Image.open(PHOTO).crop((0, 0, 64, 64)).save(image)
+    config = ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(image),), windows=(WindowSpec(8, 8),),
+                          out=out, fold=4)
+    assert run_report(config.resolve()).computed == 1
+    Image.open(PHOTO).crop((10, 0, 74, 64)).save(image)  # same name, other pixels
+    assert run_report(config.resolve()).computed == 1
+
+
+def test_a_second_run_into_the_same_folder_is_refused(inputs, tmp_path):
+    out = tmp_path / "rep"
+    out.mkdir()
+    with exclusive(out):
+        with pytest.raises(InputError, match="another onnxlam report"):
+            run_report(_config(inputs, out).resolve())
+
+
+def test_toml_config_and_flags_overriding_it(inputs, tmp_path):
+    (tmp_path / "windows.csv").write_text("x,y,size\n# a comment\n8,8\n20,10,12\n")
+    config = tmp_path / "report.toml"
+    config.write_text(f'models = ["{inputs / "a.onnx"}"]\nimages = ["{inputs / "images" / "one.png"}"]\n'
+                      'windows_file = "windows.csv"\nwindows = [[2, 3]]\nout = "from-toml"\nfold = 3\n'
+                      'sigma = 1\npath = "blur"\n')
+    values = load_config(config)
+    assert values.windows_file == tmp_path / "windows.csv" and values.out == tmp_path / "from-toml"
+    r = run_cli("report", config, "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "from-toml" / "results.json").read_text())
+    assert data["options"]["fold"] == 3 and data["options"]["sigma"] == 1.0
+    assert [(c["window"]["x"], c["window"]["size"]) for c in data["cases"]] == [(2, 16), (8, 16), (20, 12)]
+    # Flags override the file: windows, fold and the output folder.
+    r = run_cli("report", config, "--window", 4, 4, "--fold", 2, "--out", tmp_path / "flags")
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "flags" / "results.json").read_text())
+    assert data["options"]["fold"] == 2 and [c["window"]["x"] for c in data["cases"]] == [4]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('models = ["a.onnx"]\nfolds = 3\n', "unknown key folds"),
+    ('models = ["a.onnx"\n', "not valid TOML"),
+    ('windows = [[1]]\n', "`windows` must be"),
+    ('fold = "three"\n', "`fold` has the wrong type"),
+])
+def test_bad_toml_is_a_usage_error(text, needle, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    r = run_cli("report", config)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def test_windows_file_and_usage_errors(inputs, tmp_path):
+    wf = tmp_path / "w.csv"
+    wf.write_text("10, 12\n\n3,4,8\n")
+    assert read_windows_file(wf) == [WindowSpec(10, 12), WindowSpec(3, 4, 8)]
+    wf.write_text("10,12\nten,4\n")
+    with pytest.raises(InputError, match=r"w.csv:2"):
+        read_windows_file(wf)
+    image = inputs / "images" / "one.png"
+    for args, needle in [
+        (["--image", image, "--window", 1, 1], "no model"),
+        (["--model", inputs / "a.onnx", "--window", 1, 1], "no image"),
+        (["--model", inputs / "a.onnx", "--image", image], "no window"),
+        (["--model", inputs / "a.onnx", "--image", tmp_path / "none.png", "--window", 1, 1], "image not found"),
+        (["--model", inputs / "a.onnx", "--image", image, "--window", 1, 1, "--fold", 0], "--fold"),
+        (["--model", inputs / "a.onnx", "--image", image, "--windows-file", wf], "w.csv:2"),
+        (["--model", inputs / "a.onnx", "--image", tmp_path, "--window", 1, 1], "holds no image"),
+    ]:
+        r = run_cli("report", *args, "--out", tmp_path / "never")
+        assert r.returncode == 2 and r.stderr.startswith("error:") and needle in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "never").exists()
+
+
+def test_html_is_self_contained_and_escapes_file_names(inputs, tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.open(PHOTO).crop((40, 40, 104, 104)).save(images / EVIL, format="PNG")
+    model = tmp_path / 'net "q" <b>.onnx'
+    model.write_bytes((inputs / "a.onnx").read_bytes())
+    out = tmp_path / "rep&<out>"
+    r = run_cli("report", "--model", model, "--image", images, "--window", 8, 8, "--window", 900, 900,
+                "--fold", 3, "--out", out)
+    assert r.returncode == 1, r.stderr  # the second window fails, with the file name in its label
+    page = (out / "index.html").read_text()
+    assert "<img src=x" not in page and "onerror=alert(1)>" not in page and "<b>" not in page
+    assert html.escape(EVIL) in page and html.escape('net "q" <b>') in page
+    assert "&lt;img src=x onerror=alert(1)&gt;&amp;.png" in page
+    # Self-contained: no URL with a scheme, one inline script, every image relative and present.
+    assert "://" not in page and page.count("<script") == 1 and "<link" not in page
+    import re
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(srcs) == 1
+    from urllib.parse import unquote
+    assert (out / unquote(html.unescape(srcs[0]))).is_file()
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {Path(r["image"]).name for r in rows} == {EVIL}
+
+
+def test_leftovers_of_a_killed_run_are_removed_and_nothing_else(inputs, tmp_path):
+    out = tmp_path / "rep"
+    (out / "cases" / ".a-1-2-16-x.k3j.tmp").mkdir(parents=True)
+    (out / "cases" / ".a-1-2-16-x.old-99").mkdir()
+    (out / ".results.json.k3j.tmp").write_text("{")
+    (out / ".mine.tmp").write_text("the user's")
+    (out / "notes.txt").write_text("the user's")
+    run_report(ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "images" / "one.png"),),
+                            windows=(WindowSpec(8, 8),), out=out, fold=2).resolve())
+    assert sorted(p.name for p in out.iterdir()) == [".mine.tmp", "cases", "index.html", "notes.txt",
+                                                     "results.csv", "results.json"]
+    assert [p.name for p in (out / "cases").iterdir() if p.name.startswith(".")] == []
+
+
+def test_repeated_window_parses_without_the_command_line_rewrite(inputs, tmp_path):
+    # `cli.main` rewrites repeated --window into --more-window; `app` called directly must cope alone.
+    from typer.testing import CliRunner
+
+    from onnxlam.cli import app
+
+    r = CliRunner().invoke(app, ["report", "--model", str(inputs / "a.onnx"), "--image",
+                                 str(inputs / "images" / "one.png"), "--window", "8", "8", "--window", "20", "12",
+                                 "--more-window", "4,4", "--fold", "2", "--out", str(tmp_path / "r"), "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [(c["window"]["x"], c["window"]["y"]) for c in data["cases"]] == [(8, 8), (20, 12), (4, 4)]
