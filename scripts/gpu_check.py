@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn as nn
 
 import onnxlam
 from onnxlam.analysis import Analyzer
 from onnxlam.detector import window_mask
 from onnxlam.paths import make_path
 from onnxlam.runtime import cuda_available
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_lam import EDSRBaseline, demo_loop, export  # noqa: E402
 
 import os
 
@@ -32,49 +34,6 @@ TORCH_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ORT_DEVICE = "cuda" if cuda_available() else "cpu"
 FOLD = 4 if QUICK else 50
 PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
-
-
-class EDSRBaseline(nn.Module):
-    """EDSR-baseline size: 64 channels, 16 residual blocks, ×4 (two PixelShuffle ×2)."""
-
-    def __init__(self, c=64, blocks=16):
-        super().__init__()
-        self.head = nn.Conv2d(3, c, 3, padding=1)
-        self.body = nn.ModuleList(nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1))
-                                  for _ in range(blocks))
-        self.tail = nn.Conv2d(c, c, 3, padding=1)
-        self.up = nn.Sequential(nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2),
-                                nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.Conv2d(c, 3, 3, padding=1))
-
-    def forward(self, x):
-        h = self.head(x)
-        r = h
-        for b in self.body:
-            r = r + 0.1 * b(r)
-        return self.up(self.tail(r) + h)
-
-
-def torch_demo_loop(model, steps, mask, device):
-    """The authors' demo loop: one step at a time, parameters requiring grad, float32."""
-    model = model.to(device).train(False)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    m = torch.from_numpy(mask).to(device)
-    acc = torch.zeros(steps.images.shape[1:], dtype=torch.float64, device=device)
-    for k in range(steps.fold):
-        x = torch.from_numpy(steps.images[k][None]).to(device).requires_grad_(True)
-        y = model(x)
-        dh = (y[:, :, :-1, :] - y[:, :, 1:, :]) ** 2
-        dw = (y[:, :, :, :-1] - y[:, :, :, 1:]) ** 2
-        s = dh[:, :, :, :-1] + dw[:, :, :-1, :]
-        g = torch.where(s > 0, torch.sqrt(torch.where(s > 0, s, torch.ones_like(s))), torch.zeros_like(s))
-        d = (g * m).sum()
-        model.zero_grad()
-        d.backward()
-        grad = torch.nan_to_num(x.grad[0], nan=0.0)
-        acc += grad.double() * torch.from_numpy(steps.derivatives[k]).to(device).double()
-    A = (acc / steps.fold).float().cpu().numpy()
-    return A
 
 
 def timed(fn, repeat=3):
@@ -116,9 +75,7 @@ def main(out_dir: str) -> None:
     torch.manual_seed(0)
     net = EDSRBaseline(blocks=2 if QUICK else 16).eval()
     onnx_path = out / "edsr_baseline.onnx"
-    torch.onnx.export(net, torch.rand(1, 3, 48, 48), str(onnx_path), input_names=["lr"], output_names=["sr"],
-                      opset_version=17, dynamo=False,
-                      dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}})
+    export(net, onnx_path)
     from PIL import Image
     hr = np.asarray(Image.open(PHOTO))[:192, :192]
     window = (90, 80)
@@ -135,7 +92,7 @@ def main(out_dir: str) -> None:
 
     def reference():
         steps = make_path(lr, "blur", 1.2, FOLD, 9)
-        return torch_demo_loop(net, steps, mask, TORCH_DEVICE)
+        return demo_loop(net, steps.images, steps.derivatives, mask, TORCH_DEVICE)
 
     A_ref, t_ref, ts_ref = timed(reference, repeat=1 if QUICK else 3)
     from onnxlam.metrics import abs_normalise, diffusion_index
