@@ -17,7 +17,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-import onnxlam
 from onnxlam.analysis import Analyzer
 from onnxlam.detector import window_mask
 from onnxlam.paths import make_path

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,17 +15,9 @@ from PIL import Image
 import onnxlam
 from onnx_models import tiny_sr
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
+from clitools import PHOTO, REPO, run_cli
 FAST = ["--fold", "6"]
 
-
-def run_cli(*args, cwd=None, env_extra=None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "onnxlam", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,15 +14,8 @@ from onnxlam.analysis import Analyzer
 from onnxlam.compare import (COLUMNS, comparison_figure, difference_picture, kde_difference, row_pictures)
 from onnxlam.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
+from clitools import PHOTO, run_cli
 
-
-def run_cli(*args, cwd=None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return subprocess.run([sys.executable, "-m", "onnxlam", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")

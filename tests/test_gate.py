@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -16,15 +13,8 @@ from onnx_models import tiny_sr
 from onnxlam import gate
 from onnxlam.report import ConfigValues, LamOptions, WindowSpec, run_report
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
+from clitools import PHOTO, run_cli
 
-
-def run_cli(*args, cwd=None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return subprocess.run([sys.executable, "-m", "onnxlam", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")

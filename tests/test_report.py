@@ -22,16 +22,9 @@ from onnxlam.errors import InputError
 from onnxlam.report import (CSV_COLUMNS, ConfigValues, WindowSpec, exclusive, load_config, read_windows_file,
                             run_report)
 
-REPO = Path(__file__).resolve().parents[1]
-PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
+from clitools import PHOTO, REPO, run_cli
 EVIL = "<img src=x onerror=alert(1)>&.png"
 
-
-def run_cli(*args, cwd=None):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return subprocess.run([sys.executable, "-m", "onnxlam", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
