@@ -200,7 +200,39 @@ def write_markdown(report: dict, path: Path) -> None:
     f = c["C_four_windows"]
     lines += ["", f"Four windows sharing each forward pass: {f['together']:.2f} s against {f['separately']:.2f} s "
               f"for four separate runs ({f['speedup']:.2f}×).", ""]
+    lines += gpu_section()
     path.write_text("\n".join(lines) + "\n")
+
+
+def gpu_section() -> list[str]:
+    """The GPU results `scripts/gpu_check.py` wrote (benchmarks/gpu_*.json), as Markdown."""
+    off, on = REPO / "benchmarks" / "gpu_h200_tf32off.json", REPO / "benchmarks" / "gpu_h200_tf32on.json"
+    if not off.exists():
+        return []
+    g = json.loads(off.read_text())
+    e = g["edsr_baseline_48"]
+    best = min((v["median_s"], k) for k, v in e.items() if k.startswith("onnxlam_cuda"))
+    a = g["animevideov3"]
+    lines = ["## GPU", "",
+             f"`scripts/gpu_check.sh` on an {g['gpu']} (onnxruntime-gpu {g['onnxruntime']}, torch {g['torch']}, "
+             "TF32 off in onnxlam, PyTorch's default cuDNN TF32 on), medians of 3 in-process runs, "
+             "the first of which builds the program:", "",
+             "| case | onnxlam CUDA (s) | PyTorch demo loop, same GPU (s) | speed-up | max abs ΔM vs CPU | max abs ΔM vs PyTorch |",
+             "|---|---|---|---|---|---|",
+             f"| EDSR-baseline ×4, LR 48×48, fold 50 ({best[1].split('_')[-1]}) | {best[0]:.3f} | "
+             f"{e['torch_demo_loop_cuda']['median_s']:.3f} | {e['speedup_best_cuda_vs_torch']:.1f}× | "
+             f"{e['max_abs_M_diff_cuda_vs_cpu']:.1e} | {e['max_abs_M_diff_cuda_vs_torch']:.1e} |",
+             f"| animevideov3 ×4 (bundled), LR 64×64, fold 50 | {a['seconds_gpu_median']:.3f} | – | "
+             f"{a['seconds_cpu_median'] / a['seconds_gpu_median']:.0f}× over 16 CPU cores | {a['max_abs_M_diff']:.1e} | – |",
+             "", "Batch sizes 10 / 25 / 50 on CUDA (EDSR-baseline): " + ", ".join(
+                 f"{e[f'onnxlam_cuda_batch{b}']['median_s']:.3f} s" for b in (10, 25, 50)) + "."]
+    if on.exists():
+        t = json.loads(on.read_text())
+        lines += ["", f"With TF32 on (onnxruntime's default), the animevideov3 map differed from the CPU's by up to "
+                  f"{t['animevideov3']['max_abs_M_diff']:.2f} (DI {t['animevideov3']['di_gpu']:.3f} against "
+                  f"{t['animevideov3']['di_cpu']:.3f}) and its gradient program failed the finite-difference check; "
+                  "onnxlam therefore turns TF32 off unless `ONNXLAM_TF32=1`."]
+    return lines
 
 
 if __name__ == "__main__":
