@@ -6,8 +6,7 @@ to `lam_input` with `onnx_ad.reverse`. The objective is N×K (K windows); the se
 matrix per batch element, so one reverse pass gives every element's gradient for every window
 (a batch element's objective depends on that element alone).
 
-Programs are cached on disk (see `cache.py`) and checked once, when built, against a central
-finite difference along a random direction.
+Programs are cached on disk (see `cache.py`) and checked once, when built (see `gradcheck.py`).
 """
 from __future__ import annotations
 
@@ -24,6 +23,7 @@ from .cache import ProgramCache
 from .detector import MASK, OBJECTIVE, append_detector
 from .errors import InputError, NumericalError, OnnxlamError
 from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
+from .gradcheck import FD_TOLERANCE, check_gradient
 from .rewrite import make_differentiable, speed_up
 from .runtime import Session, create_session
 
@@ -31,7 +31,6 @@ FORMAT = "2"
 SEED = "adj_" + OBJECTIVE
 GRADIENT = "adj_" + INPUT
 DETECTOR = "gradient-magnitude sum over a runtime window mask (LAM-SPEC §2)"
-FD_TOLERANCE = 1e-2  # relative; float32 central differences of a deep net, at two step sizes
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,8 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
                              f"({str(exc).splitlines()[0][:300]})") from None
         if not program.fd_error <= FD_TOLERANCE:
             raise NumericalError(
-                f"{info.path}: the gradient program disagrees with finite differences (relative error "
+                f"{info.path}: the gradient program fails its check (forward vs reverse mode, node-local "
+                f"differences: relative error "
                 f"{program.fd_error:.2e} > {FD_TOLERANCE:.0e}); please report this model to onnxlam")
     program.build_seconds = time.perf_counter() - start
     if store is not None:
@@ -201,36 +201,8 @@ def infer_scale(h: int, w: int, H: int, W: int) -> int:
 
 
 def check_finite_differences(program: GradientProgram, device: str = "auto", seed: int = 0) -> float:
-    """Relative error of the program's directional derivative against central finite differences.
-
-    Random image in [0.2, 0.8], a 16×16 window at the centre of every batch element (the same in every
-    window slot, so every seed column is checked), and a random
-    direction leaning on the gradient's signs (`v = sign(g)·u + n`, u uniform, n Gaussian): a purely
-    random direction averages the derivative away and leaves float32 rounding to compare. The smaller
-    error over two step sizes counts, since one step may straddle a kink (ReLU) that the other does not.
-    """
-    k = program.key
-    rng = np.random.default_rng(seed)
-    H, W = program.output_size
-    x = rng.uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
-    mask = np.zeros((k.batch, k.windows, H - 1, W - 1), np.float32)
-    size = min(16, H - 1, W - 1)
-    top, left = (H - 1 - size) // 2, (W - 1 - size) // 2
-    mask[:, :, top:top + size, left:left + size] = 1.0
-    objective, gradient = program.objective_and_gradient(x, mask, device)
-    if not (np.all(np.isfinite(objective)) and np.all(np.isfinite(gradient))):
-        raise NumericalError("the gradient program gives NaN or inf on a random image in [0.2, 0.8]")
-    gradient = gradient.sum(axis=1)  # d(Σ_k D_k)/dx
-    v = np.sign(gradient) * rng.uniform(0.5, 1.0, x.shape) + 0.5 * rng.standard_normal(x.shape)
-    v = (v / np.abs(v).max()).astype(np.float32)
-    analytic = float(np.sum(gradient.astype(np.float64) * v))
-    errors = []
-    for h in (1e-3, 1e-2):
-        plus, _ = program.objective_and_gradient(x + h * v, mask, device)
-        minus, _ = program.objective_and_gradient(x - h * v, mask, device)
-        numeric = float(np.sum(plus.astype(np.float64) - minus.astype(np.float64)) / (2 * h))
-        errors.append(abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-12))
-    return min(errors)
+    """The gradient check of `gradcheck.check_gradient` (forward vs reverse, node-local differences)."""
+    return check_gradient(program, device, seed)
 
 
 def check_batch_independence(program: GradientProgram, info: ModelInfo, device: str = "auto") -> None:
