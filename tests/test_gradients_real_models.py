@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxlam.detector import MASK
 from onnxlam.model import INPUT, open_model
 from onnxlam.program import SEED, build_program
+from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "exported_models"
@@ -168,7 +169,7 @@ def _program_branches(program, raw: onnx.ModelProto, x: np.ndarray, mask: np.nda
     produced = {o for n in m.graph.node for o in n.output}
     assert set(names) <= produced, "the program's primal lost the source model's value names"
     m.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(serialise(m), providers=["CPUExecutionProvider"])
     seed = np.ones((x.shape[0], program.windows, program.windows), np.float32)
     values = sess.run(names, {INPUT: x, MASK: mask, SEED: seed})
     return {n: torch.from_numpy(v > 0) for n, v in zip(names, values)}

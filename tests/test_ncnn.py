@@ -21,6 +21,7 @@ from PIL import Image
 from onnxlam import collection
 from onnxlam import ncnn as conv
 from onnxlam.errors import InputError
+from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "onnxlam" / "data"
 RNG = np.random.default_rng(0)
@@ -56,7 +57,7 @@ def ncnn_run(param: pathlib.Path, binf: pathlib.Path, x: np.ndarray, inputs=None
 
 
 def onnx_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(serialise(model), providers=["CPUExecutionProvider"])
     return session.run(None, {"input": x[None].astype(np.float32)})[0][0]
 
 

@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from onnxlam.receptive_field import (analyse_file, crop_box, dependence_box, prepare,
                                      receptive_field)
+from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "exported_models" / "animevideov3-x4.onnx"
@@ -438,7 +439,7 @@ def _graph(nodes, inits=(), out_shape=("N", 3, "H", "W")):
 
 def _footprint(model: onnx.ModelProto, size, r, c, scale=1):
     """LR anchors of the SR pixels that change when LR pixel (r, c) changes (onnxruntime)."""
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(serialise(model), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(7).random((1, 3, *size), dtype=np.float32)
     y0 = sess.run(None, {"x": x})[0]
     x[0, :, r, c] += 0.5
