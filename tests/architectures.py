@@ -10,6 +10,15 @@ tests stay fast on two CPU cores:
 - ``rrdb``:  dense blocks, nearest-neighbour upsampling + conv, x4 (RRDB / ESRGAN-like)
 - ``fsrcnn``: PReLU, 1x1 shrink / expand, ConvTranspose upsampler x3 (FSRCNN-like)
 
+Two more families widen the op coverage of the reference set (``REFERENCE_ARCHITECTURES``, used by
+``tests/test_reference_models.py`` and ``scripts/export_reference_models.py``; ``ARCHITECTURES``
+keeps the five above, the ones ``tests/test_parity.py`` runs every path on):
+
+- ``imdn``: information multi-distillation blocks (channel split, concat, contrast-aware channel
+            attention: std + mean over H x W, 1x1 convs, sigmoid), LeakyReLU, PixelShuffle x2
+- ``nonlocal``: embedded-Gaussian non-local block (1x1 convs, reshape to B x C x HW, MatMul,
+            Softmax over HW, MatMul back, reshape), nearest-neighbour upsampling + conv x2
+
 ``export_onnx`` writes each model with both exporters: the TorchScript exporter
 (``dynamo=False``, dynamic batch / height / width) and the dynamo exporter (``dynamo=True``,
 the default static shapes: batch 1 and the given LR size baked in).
@@ -217,6 +226,110 @@ class FSRCNNLike(nn.Module):
         return self.deconv(self.features(x))
 
 
+# --------------------------------------------------------------------------- (f) IMDN-like
+def channel_std(x):
+    """Standard deviation of every channel over H x W (IMDN's ``stdv_channels``), B x C x 1 x 1."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).pow(0.5)
+
+
+class ContrastChannelAttention(nn.Module):
+    """IMDN's CCA layer: contrast (std + mean over H x W) -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid."""
+
+    def __init__(self, nf: int, reduction: int = 4):
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Conv2d(nf, nf // reduction, 1), nn.ReLU(inplace=True), nn.Conv2d(nf // reduction, nf, 1), nn.Sigmoid()
+        )
+
+    def forward(self, x):
+        contrast = channel_std(x) + x.mean(dim=(2, 3), keepdim=True)
+        return x * self.fc(contrast)
+
+
+class DistillationBlock(nn.Module):
+    """IMDB: each 3x3 conv's output is split into distilled channels (kept) and remaining ones (refined
+    further); the distilled channels are concatenated, reweighted by CCA, fused by a 1x1 conv, plus x."""
+
+    def __init__(self, nf: int = 16, distilled: int = 4):
+        super().__init__()
+        self.d, self.r = distilled, nf - distilled
+        self.c1 = nn.Conv2d(nf, nf, 3, padding=1)
+        self.c2 = nn.Conv2d(self.r, nf, 3, padding=1)
+        self.c3 = nn.Conv2d(self.r, nf, 3, padding=1)
+        self.c4 = nn.Conv2d(self.r, distilled, 3, padding=1)
+        self.cca = ContrastChannelAttention(4 * distilled)
+        self.fuse = nn.Conv2d(4 * distilled, nf, 1)
+
+    def forward(self, x):
+        d1, r1 = torch.split(F.leaky_relu(self.c1(x), 0.05), (self.d, self.r), dim=1)
+        d2, r2 = torch.split(F.leaky_relu(self.c2(r1), 0.05), (self.d, self.r), dim=1)
+        d3, r3 = torch.split(F.leaky_relu(self.c3(r2), 0.05), (self.d, self.r), dim=1)
+        d4 = self.c4(r3)
+        return x + self.fuse(self.cca(torch.cat((d1, d2, d3, d4), dim=1)))
+
+
+class IMDNLike(nn.Module):
+    scale = 2
+
+    def __init__(self, nf: int = 16, nb: int = 2):
+        super().__init__()
+        self.head = nn.Conv2d(3, nf, 3, padding=1)
+        self.blocks = nn.ModuleList([DistillationBlock(nf) for _ in range(nb)])
+        self.collect = nn.Conv2d(nf * nb, nf, 1)  # IMDN fuses every block's output
+        self.trunk = nn.Conv2d(nf, nf, 3, padding=1)
+        self.up = nn.Sequential(nn.Conv2d(nf, 3 * 4, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, x):
+        f = self.head(x)
+        outs, h = [], f
+        for blk in self.blocks:
+            h = blk(h)
+            outs.append(h)
+        body = self.trunk(F.leaky_relu(self.collect(torch.cat(outs, dim=1)), 0.05))
+        return self.up(f + body)
+
+
+# --------------------------------------------------------------------------- (g) non-local
+class NonLocalBlock(nn.Module):
+    """Embedded Gaussian non-local block: softmax(theta(x)^T phi(x)) over all HW positions, applied to g(x)."""
+
+    def __init__(self, nf: int, inter: int):
+        super().__init__()
+        self.theta = nn.Conv2d(nf, inter, 1)
+        self.phi = nn.Conv2d(nf, inter, 1)
+        self.g = nn.Conv2d(nf, inter, 1)
+        self.w = nn.Conv2d(inter, nf, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        theta = self.theta(x).reshape(b, -1, h * w).permute(0, 2, 1)  # B x HW x C'
+        phi = self.phi(x).reshape(b, -1, h * w)  # B x C' x HW
+        attn = torch.softmax(torch.matmul(theta, phi), dim=-1)  # B x HW x HW, softmax over HW
+        g = self.g(x).reshape(b, -1, h * w).permute(0, 2, 1)  # B x HW x C'
+        y = torch.matmul(attn, g).permute(0, 2, 1).reshape(b, -1, h, w)
+        return x + self.w(y)
+
+
+class NonLocalLike(nn.Module):
+    scale = 2
+
+    def __init__(self, nf: int = 12, inter: int = 6):
+        super().__init__()
+        self.head = nn.Conv2d(3, nf, 3, padding=1)
+        self.pre = ResBlock(nf)
+        self.nonlocal_block = NonLocalBlock(nf, inter)
+        self.post = ResBlock(nf)
+        self.up = nn.Conv2d(nf, nf, 3, padding=1)
+        self.last = nn.Conv2d(nf, 3, 3, padding=1)
+
+    def forward(self, x):
+        f = self.head(x)
+        f = f + self.post(self.nonlocal_block(self.pre(f)))
+        f = F.relu(self.up(F.interpolate(f, scale_factor=2, mode="nearest")))
+        return self.last(f)
+
+
 # --------------------------------------------------------------------------- helpers for spec tests
 class SmoothNet(nn.Module):
     """A small smooth (tanh) network, x2: for completeness checks with a large fold."""
@@ -250,15 +363,26 @@ ARCHITECTURES = {
     "rrdb": RRDBLike,
     "fsrcnn": FSRCNNLike,
 }
+# Every reference family: the five above and the two that widen the op coverage.
+REFERENCE_ARCHITECTURES = {
+    **ARCHITECTURES,
+    "imdn": IMDNLike,
+    "nonlocal": NonLocalLike,
+}
+NEW_FAMILIES = ("imdn", "nonlocal")
 EXPORTERS = ("torchscript", "dynamo")
+
+# Default seeds: the first five keep the ones they always had (their index in sorted order, plus 1).
+SEEDS = {name: i + 1 for i, name in enumerate(sorted(ARCHITECTURES))}
+SEEDS.update({"imdn": 6, "nonlocal": 7})
 
 
 def build(name: str, seed: int | None = None) -> nn.Module:
-    """The architecture ``name`` with seeded random weights, in eval mode."""
+    """The architecture ``name`` (any of ``REFERENCE_ARCHITECTURES``) with seeded random weights, in eval mode."""
     if seed is None:
-        seed = sorted(ARCHITECTURES).index(name) + 1
+        seed = SEEDS[name]
     torch.manual_seed(seed)
-    model = ARCHITECTURES[name]()
+    model = REFERENCE_ARCHITECTURES[name]()
     with torch.no_grad():  # non-trivial biases, so that no layer is the identity at init
         for p in model.parameters():
             if p.dim() == 1 and not isinstance(model, FSRCNNLike):
@@ -267,7 +391,7 @@ def build(name: str, seed: int | None = None) -> nn.Module:
 
 
 def scale_of(name: str) -> int:
-    return ARCHITECTURES[name].scale
+    return REFERENCE_ARCHITECTURES[name].scale
 
 
 def export_onnx(model: nn.Module, path: Path, exporter: str, lr_size: int = LR_SIZE) -> Path:
