@@ -81,14 +81,14 @@ def write_results(results: list[LamResult], out: str | Path) -> Path:
         else:
             for result in results:
                 _write_files(result, tmp / window_folder(result))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Move folder `new` to `target`, replacing an existing folder only once the new one is complete."""
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from ._version import __version__
 from .errors import InputError, OnnxlamError
+from .outputs import replace_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every case
@@ -465,13 +466,7 @@ def _write_dir_atomically(target: Path, files: dict[str, str]) -> None:
     try:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
