@@ -27,6 +27,14 @@ DEBUG = typer.Option(False, "--debug", help="Show tracebacks.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when usable, else CPU), cpu or cuda.")
 VALUE_RANGE = typer.Option(None, "--value-range", help="1 or 255: the pixel range the model expects "
                            "(default: the model's metadata onnxlam.value_range, else 1).")
+SIZE = typer.Option(16, "--size", help="Window side in SR pixels.")
+LR = typer.Option(False, "--lr", help="IMAGE is the LR input: use it as is.")
+PATH = typer.Option("blur", "--path", help="blur (LAM), linear or gaussian-linear.")
+SIGMA = typer.Option(1.2, "--sigma", help="Blur of the path's baseline.")
+FOLD = typer.Option(50, "--fold", help="Path steps.")
+KERNEL_SIZE = typer.Option(9, "--kernel-size", help="Gaussian kernel side.")
+BATCH_SIZE = typer.Option(None, "--batch-size", help="Path steps per run (default: as many as memory "
+                          "allows, up to 10).")
 BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
                    "(default: metadata onnxlam.channel_order, else RGB).")
 
@@ -141,14 +149,13 @@ def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection 
                                                "window in SR-output pixels. Repeat for several windows: they "
                                                "share each forward pass and get a sub-folder each."),
         more_windows: List[str] = typer.Option([], "--more-window", hidden=True),
-        size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
-        lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input: use it as is."),
-        path: str = typer.Option("blur", "--path", help="blur (LAM), linear or gaussian-linear."),
-        sigma: float = typer.Option(1.2, "--sigma", help="Blur of the path's baseline."),
-        fold: int = typer.Option(50, "--fold", help="Path steps."),
-        kernel_size: int = typer.Option(9, "--kernel-size", help="Gaussian kernel side."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Path steps per run "
-                                                 "(default: as many as memory allows, up to 10)."),
+        size: int = SIZE,
+        lr: bool = LR,
+        path: str = PATH,
+        sigma: float = SIGMA,
+        fold: int = FOLD,
+        kernel_size: int = KERNEL_SIZE,
+        batch_size: Optional[int] = BATCH_SIZE,
         device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
         program: Optional[Path] = typer.Option(None, "--program", help="A program from `onnxlam export`."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder "
@@ -244,11 +251,11 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
 def sweep(model: str = typer.Argument(..., help="ONNX model file or collection name."),
           image: str = typer.Argument(..., help="HR image (or LR with --lr)."),
           stride: int = typer.Option(..., "--stride", help="Grid step in SR pixels."),
-          size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
-          lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input."),
-          path: str = typer.Option("blur", "--path"), sigma: float = typer.Option(1.2, "--sigma"),
-          fold: int = typer.Option(50, "--fold"), kernel_size: int = typer.Option(9, "--kernel-size"),
-          batch_size: Optional[int] = typer.Option(None, "--batch-size"), device: str = DEVICE,
+          size: int = SIZE,
+          lr: bool = LR,
+          path: str = PATH, sigma: float = SIGMA,
+          fold: int = FOLD, kernel_size: int = KERNEL_SIZE,
+          batch_size: Optional[int] = BATCH_SIZE, device: str = DEVICE,
           value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
           out_dir: Path = typer.Option(Path("onnxlam-sweep"), "--out", help="Output folder."),
           as_json: bool = typer.Option(False, "--json", help="Print sweep.json on stdout."),

@@ -19,7 +19,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .cli import BGR, DEBUG, DEVICE, VALUE_RANGE, _resolve_model, app, err, handled, out
+from .cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, PATH, SIGMA, SIZE, VALUE_RANGE,
+                  _resolve_model, app, err, handled, out)
 from .errors import InputError
 from .report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
                      parse_window, plan_cases, run_report)
@@ -218,7 +219,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
           window: Optional[List[str]] = typer.Option(None, "--window", metavar="X Y", help="Window top-left in "
                                                      "SR pixels (repeatable)."),
           more_window: Optional[List[str]] = MORE_WINDOW,
-          size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
+          size: int = SIZE,
           min_di: Optional[float] = typer.Option(None, "--min-di", help="Fail when a DI is below A."),
           max_di: Optional[float] = typer.Option(None, "--max-di", help="Fail when a DI is above B."),
           baseline: Optional[Path] = typer.Option(None, "--baseline", help="results.json of a report: recompute "
@@ -227,12 +228,12 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
                                           "allowed, in DI points."),
           verify_gradients: bool = typer.Option(False, "--verify-gradients", help="Also check each gradient "
                                                 "program against finite differences and batch independence."),
-          lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input: use it as is."),
-          path: str = typer.Option("blur", "--path", help="blur (LAM), linear or gaussian-linear."),
-          sigma: float = typer.Option(1.2, "--sigma", help="Blur of the path's baseline."),
-          fold: int = typer.Option(50, "--fold", help="Path steps."),
-          kernel_size: int = typer.Option(9, "--kernel-size", help="Gaussian kernel side."),
-          batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Path steps per run."),
+          lr: bool = LR,
+          path: str = PATH,
+          sigma: float = SIGMA,
+          fold: int = FOLD,
+          kernel_size: int = KERNEL_SIZE,
+          batch_size: Optional[int] = BATCH_SIZE,
           device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
           as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON on stdout."),
           debug: bool = DEBUG):
@@ -354,15 +355,15 @@ def compare(models: List[str] = typer.Argument(..., help="Models (files or colle
             image: str = typer.Argument(..., help="HR image (LR with --lr)."),
             window: tuple[int, int] = typer.Option(..., "--window", help="X Y: top-left of the window in SR "
                                                    "pixels."),
-            size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
+            size: int = SIZE,
             name: Optional[List[str]] = typer.Option(None, "--name", help="Row label, one per model "
                                                      "(default: the model's file name)."),
-            lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input: use it as is."),
-            path: str = typer.Option("blur", "--path", help="blur (LAM), linear or gaussian-linear."),
-            sigma: float = typer.Option(1.2, "--sigma", help="Blur of the path's baseline."),
-            fold: int = typer.Option(50, "--fold", help="Path steps."),
-            kernel_size: int = typer.Option(9, "--kernel-size", help="Gaussian kernel side."),
-            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Path steps per run."),
+            lr: bool = LR,
+            path: str = PATH,
+            sigma: float = SIGMA,
+            fold: int = FOLD,
+            kernel_size: int = KERNEL_SIZE,
+            batch_size: Optional[int] = BATCH_SIZE,
             device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
             output: Path = typer.Option(Path("compare.png"), "-o", "--out", help="Picture to write."),
             as_json: bool = typer.Option(False, "--json", help="Print the models' DI etc. as JSON on stdout."),
@@ -394,13 +395,13 @@ def diff(model_a: str = typer.Argument(..., help="Model A (file or collection na
          model_b: str = typer.Argument(..., help="Model B, of the same scale."),
          image: str = typer.Argument(..., help="HR image (LR with --lr)."),
          window: tuple[int, int] = typer.Option(..., "--window", help="X Y: top-left of the window in SR pixels."),
-         size: int = typer.Option(16, "--size", help="Window side in SR pixels."),
-         lr: bool = typer.Option(False, "--lr", help="IMAGE is the LR input: use it as is."),
-         path: str = typer.Option("blur", "--path", help="blur (LAM), linear or gaussian-linear."),
-         sigma: float = typer.Option(1.2, "--sigma", help="Blur of the path's baseline."),
-         fold: int = typer.Option(50, "--fold", help="Path steps."),
-         kernel_size: int = typer.Option(9, "--kernel-size", help="Gaussian kernel side."),
-         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Path steps per run."),
+         size: int = SIZE,
+         lr: bool = LR,
+         path: str = PATH,
+         sigma: float = SIGMA,
+         fold: int = FOLD,
+         kernel_size: int = KERNEL_SIZE,
+         batch_size: Optional[int] = BATCH_SIZE,
          device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
          output: Path = typer.Option(Path("diff.png"), "-o", "--out", help="Picture to write."),
          as_json: bool = typer.Option(False, "--json", help="Print both DIs and the difference's range as JSON."),
