@@ -6,13 +6,13 @@ is the one-call form.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import onnx
 
 from . import image as images
 from .detector import MASK, append_detector, window_mask
@@ -21,12 +21,16 @@ from .integration import integrate
 from .metrics import abs_normalise, diffusion_index, gini, range_statistics
 from .model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
 from .paths import PATHS, make_path
-from .cropping import choose_crop, crop_masks, crop_steps, uncrop
-from .program import GradientProgram, build_program, infer_scale, load_program
+from . import memory
+from .cache import RecordCache
+from .cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box
+from .program import FORMAT, GradientProgram, build_program, check_size, infer_scale, load_program
 from .receptive_field import ReceptiveField, receptive_field
-from .runtime import Session, create_session
+from .runtime import Session, create_session, resolve_device
 
-MAX_AUTO_BATCH = 10  # beyond this a CPU gains nothing measurable and memory grows linearly
+MAX_AUTO_BATCH = {"cpu": 10, "cuda": 25}  # beyond these a batch gains nothing measurable (BENCHMARKS.md)
+CROP_STEP = 16  # memory crops' sides are multiples of this (and of the model's period): a few MB more or
+               # less free memory must not change the crop, and so the map, from one run to the next
 MAX_WINDOWS = 8  # windows sharing one forward pass; more are processed in groups of this size
 
 
@@ -76,6 +80,7 @@ class LamResult:
     value_range: float
     channel_order: str
     range: dict = field(default_factory=dict)  # metrics.range_statistics of M
+    warnings: list = field(default_factory=list)  # what the user must know (an approximate memory crop)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -92,30 +97,21 @@ class LamResult:
                              "objective_delta": self.completeness.objective_delta},
             "nan_gradients": self.nan_gradients,
             "range": self.range,
+            "warnings": list(self.warnings),
         }
         data.update(self.extra)
         return data
 
 
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+@dataclass(frozen=True)
+class Plan:
+    """How the programs of one input size run: `batch` images per step (0: not even one fits) and the
+    peak predicted from the measured footprint (None where nothing was measured)."""
 
-
-def _activation_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of every intermediate value of a shape-inferred batch-1 model."""
-    total = 0
-    for v in model.graph.value_info:
-        dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
-        if dims and all(d > 0 for d in dims):
-            total += int(np.prod(dims)) * 4
-    return total
+    batch: int
+    predicted_peak: int | None = None
+    footprint: memory.Footprint | None = None
+    base: int = 0  # what was in use when the plan was made
 
 
 class Analyzer:
@@ -123,7 +119,7 @@ class Analyzer:
 
     def __init__(self, model: str | Path, *, device: str = "auto", value_range: float | None = None,
                  bgr: bool | None = None, batch_size: int | None = None, cache: bool = True,
-                 check_ops: bool = True):
+                 check_ops: bool = True, max_memory: int | str | None = None):
         self.model_path = str(model)
         self.source, self.info = open_model(model)
         if check_ops:  # `inspect` describes such models instead
@@ -136,13 +132,16 @@ class Analyzer:
         self.channel_order = self.info.channel_order if bgr is None else ("bgr" if bgr else "rgb")
         self.device = device
         self.batch_size = batch_size
+        self.max_memory = None if max_memory is None else memory.parse_size(max_memory)
         self.cache = cache
         self.normalised = normalise(self.source, self.info, self.value_range, self.channel_order == "bgr")
         self._forward: Session | None = None
         self._programs: dict[tuple, GradientProgram] = {}
         self._scale: int | None = None
         self._rf: ReceptiveField | None = None
-        self._batches: dict[tuple, int] = {}
+        self._plans: dict[tuple, Plan] = {}
+        self._footprints: dict[tuple, memory.Footprint | None] = {}
+        self._budget: tuple[int, int] | None = None  # (limit, what was in use before onnxlam's sessions)
 
     # --- model facts --------------------------------------------------------------------------
     @property
@@ -166,7 +165,8 @@ class Analyzer:
     def forward(self, lr: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """F(x) (C×H×W) and D(F(x)) per window ([K]) for one LR image (C×h×w) and masks (K×(H−1)×(W−1))."""
         if self._forward is None:
-            self._forward = create_session(append_detector(self.normalised), self.device)
+            # no arena: run twice per image, its memory goes back for the gradient program
+            self._forward = create_session(append_detector(self.normalised), self.device, arena=False)
         c, h, w = lr.shape
         try:
             sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32),
@@ -176,23 +176,142 @@ class Analyzer:
                              f"{str(exc).splitlines()[0][:300]}") from None
         return sr[0], objective[0].astype(np.float64)
 
-    def _auto_batch(self, fold: int, h: int, w: int, windows: int) -> int:
-        if self.info.fixed_batch not in (None, 1):
-            return self.info.fixed_batch
-        if self.batch_size is not None:
-            return min(self.batch_size, fold)
-        key = (h, w, windows)
-        if key not in self._batches:  # decided once per shape, so free memory moving doesn't rebuild
-            fixed = fix_input_shape(self.normalised, (1, self.info.channels, h, w))
-            # activations kept for the reverse pass, their adjoints (one per window) and temporaries
-            per_element = (3 + windows) * _activation_bytes(fixed) + 1
-            budget = int(0.4 * _available_memory())
-            self._batches[key] = int(max(1, min(MAX_AUTO_BATCH, budget // per_element)))
-        return min(self._batches[key], fold)
+    # --- memory --------------------------------------------------------------------------------
+    @property
+    def run_device(self) -> str:
+        """"cuda" or "cpu": where this Analyzer's sessions run."""
+        return resolve_device(self.device)
 
-    def program(self, h: int, w: int, fold: int, windows: int = 1) -> GradientProgram:
+    def budget(self) -> int:
+        """The memory limit in bytes: `max_memory`, else a safe fraction of what is free (decided once).
+
+        On the CPU it bounds this process's resident set; on CUDA, the device memory onnxlam's sessions hold.
+        """
+        if self._budget is None:
+            device = self.run_device
+            origin = 0 if device == "cpu" else (memory.in_use(device) or 0)
+            self._budget = (self.max_memory or memory.default_budget(device), origin)
+        return self._budget[0]
+
+    def _in_use(self) -> int | None:
+        self.budget()
+        now = memory.in_use(self.run_device)
+        return None if now is None else now - self._budget[1]
+
+    def footprint(self, h: int, w: int, windows: int) -> memory.Footprint | None:
+        """The measured memory of this model's batch-1 programs (see `memory.py`), probed once and cached.
+
+        Images up to CHECK_SIDE a side are probed at their own size; larger ones at the check size
+        (`program.check_size`, at most CHECK_SIDE a side) and half of it (and in between for global
+        networks) and extrapolated. None when the probes fail.
+        """
+        check = check_size(self.info, h, w)  # the size new programs are checked at: probed last
+        if self.info.fixed_size or check == (h, w):
+            sizes = [check]
+        else:
+            steps = [2, 4 / 3, 1] if self.receptive_field.global_ else [2, 1]
+            sizes = [(max(1, int(check[0] / f)), max(1, int(check[1] / f))) for f in steps]
+        key = (tuple(sizes), windows)
+        if key not in self._footprints:
+            import onnxruntime
+
+            from ._version import __version__
+
+            device = self.run_device
+            slug = (f"{self.info.sha256[:32]}-k{windows}-{device}-{'_'.join(f'{a}x{b}' for a, b in sizes)}"
+                    f"-r{self.value_range:g}-{self.channel_order}-ort{onnxruntime.__version__}"
+                    f"-t{os.environ.get('ONNXLAM_THREADS', os.cpu_count())}-v{__version__}-f{FORMAT}-m2")
+            store = RecordCache("footprints") if self.cache else None
+            record = store.load(slug) if store else None
+            footprint = None
+            if record is not None:
+                footprint = memory.Footprint.from_json(record)
+            else:
+                try:
+                    probes = tuple(memory.probe(self._build(1, a, b, windows, verify=False), device,
+                                                check=(a, b) == check) for a, b in sizes)
+                    footprint = memory.Footprint(probes, quadratic=len(probes) > 2)
+                    if store:
+                        store.save(slug, footprint.to_json())
+                except Exception:  # the model refuses the probe sizes, or memory is not measurable here
+                    footprint = None
+            self._footprints[key] = footprint
+        return self._footprints[key]
+
+    def _extra(self, batch: int, h: int, w: int, windows: int) -> int:
+        """Host bytes of one step's outputs as `integrate` handles them (float32 in, float64 sum)."""
+        return batch * windows * self.info.channels * h * w * 16 if self.run_device == "cpu" else 0
+
+    def plan(self, fold: int, h: int, w: int, windows: int = 1) -> Plan:
+        """The batch for programs of LR size h×w: the largest whose measured footprint fits the budget.
+
+        Decided once per shape (free memory moving must not rebuild programs). Batch 0 means that not
+        even one step fits: the caller crops (see `run_windows`).
+        """
+        if self.info.fixed_batch not in (None, 1):
+            return Plan(self.info.fixed_batch)
+        if self.batch_size is not None:
+            return Plan(min(self.batch_size, fold))
+        cap = min(MAX_AUTO_BATCH[self.run_device], fold)
+        key = (h, w, windows, cap)
+        if key not in self._plans:
+            base = self._in_use()  # before probing: what probing leaves behind is free for reuse
+            footprint = self.footprint(h, w, windows)
+            if footprint is None or base is None:
+                self._plans[key] = Plan(1)  # nothing measurable: one step at a time is the safe choice
+            else:
+                def need(b: int) -> int:  # a step of b images, or the check of a new program if more
+                    run = self._extra(b, h, w, windows) + footprint.peak(b, h * w)
+                    return int(base + memory.HEADROOM * max(run, footprint.check))
+
+                batch = max((b for b in range(1, cap + 1) if need(b) <= self.budget()), default=0)
+                self._plans[key] = Plan(batch, need(max(batch, 1)), footprint, base)
+        return self._plans[key]
+
+    def _memory_crop(self, plan: Plan, region: Crop | None, wins: list[Window], lr_size: tuple[int, int],
+                     windows: int) -> tuple[Crop, str]:
+        """The largest crop around `wins` whose one step fits the budget, and the warning that says so."""
+        h, w = lr_size
+        inside = (region.top, region.left, region.bottom, region.right) if region else (0, 0, h, w)
+        limit = memory.format_size(self.budget())
+        need = memory.format_size(plan.predicted_peak or 0)
+        size = f"{inside[3] - inside[1]}×{inside[2] - inside[0]}"
+        if self.info.fixed_size:
+            raise InputError(f"one path step of {self.model_path} needs about {need}, over the memory limit "
+                             f"{limit}, and its input size is fixed, so it cannot be cropped: raise --max-memory")
+        s = self.scale
+        boxes = [(win.x, win.y, win.size) for win in wins]
+        available = (self.budget() - plan.base) / memory.HEADROOM - self._extra(1, h, w, windows)
+        rf = self.receptive_field
+        period = rf.period if rf.period is not None else (1, 1)
+        if plan.footprint.check > available:
+            raise InputError(f"checking a new gradient program of {self.model_path} needs about "
+                             f"{memory.format_size(plan.footprint.check * memory.HEADROOM + plan.base)}, over "
+                             f"the memory limit {limit}: raise --max-memory")
+        box = memory_crop(inside, windows_box(boxes, s, lr_size), plan.footprint.max_pixels(available),
+                          period, CROP_STEP)
+        if box is None:
+            raise InputError(f"one path step on the LR {size} input needs about {need}, and the memory limit "
+                             f"{limit} does not hold even the windows' own pixels: raise --max-memory "
+                             "(or analyse fewer windows at once)")
+        cone = choose_crop(rf, boxes, s, lr_size, worth_it=1.0) if rf.local else None
+        exact = cone is not None and box[0] <= cone.top and box[1] <= cone.left and box[2] >= cone.bottom \
+            and box[3] >= cone.right
+        wt, wl, wb, wr = windows_box(boxes, s, lr_size)
+        margins = [wt - box[0] if box[0] > 0 else None, box[2] - wb if box[2] < h else None,
+                   wl - box[1] if box[1] > 0 else None, box[3] - wr if box[3] < w else None]
+        context = min((m for m in margins if m is not None), default=None)
+        crop = Crop(*box, exact=exact, context=context, reason="memory")
+        reach = "" if rf.global_ or rf.reach is None else f"; its receptive field reaches {max(rf.reach)} LR px"
+        how = "exact: the box covers the receptive field" if exact else \
+            f"approximate: {context} LR px of context around the windows{reach}"
+        note = (f"one path step on the LR {size} input needs about {need}, over the memory limit {limit}: "
+                f"analysing LR rows {box[0]}–{box[2] - 1}, cols {box[1]}–{box[3] - 1} only ({how})")
+        return crop, note
+
+    def program(self, h: int, w: int, fold: int, windows: int = 1, batch: int | None = None) -> GradientProgram:
         """The gradient program for LR size h×w and `windows` windows, batched as the model and memory allow."""
-        batch = self._auto_batch(fold, h, w, windows)
+        batch = batch or max(1, self.plan(fold, h, w, windows).batch)
         key = (batch, h, w, windows)
         if key not in self._programs:
             try:
@@ -204,9 +323,10 @@ class Analyzer:
                 self._programs[key] = self._programs.get((1, h, w, windows)) or self._build(1, h, w, windows)
         return self._programs[key]
 
-    def _build(self, batch: int, h: int, w: int, windows: int) -> GradientProgram:
+    def _build(self, batch: int, h: int, w: int, windows: int, verify: bool = True) -> GradientProgram:
         return build_program((self.source, self.info), batch, h, w, self.value_range,
-                             self.channel_order == "bgr", cache=self.cache, device=self.device, windows=windows)
+                             self.channel_order == "bgr", cache=self.cache and verify, device=self.device,
+                             windows=windows, verify=verify)
 
     @property
     def receptive_field(self) -> ReceptiveField:
@@ -275,25 +395,38 @@ class Analyzer:
         attribution = np.zeros((len(wins), c, h, w), np.float32)
         nan_gradients = np.zeros(len(wins), np.int64)
         regions: list = []
+        notes: list[list[str]] = []  # per window: what its group's run must say
+        usage: list[dict] = []
         groups = [list(range(i, min(i + k, len(wins)))) for i in range(0, len(wins), k)]
         for g, members in enumerate(groups):  # windows in the order given: neighbours share a crop
+            group_wins = [wins[i] for i in members]
             region = None
             if program is None and not self.info.fixed_size and (crop or context is not None):
-                region = choose_crop(self.receptive_field, [(wins[i].x, wins[i].y, wins[i].size) for i in members],
+                region = choose_crop(self.receptive_field, [(win.x, win.y, win.size) for win in group_wins],
                                      s, (h, w), context)
+            hp, wp = region.size if region is not None else (h, w)
+            plan = self.plan(fold, hp, wp, k) if program is None else Plan(0)
+            group_notes = []
+            if plan.footprint is not None and plan.batch == 0:  # not even one step fits: crop to what does
+                region, note = self._memory_crop(plan, region, group_wins, (h, w), k)
+                group_notes.append(note)
+                hp, wp = region.size
+                plan = self.plan(fold, hp, wp, k)
             group_steps = crop_steps(steps, region) if region is not None else steps
             group_masks = np.zeros((k,) + masks.shape[1:], np.float32)  # unused slots stay empty
             group_masks[:len(members)] = masks[members]
             if region is not None:
                 group_masks = crop_masks(group_masks, region, s)
-            hp, wp = region.size if region is not None else (h, w)
-            prog = self._program_for(program, hp, wp, fold, k)
             done = (lambda d, n, g=g: progress(g * n + d, n * len(groups))) if progress else None
-            result = integrate(prog, group_steps, group_masks, self.device, done)
+            with memory.PeakMeter(self.run_device) as meter:
+                prog = self._program_for(program, hp, wp, fold, k, max(plan.batch, 1))
+                result = integrate(prog, group_steps, group_masks, self.device, done)
             part = result.attribution[:len(members)]
             attribution[members] = uncrop(part, region, (h, w)) if region is not None else part
             nan_gradients[members] = result.nan_gradients[:len(members)]
             regions += [region] * len(members)
+            usage += [self._usage(plan, meter, prog)] * len(members)
+            notes += [group_notes] * len(members)
         seconds = time.perf_counter() - start
         provider = prog.session(self.device).provider
         rf = self._rf.to_json() if self._rf is not None else None
@@ -312,12 +445,28 @@ class Analyzer:
                 model_sha256=self.info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
                 provider=provider, seconds=seconds, batch_size=prog.batch, value_range=self.value_range,
                 channel_order=self.channel_order, range=range_statistics(M, window_centre_lr(win, s)),
-                extra={"receptive_field": rf, "crop": regions[i].to_json() if regions[i] is not None else None}))
+                warnings=list(notes[i]),
+                extra={"receptive_field": rf, "crop": regions[i].to_json() if regions[i] is not None else None,
+                       "memory": usage[i]}))
         return results
 
-    def _program_for(self, program, h: int, w: int, fold: int, windows: int) -> GradientProgram:
+    def _usage(self, plan: Plan, meter: memory.PeakMeter, prog: GradientProgram) -> dict:
+        """result.json's "memory": the limit, what the footprint predicted and what the run measured."""
+        measured = meter.peak
+        if measured is not None and self.run_device == "cuda":
+            measured -= self._budget[1] if self._budget else 0
+        return {"device": self.run_device, "counts": "resident set of the process" if self.run_device == "cpu"
+                else "device memory held by onnxlam's sessions",
+                "limit": self.budget() if plan.footprint is not None else self.max_memory,
+                "baseline": plan.base if plan.footprint is not None else None,
+                "predicted_peak": plan.predicted_peak if plan.batch == prog.batch else None,
+                "measured_peak": measured,
+                "probes": plan.footprint.to_json()["probes"] if plan.footprint is not None else None}
+
+    def _program_for(self, program, h: int, w: int, fold: int, windows: int,
+                     batch: int | None = None) -> GradientProgram:
         if program is None:
-            return self.program(h, w, fold, windows)
+            return self.program(h, w, fold, windows, batch)
         prog = program if isinstance(program, GradientProgram) else load_program(program)
         k = prog.key
         if k.source_sha256 != self.info.sha256:

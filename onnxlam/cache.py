@@ -79,3 +79,23 @@ class ProgramCache:
             _atomic_write(record_path, json.dumps(record).encode())
         except OSError:
             pass
+
+
+class RecordCache:
+    """Small JSON records (measured memory footprints) under `cache_dir()/<kind>`; best effort both ways."""
+
+    def __init__(self, kind: str, root: Path | None = None):
+        self.root = (root or cache_dir()) / kind
+
+    def load(self, slug: str) -> dict | None:
+        try:
+            return json.loads((self.root / f"{slug}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save(self, slug: str, record: dict) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.root / f"{slug}.json", json.dumps(record).encode())
+        except OSError:
+            pass

@@ -35,6 +35,10 @@ FOLD = typer.Option(50, "--fold", help="Path steps.")
 KERNEL_SIZE = typer.Option(9, "--kernel-size", help="Gaussian kernel side.")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="Path steps per run (default: as many as memory "
                           "allows, up to 10).")
+MAX_MEMORY = typer.Option(None, "--max-memory", help="Memory limit, e.g. 24G: the process's peak "
+                          "resident set on the CPU, the device memory onnxlam holds on CUDA (default: 70% "
+                          "of what is free). The batch is sized from measured memory; when even one step "
+                          "does not fit, the analysis is cropped around the windows (and says so).")
 BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
                    "(default: metadata onnxlam.channel_order, else RGB).")
 
@@ -99,8 +103,15 @@ def _summary(result, folder: Path | None) -> Table:
     crop = result.extra.get("crop")
     if crop:
         t, l, b, r = crop["box"]
-        rows.append(("crop", f"LR rows {t}–{b - 1}, cols {l}–{r - 1} "
-                             f"({'exact' if crop['exact'] else 'approximate: --context on a global network'})"))
+        how = "exact" if crop["exact"] else {"memory": "approximate: cut to fit the memory limit"}.get(
+            crop.get("reason"), "approximate: --context on a global network")
+        rows.append(("crop", f"LR rows {t}–{b - 1}, cols {l}–{r - 1} ({how})"))
+    mem = result.extra.get("memory") or {}
+    if mem.get("measured_peak"):
+        from .memory import format_size
+
+        limit = f" of {format_size(mem['limit'])}" if mem.get("limit") else ""
+        rows.append(("memory", f"peak {format_size(mem['measured_peak'])}{limit} ({mem['counts']})"))
     if folder is not None:
         rows.append(("written to", str(folder)))
     for k, v in rows:
@@ -111,7 +122,7 @@ def _summary(result, folder: Path | None) -> Table:
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, lr: bool, path: str, sigma: float,
             fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
             bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool,
-            crop: bool = True, context: Optional[int] = None):
+            crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None):
     from .analysis import Analyzer
     from .outputs import check_out_dir, window_folder, write_results
 
@@ -120,7 +131,8 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
     model = _resolve_model(model)
     folder = out_dir or _default_out(model, image, *windows[0])
     check_out_dir(folder)
-    analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size)
+    analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size,
+                        max_memory=max_memory)
     with _progress() as progress:
         task = progress.add_task("LAM", total=fold)
         results = analyzer.run_windows(image, windows, size, lr=lr, path=path, sigma=sigma, fold=fold,
@@ -134,6 +146,8 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
     else:
         for r in results:
             out.print(_summary(r, folder if len(results) == 1 else folder / window_folder(r)))
+    for note in dict.fromkeys(n for r in results for n in r.warnings):  # once per group, in order
+        err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     for r in results:
         if r.nan_gradients:
             err.print(f"[yellow]warning:[/] window ({r.window.x}, {r.window.y}): {r.nan_gradients} NaN "
@@ -166,10 +180,12 @@ def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection 
         context: Optional[int] = typer.Option(None, "--context", help="Crop margin in LR pixels around the "
                                               "windows: approximate for global networks, and how images "
                                               "too large for memory still run."),
+        max_memory: Optional[str] = MAX_MEMORY,
         debug: bool = DEBUG):
     """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
     run_lam(model, image, [window] + [_pair(w) for w in more_windows], size, lr, path, sigma, fold,
-            kernel_size, batch_size, device, value_range, bgr, program, out_dir, as_json, crop, context)
+            kernel_size, batch_size, device, value_range, bgr, program, out_dir, as_json, crop, context,
+            max_memory)
 
 
 @app.command()
@@ -259,6 +275,7 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
           value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
           out_dir: Path = typer.Option(Path("onnxlam-sweep"), "--out", help="Output folder."),
           as_json: bool = typer.Option(False, "--json", help="Print sweep.json on stdout."),
+          max_memory: Optional[str] = MAX_MEMORY,
           debug: bool = DEBUG):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
     from .analysis import Analyzer
@@ -267,7 +284,7 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
 
     check_out_dir(out_dir)
     analyzer = Analyzer(_resolve_model(model), device=device, value_range=value_range, bgr=bgr,
-                        batch_size=batch_size)
+                        batch_size=batch_size, max_memory=max_memory)
     with _progress() as progress:
         task = progress.add_task("sweep", total=1)
         result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,

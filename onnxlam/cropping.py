@@ -10,6 +10,7 @@ reach, an approximation for global ones (reported as such).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ class Crop:
     right: int
     exact: bool
     context: int | None = None
+    reason: str = "receptive field"  # or "context" (--context) or "memory" (one step did not fit)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -37,7 +39,7 @@ class Crop:
 
     def to_json(self) -> dict:
         return {"box": [self.top, self.left, self.bottom, self.right], "exact": self.exact,
-                "context": self.context}
+                "context": self.context, "reason": self.reason}
 
 
 def _window_box(window: tuple[int, int, int], scale: int, lr_size: tuple[int, int], margin: int):
@@ -49,7 +51,7 @@ def _window_box(window: tuple[int, int, int], scale: int, lr_size: tuple[int, in
 
 
 def choose_crop(rf: ReceptiveField | None, windows: list[tuple[int, int, int]], scale: int,
-                lr_size: tuple[int, int], context: int | None = None) -> Crop | None:
+                lr_size: tuple[int, int], context: int | None = None, worth_it: float = WORTH_IT) -> Crop | None:
     """The crop covering every window's cone, or None when the whole image should be analysed.
 
     Without `context`: exact crops of local, shift-equivariant networks, when worth it. With it:
@@ -71,9 +73,56 @@ def choose_crop(rf: ReceptiveField | None, windows: list[tuple[int, int, int]], 
         right = min(w, left + -(-(right - left) // pc) * pc)
     if (bottom - top) * (right - left) >= h * w:
         return None
-    if context is None and (bottom - top) * (right - left) > WORTH_IT * h * w:
+    if context is None and (bottom - top) * (right - left) > worth_it * h * w:
         return None
-    return Crop(top, left, bottom, right, exact=local, context=context)
+    return Crop(top, left, bottom, right, exact=local, context=context,
+                reason="receptive field" if context is None else "context")
+
+
+def windows_box(windows: list[tuple[int, int, int]], scale: int, lr_size: tuple[int, int]):
+    """The LR box (top, left, bottom, right) under all windows' SR pixels and detector neighbours."""
+    boxes = [_window_box(win, scale, lr_size, 0) for win in windows]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _span(lo: int, hi: int, n: int, length: int, period: int) -> tuple[int, int]:
+    """An interval of `length` (≤ n) on [0, n) containing [lo, hi) as centrally as it can, its start
+    a multiple of `period`."""
+    start = max(0, min((lo + hi - length) // 2, n - length))
+    start -= start % period
+    if start + length < hi:  # alignment moved it off the windows: move right by a period
+        start += period
+    return start, min(n, start + length)
+
+
+def memory_crop(inside: tuple[int, int, int, int], windows: tuple[int, int, int, int], max_pixels: int,
+                period: tuple[int, int] = (1, 1), step: int = 1) -> tuple[int, int, int, int] | None:
+    """The largest box within `inside` around `windows` (LR boxes) with at most `max_pixels` pixels.
+
+    Square where the image allows (the windows draw on all directions alike), sides multiples of
+    `step` and of the model's period, its corner aligned to the period so the network sees its usual
+    sampling phase; None when even the windows' own pixels do not fit.
+    """
+    t0, l0, b0, r0 = inside
+    h, w = b0 - t0, r0 - l0
+    wt, wl, wb, wr = windows[0] - t0, windows[1] - l0, windows[2] - t0, windows[3] - l0
+    sr, sc = (math.lcm(p, step) for p in period)
+
+    def up(n, p):
+        return -(-n // p) * p
+
+    need_h = min(h, up(wb - wt + period[0], sr))  # room for the alignment shift
+    need_w = min(w, up(wr - wl + period[1], sc))
+    side = int(np.sqrt(max_pixels))
+    hc = min(h, max(need_h, side // sr * sr))
+    wc = min(w, max(need_w, max_pixels // max(hc, 1) // sc * sc))
+    hc = min(h, max(need_h, max_pixels // max(wc, 1) // sr * sr))  # a narrow image leaves height room
+    if hc * wc > max_pixels:
+        return None
+    top, bottom = _span(wt, wb, h, hc, period[0])
+    left, right = _span(wl, wr, w, wc, period[1])
+    return t0 + top, l0 + left, t0 + bottom, l0 + right
 
 
 def crop_steps(steps: PathSteps, crop: Crop) -> PathSteps:

@@ -160,16 +160,21 @@ def validate_limits(min_di: float | None, max_di: float | None, tolerance: float
 
 def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_di: float | None = None,
                 tolerance: float | None = None, verify_gradients: bool = False, device: str = "auto",
-                batch_size: int | None = None, resolve_model: Callable[[str], str] | None = None,
-                progress: Progress | None = None, baseline: str | None = None) -> GateResult:
+                batch_size: int | None = None, max_memory: int | str | None = None,
+                resolve_model: Callable[[str], str] | None = None, progress: Progress | None = None,
+                baseline: str | None = None) -> GateResult:
     """Run every case and collect the violations of the gate's rules.
 
     `tolerance` applies to cases with a baseline DI (|DI − baseline| ≤ tolerance). A case that raises an
     onnxlam error is an "error" violation. With `verify_gradients`, each model's gradient program at
     each LR shape met is checked against central finite differences (program.FD_TOLERANCE) and for
-    batch independence.
+    batch independence. `max_memory` ("24G" or bytes) is every Analyzer's memory limit.
     """
     validate_limits(min_di, max_di, tolerance)
+    if max_memory is not None:
+        from .memory import parse_size
+
+        parse_size(max_memory)  # an InputError here, not one "error" violation per case
     resolve_model = resolve_model or _resolve
     progress = progress or (lambda label: None)
     checks: list[CaseCheck] = []
@@ -187,7 +192,8 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
 
                 analyzers.clear()  # one model in memory at a time
                 analyzers[key] = ModelSession(Analyzer(resolve_model(case.model), device=device,
-                                                       value_range=o.value_range, bgr=o.bgr, batch_size=batch_size))
+                                                       value_range=o.value_range, bgr=o.bgr, batch_size=batch_size,
+                                                       max_memory=max_memory))
             session = analyzers[key]
             if verify_gradients:
                 lr_image, _ = session.analyzer.prepare(case.image, o.lr)

@@ -28,6 +28,7 @@ from .rewrite import make_differentiable, speed_up
 from .runtime import Session, create_session
 
 FORMAT = "2"
+CHECK_SIDE = 64  # gradient checks run on programs of at most this many LR pixels a side (see _verify)
 SEED = "adj_" + OBJECTIVE
 GRADIENT = "adj_" + INPUT
 DETECTOR = "gradient-magnitude sum over a runtime window mask (LAM-SPEC §2)"
@@ -139,8 +140,7 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
     program = GradientProgram(graph, key, scale)
     if verify:
         try:
-            check_batch_independence(program, info, device)
-            program.fd_error = check_finite_differences(program, device)
+            program.fd_error = _verify(program, (source, info), value_range, bgr, cache, device)
         except OnnxlamError:
             raise
         except Exception as exc:  # onnxruntime's own failures: a batch the file does not allow, say
@@ -156,6 +156,60 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
     if store is not None:
         store.save(program)
     return program
+
+
+def check_size(info: ModelInfo, height: int, width: int) -> tuple[int, int]:
+    """The LR size gradient checks run at: the program's own, at most CHECK_SIDE a side (fixed: the file's)."""
+    if info.fixed_size:
+        return info.fixed_size
+    return min(height, CHECK_SIDE), min(width, CHECK_SIDE)
+
+
+def _verify(program: GradientProgram, model, value_range, bgr, cache: bool, device: str) -> float:
+    """The check of `gradcheck.py`, run where it costs little memory (it needs ~4× the program's).
+
+    A batch-1 program of at most CHECK_SIDE² pixels is checked as it is. A larger one is built by the
+    same differentiation as a batch-1 program of check size, which is checked instead; at the same size,
+    the batched program must then give each element the gradient the checked program gives it; at any
+    size, a batch element's window may move no other element's gradient.
+    """
+    k = program.key
+    info = model[1]
+    size = check_size(info, k.height, k.width)
+    if (k.batch, k.height, k.width) == (1,) + size:
+        return check_finite_differences(program, device)
+    try:
+        reference = build_program(model, 1, size[0], size[1], value_range, bgr, cache=cache, device=device,
+                                  windows=k.windows)
+    except InputError:  # the model refuses the check size (a minimum size, say): check the program itself
+        check_batch_independence(program, info, device)
+        return check_finite_differences(program, device)
+    check_batch_independence(program, info, device)
+    if size == (k.height, k.width):
+        return max(reference.fd_error, check_against(program, reference, device) * FD_TOLERANCE / 1e-4)
+    return reference.fd_error
+
+
+def check_against(program: GradientProgram, reference: GradientProgram, device: str = "auto") -> float:
+    """Largest relative difference between a batched program's gradients and those of a checked batch-1
+    program of the same size, each element on its own random image (the others' windows empty)."""
+    k = program.key
+    H, W = program.output_size
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
+    mask = np.zeros((k.batch, k.windows, H - 1, W - 1), np.float32)
+    size = min(16, H - 1, W - 1)
+    for b in range(k.batch):  # a window in a different place for each element and window slot
+        for j in range(k.windows):
+            top, left = rng.integers(0, H - size), rng.integers(0, W - size)
+            mask[b, j, top:top + size, left:left + size] = 1.0
+    _, batched = program.objective_and_gradient(x, mask, device)
+    worst = 0.0
+    for b in range(k.batch):
+        _, single = reference.objective_and_gradient(x[b:b + 1], mask[b:b + 1], device)
+        scale = max(float(np.abs(single).max()), 1e-30)
+        worst = max(worst, float(np.abs(batched[b] - single[0]).max()) / scale)
+    return worst
 
 
 def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) -> onnx.ModelProto:

@@ -1,12 +1,14 @@
 """Batch reports: LAM over models × images × windows, resumable, with results.csv/json and index.html.
 
-A report is a list of cases (one model, one image, one window). Each case is written by
-`outputs.write_result` into its own folder `OUT/cases/<slug>/`, which appears all at once (the folder
-is built under a temporary name and renamed). The case's parameters (`Fingerprint`) are stored in its
-`result.json` under "case", so a rerun skips every case whose folder holds the same fingerprint, and
-recomputes the rest. After every case `results.csv`, `results.json` and `index.html` are rewritten
-from the rows (temporary file + `os.replace`), so a run killed at any moment loses no finished case
-and leaves no half-written file.
+A report is a list of cases (one model, one image, one window). The pending cases of one model and
+one image are computed by one `Analyzer.run_windows` call, so their windows share each forward pass;
+should that call fail, its cases are run one by one, so one bad window fails only itself. Each case is
+written by `outputs.write_result` into its own folder `OUT/cases/<slug>/`, which appears all at once
+(the folder is built under a temporary name and renamed). The case's parameters (`Fingerprint`) are
+stored in its `result.json` under "case", so a rerun skips every case whose folder holds the same
+fingerprint, and recomputes the rest. After every case `results.csv`, `results.json` and `index.html`
+are rewritten from the rows (temporary file + `os.replace`), so a run killed at any moment loses no
+finished case and leaves no half-written file.
 
 A case that fails is recorded (folder with `error.json`, row with status "failed" and the message)
 and the others go on; it is retried on the next run.
@@ -48,7 +50,7 @@ CSV_COLUMNS = ("model", "image", "x", "y", "size", "path", "fold", "di", "gini",
                "pixels_99", "radius_90", "seconds", "status", "message", "folder")
 RANGE_KEYS = ("pixels_50", "pixels_90", "pixels_99", "radius_90")
 CONFIG_KEYS = ("models", "images", "windows", "windows_file", "out", "size", "lr", "path", "sigma", "fold",
-               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context")
+               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context", "max_memory")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -71,6 +73,7 @@ class LamOptions:
     bgr: bool | None = None
     crop: bool = True             # run local networks on the LR crop a window depends on (exact)
     context: int | None = None    # forced crop margin in LR pixels (approximate for global networks)
+    max_memory: int | str | None = None  # as given ("24G" or bytes); the Analyzer parses it
 
     def validate(self) -> None:
         """InputError for options no case could run with (checked before any case starts)."""
@@ -94,6 +97,10 @@ class LamOptions:
             raise InputError(f"--device must be auto, cpu or cuda; got {self.device!r}")
         if self.context is not None and self.context < 0:
             raise InputError(f"--context must be ≥ 0; got {self.context}")
+        if self.max_memory is not None:
+            from .memory import parse_size
+
+            parse_size(self.max_memory)
 
     def run_arguments(self) -> dict:
         """Keyword arguments of `Analyzer.run` for these options (crop options only when not the default)."""
@@ -168,6 +175,7 @@ class ConfigValues:
     bgr: bool | None = None
     crop: bool | None = None
     context: int | None = None
+    max_memory: int | str | None = None
 
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
         """These values with every value that `other` gives replacing ours.
@@ -251,7 +259,8 @@ def load_config(path: str | Path) -> ConfigValues:
     """The settings of a TOML report configuration; relative paths are taken from the file's folder.
 
     Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
-    size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context.
+    size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
+    max_memory (a string such as "24G", or bytes).
     """
     try:
         import tomllib
@@ -312,7 +321,7 @@ def load_config(path: str | Path) -> ConfigValues:
         sigma=None if sigma is None else float(sigma), fold=typed("fold", int),
         kernel_size=typed("kernel_size", int), batch_size=typed("batch_size", int), device=typed("device", str),
         value_range=None if value_range is None else float(value_range), bgr=typed("bgr", bool),
-        crop=typed("crop", bool), context=typed("context", int))
+        crop=typed("crop", bool), context=typed("context", int), max_memory=typed("max_memory", (str, int)))
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
@@ -395,6 +404,8 @@ class Fingerprint:
     bgr: bool | None
     context: int | None = None  # --crop is exact and left out; a forced margin may change the map
     format: int = FORMAT
+    # Left out, as device and batch_size are: max_memory. It decides how the work is split, not which
+    # map is asked for; a case cut to fit the limit says so in its result.json ("crop", "warnings").
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -541,11 +552,19 @@ class ReportListener:
     def planned(self, total: int, reused: int) -> None:
         """`total` cases, of which `reused` are complete from an earlier run."""
 
+    def group_started(self, cases: Sequence[Case], index: int, count: int) -> None:
+        """Cases `index` … `index + len(cases) − 1` (from 1) of the `count` to compute begin together:
+        the windows of one model and one image, sharing each forward pass. By default, `case_started`
+        for each of them."""
+        for n, case in enumerate(cases):
+            self.case_started(case, index + n, count)
+
     def case_started(self, case: Case, index: int, count: int) -> None:
-        """The `index`-th (from 1) of the `count` cases to compute begins."""
+        """The `index`-th (from 1) of the `count` cases to compute begins (see `group_started`). Called
+        again for each case of a group that failed as a whole, as it is retried alone."""
 
     def step(self, done: int, total: int) -> None:
-        """Path steps of the current case done so far."""
+        """Path steps of the current group (or retried case) done so far."""
 
     def case_finished(self, row: CaseRow) -> None:
         """The current case ended (row.status is "ok" or "failed")."""
@@ -669,26 +688,38 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
     write_aggregates(report)
     analyzers = _Analyzers(options, resolve_model)
     try:
-        for n, i in enumerate(todo, start=1):
-            row = report.rows[i]
-            listener.case_started(row.case, n, len(todo))
-            row = _run_case(row, fingerprints[row.case], analyzers, options, out, listener, reraise_unexpected)
-            report.rows[i] = row
-            report.computed += row.status == "ok"
-            write_aggregates(report)
-            listener.case_finished(row)
+        index = 1
+        for group in _groups(report.rows, todo):
+            rows = [report.rows[i] for i in group]
+            listener.group_started([r.case for r in rows], index, len(todo))
+            finished = _run_group(rows, fingerprints, analyzers, options, out, listener, reraise_unexpected,
+                                  index, len(todo))
+            for i, row in zip(group, finished):  # each case is written and counted as soon as it is done
+                report.rows[i] = row
+                report.computed += row.status == "ok"
+                write_aggregates(report)
+                listener.case_finished(row)
+            index += len(group)
     finally:
         analyzers.close()
     return report
 
 
+def _groups(rows: Sequence[CaseRow], todo: Sequence[int]) -> list[list[int]]:
+    """The pending rows (indices) by model and image, in order of first appearance: one group per
+    `run_windows` call. Models stay together as planned, so each model is loaded once."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in todo:
+        groups.setdefault((rows[i].case.model, rows[i].case.image), []).append(i)
+    return list(groups.values())
+
+
 class ModelSession:
     """One model's Analyzer, whose gradient programs are built once per input shape.
 
-    The Analyzer sizes a program's batch from the memory free at each call, so two cases of the same
-    shape could get different batches and build a second program. The batch the first case got is
-    therefore kept for every later case (the Analyzer's `batch_size`), and the Analyzer's own cache
-    then holds one program per shape, including the crop shapes of local networks.
+    The Analyzer plans each shape's batch once from measured memory (`Analyzer.plan`), so the report
+    leaves the batch to it: pinning the first case's batch would skip that planning for later, larger
+    images.
     """
 
     def __init__(self, analyzer):
@@ -696,10 +727,14 @@ class ModelSession:
 
     def run(self, image: str, x: int, y: int, size: int, options: LamOptions, progress=None):
         """`Analyzer.run` of one window with the report's options."""
-        result = self.analyzer.run(image, (x, y), size, progress=progress, **options.run_arguments())
-        if self.analyzer.batch_size is None:
-            self.analyzer.batch_size = result.batch_size
-        return result
+        return self.analyzer.run(image, (x, y), size, progress=progress, **options.run_arguments())
+
+    def run_windows(self, image: str, cases: Sequence[Case], options: LamOptions, progress=None):
+        """`Analyzer.run_windows` of the cases' windows (each with its own size) on one image."""
+        from .analysis import Window
+
+        windows = [Window(c.x, c.y, c.size) for c in cases]
+        return self.analyzer.run_windows(image, windows, progress=progress, **options.run_arguments())
 
 
 class _Analyzers:
@@ -724,7 +759,7 @@ class _Analyzers:
             try:
                 self.analyzer = ModelSession(Analyzer(self.resolve_model(model), device=o.device,
                                                       value_range=o.value_range, bgr=o.bgr,
-                                                      batch_size=o.batch_size))
+                                                      batch_size=o.batch_size, max_memory=o.max_memory))
             except OnnxlamError as exc:
                 self.error = str(exc)
         if self.error is not None:
@@ -735,15 +770,56 @@ class _Analyzers:
         self.model, self.analyzer, self.error = None, None, None
 
 
-def _run_case(row: CaseRow, fingerprint: Fingerprint, analyzers: _Analyzers, options: LamOptions, out: Path,
-              listener: ReportListener, reraise_unexpected: bool) -> CaseRow:
+def _run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers, options: LamOptions,
+               out: Path, listener: ReportListener, reraise_unexpected: bool, index: int,
+               count: int) -> Iterator[CaseRow]:
+    """The rows of one model's pending cases on one image, each yielded once its folder is written.
+
+    One `run_windows` call computes them all. When it fails, each case runs alone, so that one bad
+    window (outside the image, say) fails only itself and its message is its own.
+    """
+    first = rows[0].case
+    if len(rows) > 1:
+        try:
+            results = analyzers.get(first.model).run_windows(first.image, [r.case for r in rows], options,
+                                                             progress=listener.step)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if reraise_unexpected and not isinstance(exc, OnnxlamError):
+                raise
+            results = None
+        if results is not None:
+            for row, result in zip(rows, results):
+                yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
+                                   lambda r=result: _share(r, len(rows)))
+            return
+    for n, row in enumerate(rows):
+        if len(rows) > 1:  # a retry after the group failed; a lone case was announced by group_started
+            listener.case_started(row.case, index + n, count)
+        yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
+                           lambda c=row.case: _share(analyzers.get(c.model).run(c.image, c.x, c.y, c.size,
+                                                                                options, progress=listener.step), 1))
+
+
+def _share(result, windows: int):
+    """The result with `seconds` its share of its `run_windows` call (the call's time, which
+    `LamResult.seconds` holds, over its windows) and the whole call under "group" in result.json:
+    the windows of a call share their forward passes, so a window's own time does not exist."""
+    return replace(result, seconds=result.seconds / windows,
+                   extra={**result.extra, "group": {"windows": windows, "seconds": round(result.seconds, 4)}})
+
+
+def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unexpected: bool,
+                 compute) -> CaseRow:
+    """Write the case's folder from `compute()` (its LamResult) and return its row; a failure of either
+    is recorded in the case's folder (error.json) and row instead."""
     from .outputs import write_result
 
     case, target = row.case, out / row.folder
     start = time.perf_counter()
     try:
-        result = analyzers.get(case.model).run(case.image, case.x, case.y, case.size, options,
-                                               progress=listener.step)
+        result = compute()
         result = replace(result, model=case.model, extra={**result.extra, "case": fingerprint.to_json()})
         write_result(result, target)
         return _row_from_result(case, row.folder, json.loads((target / RESULT).read_text()), reused=False)
@@ -787,7 +863,8 @@ def results_json(report: Report) -> dict:
         "format": FORMAT, "onnxlam": __version__, "started": report.started,
         "options": {"size": o.size, "lr": o.lr, "path": o.path, "sigma": o.sigma, "fold": o.fold,
                     "kernel_size": o.kernel_size, "batch_size": o.batch_size, "device": o.device,
-                    "value_range": o.value_range, "bgr": o.bgr, "crop": o.crop, "context": o.context},
+                    "value_range": o.value_range, "bgr": o.bgr, "crop": o.crop, "context": o.context,
+                    "max_memory": o.max_memory},
         "run": {"cases": len(report.rows), "computed": report.computed, "reused": report.reused,
                 "failed": report.failed, "pending": report.pending},
         "summary": [s.to_json() for s in report.summaries()],

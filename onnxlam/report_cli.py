@@ -19,8 +19,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, PATH, SIGMA, SIZE, VALUE_RANGE,
-                  _resolve_model, app, err, handled, out)
+from .cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
+                  VALUE_RANGE, _resolve_model, app, err, handled, out)
 from .errors import InputError
 from .report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
                      parse_window, plan_cases, run_report)
@@ -83,6 +83,14 @@ class _LiveProgress(ReportListener):
         what = f"cases ({reused} of {total} reused)" if reused else f"cases ({total})"
         self.cases = self.progress.add_task(what, total=total - reused)
         self.steps = self.progress.add_task("", total=1, visible=False)
+
+    def group_started(self, cases, index: int, count: int) -> None:
+        if len(cases) == 1:
+            return self.case_started(cases[0], index, count)
+        c = cases[0]
+        label = f"{Path(c.model).stem} · {Path(c.image).name} · {len(cases)} windows"
+        self.progress.reset(self.steps, total=None, visible=True,
+                            description=f"  [{index}–{index + len(cases) - 1}/{count}] {escape(label)}")
 
     def case_started(self, case, index: int, count: int) -> None:
         self.progress.reset(self.steps, total=None, visible=True,
@@ -150,6 +158,7 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
                                                "LR crop each window depends on (exact; default --crop)."),
            context: Optional[int] = typer.Option(None, "--context", help="Crop margin in LR pixels around the "
                                                  "window (approximate for global networks)."),
+           max_memory: Optional[str] = MAX_MEMORY,
            out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder (default onnxlam-report)."),
            as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout, nothing else."),
            debug: bool = DEBUG):
@@ -163,8 +172,9 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
         models=tuple(model) if model else None, images=tuple(image) if image else None,
         windows=tuple(parse_window(w) for w in window) if window else None, windows_file=windows_file,
         out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
-        batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context)
-    resolved = settings.overridden_by(given).resolve()
+        batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context,
+        max_memory=max_memory)
+    resolved = settings.overridden_by(given).resolve()  # validates every option, --max-memory included
     cases = plan_cases(resolved, _resolve_model)  # bad input is reported before the live display starts
     check_out(resolved.out)
     with _progress() as progress:
@@ -235,6 +245,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
           kernel_size: int = KERNEL_SIZE,
           batch_size: Optional[int] = BATCH_SIZE,
           device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+          max_memory: Optional[str] = MAX_MEMORY,
           as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON on stdout."),
           debug: bool = DEBUG):
     """CI gate: fail (exit 1) when a DI leaves [--min-di, --max-di], drifts from a baseline, or a case
@@ -243,8 +254,11 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
     With --baseline the cases and their lam options come from the baseline's results.json.
     """
     from .gate import GateCase, check_cases, load_baseline, validate_limits
+    from .memory import parse_size
 
     validate_limits(min_di, max_di, tolerance)
+    if max_memory is not None:
+        parse_size(max_memory)  # a bad value is bad usage, not a failed case of the gate
     window = list(window or []) + list(more_window or [])
     if baseline is not None:
         if model is not None or image is not None or window:
@@ -272,7 +286,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
         result = check_cases(cases, min_di=min_di, max_di=max_di,
                              tolerance=tolerance if baseline is not None else None,
                              verify_gradients=verify_gradients, device=device, batch_size=batch_size,
-                             resolve_model=_resolve_model, progress=advance,
+                             max_memory=max_memory, resolve_model=_resolve_model, progress=advance,
                              baseline=str(baseline) if baseline is not None else None)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
@@ -314,15 +328,19 @@ def _save_picture(picture, output: Path) -> None:
 
 def _analyse_all(models: List[str], image: str, window: tuple[int, int], size: int, lr: bool, path: str,
                  sigma: float, fold: int, kernel_size: int, batch_size: Optional[int], device: str,
-                 value_range: Optional[float], bgr: Optional[bool], same_scale: bool = False):
+                 value_range: Optional[float], bgr: Optional[bool], same_scale: bool = False,
+                 max_memory: Optional[str] = None):
     """The LAM of the same window for each model, with a progress bar on stderr.
 
     With `same_scale`, models of different scales are refused before anything runs.
     """
     from .analysis import Analyzer
+    from .memory import parse_size
 
+    if max_memory is not None:
+        parse_size(max_memory)  # before any model is loaded
     analyzers = [Analyzer(_resolve_model(m), device=device, value_range=value_range, bgr=bgr,
-                          batch_size=batch_size) for m in models]
+                          batch_size=batch_size, max_memory=max_memory) for m in models]
     scales = [a.scale for a in analyzers]
     if same_scale and len(set(scales)) > 1:
         raise InputError(f"the models have different scales ({', '.join(f'×{s}' for s in scales)}); their "
@@ -365,6 +383,7 @@ def compare(models: List[str] = typer.Argument(..., help="Models (files or colle
             kernel_size: int = KERNEL_SIZE,
             batch_size: Optional[int] = BATCH_SIZE,
             device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+            max_memory: Optional[str] = MAX_MEMORY,
             output: Path = typer.Option(Path("compare.png"), "-o", "--out", help="Picture to write."),
             as_json: bool = typer.Option(False, "--json", help="Print the models' DI etc. as JSON on stdout."),
             debug: bool = DEBUG):
@@ -377,7 +396,7 @@ def compare(models: List[str] = typer.Argument(..., help="Models (files or colle
     if len(names) != len(models):
         raise InputError(f"{len(names)} --name for {len(models)} models; give one per model or none")
     results = _analyse_all(models, image, window, size, lr, path, sigma, fold, kernel_size, batch_size, device,
-                           value_range, bgr)
+                           value_range, bgr, max_memory=max_memory)
     _save_picture(comparison_figure(results, names), output)
     if as_json:
         data = {"figure": str(output), "models": [
@@ -403,6 +422,7 @@ def diff(model_a: str = typer.Argument(..., help="Model A (file or collection na
          kernel_size: int = KERNEL_SIZE,
          batch_size: Optional[int] = BATCH_SIZE,
          device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+         max_memory: Optional[str] = MAX_MEMORY,
          output: Path = typer.Option(Path("diff.png"), "-o", "--out", help="Picture to write."),
          as_json: bool = typer.Option(False, "--json", help="Print both DIs and the difference's range as JSON."),
          debug: bool = DEBUG):
@@ -414,7 +434,7 @@ def diff(model_a: str = typer.Argument(..., help="Model A (file or collection na
 
     _check_picture_path(output)
     results = _analyse_all([model_a, model_b], image, window, size, lr, path, sigma, fold, kernel_size,
-                           batch_size, device, value_range, bgr, same_scale=True)
+                           batch_size, device, value_range, bgr, same_scale=True, max_memory=max_memory)
     d = kde_difference(*results)
     _save_picture(difference_picture(d, results[0].scale), output)
     peak = float(np.abs(d).max())

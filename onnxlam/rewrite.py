@@ -143,7 +143,145 @@ def transpose_of_unit_axes(node: onnx.NodeProto, constants: dict, shapes: dict, 
             helper.make_node("Reshape", [node.input[0], name], list(node.output))]
 
 
-SPEEDUPS: dict[str, Callable] = {"ConvTranspose": conv_transpose_as_conv, "Transpose": transpose_of_unit_axes}
+def expand_to_own_shape(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int) -> list | None:
+    """An Expand whose output has its input's shape is a copy: onnx-ad emits one per broadcast adjoint
+    even where nothing broadcasts (two per residual scaling in EDSR), each a full pass over memory."""
+    before, after = shapes.get(node.input[0]), shapes.get(node.output[0])
+    if not before or before != after or any(d is None for d in before):
+        return None
+    return [helper.make_node("Identity", [node.input[0]], list(node.output))]
+
+
+SPEEDUPS: dict[str, Callable] = {"ConvTranspose": conv_transpose_as_conv, "Transpose": transpose_of_unit_axes,
+                                 "Expand": expand_to_own_shape}
+
+
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Sum", "Neg", "Where", "Relu", "Identity", "Greater", "Less",
+               "GreaterOrEqual", "LessOrEqual", "Equal", "Cast", "Abs", "Sign", "Max", "Min", "Sqrt", "Exp",
+               "Reciprocal", "Not", "And", "Or", "LeakyRelu", "Sigmoid", "Tanh", "Erf"}
+
+
+def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Elementwise work of a one-window program done on 4-D tensors instead of 5-D ones.
+
+    onnx-ad keeps adjoints with a trailing seed axis (N, C, H, W, 1), reshaped to 4-D around every
+    Conv and back; 5-D elementwise ops stop onnxruntime's blocked (NCHWc) layout at each of them, so
+    every Conv reorders its input and output (8% of the EDSR program). Here an elementwise node whose
+    operands are all 4-D values with a unit axis appended (or one-element constants) runs on the 4-D
+    values, and an Unsqueeze gives the 5-D name to whatever still needs it; `prune` drops the rest.
+    """
+    shapes, constants = _shapes(model), _constants(model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        return model
+    low: dict[str, str] = {}  # 5-D name -> a 4-D name holding the same values
+    origin: dict[str, str] = {}  # a reshaped value -> the value it was reshaped from
+
+    def trailing_unit(name):
+        shape = shapes.get(name)
+        return shape and len(shape) == 5 and shape[-1] == 1 and None not in shape
+
+    def scalar(name):
+        shape = shapes.get(name)
+        if name in constants:
+            return constants[name].size == 1 and constants[name].ndim <= 4
+        return shape is not None and None not in shape and int(np.prod(shape)) == 1 and len(shape) <= 4
+
+    nodes, changed = [], False
+    axis_name = "onnxlam_seed_axis"
+    for node in model.graph.node:
+        out = node.output[0] if node.output else ""
+        standard = node.domain in ("", "ai.onnx")
+        if standard and node.op_type in ("Unsqueeze", "Reshape", "Identity", "Squeeze", "Flatten"):
+            # reshapes keep the order of the elements: follow them back to where the values were made
+            origin[out] = origin.get(node.input[0], low.get(node.input[0], node.input[0]))
+            if trailing_unit(out) and shapes.get(origin[out]) == shapes[out][:-1]:
+                low[out] = origin[out]
+            elif trailing_unit(out) and shapes.get(node.input[0]) and None not in shapes[node.input[0]]:
+                # a reshape to N×C×H×W×1 of another layout: its 4-D version is one (free) Reshape away
+                lowered, target = f"{out}_4d", f"{out}_4d_shape"
+                nodes.append(helper.make_node("Constant", [], [target], value=numpy_helper.from_array(
+                    np.array(shapes[out][:-1], np.int64))))
+                nodes.append(helper.make_node("Reshape", [node.input[0], target], [lowered]))
+                low[out] = lowered
+        if node.op_type in ("Unsqueeze", "Identity", "Squeeze", "Flatten"):
+            pass
+        elif standard and node.op_type == "Reshape" and node.input[0] in low and node.input[0] != low[node.input[0]]:
+            node = helper.make_node("Reshape", [low[node.input[0]], node.input[1]], list(node.output),
+                                    name=node.name)
+            changed = True
+        elif standard and node.op_type in ("Pad", "Expand") and trailing_unit(out) and node.input[0] in low \
+                and node.input[1] in constants and _unit_tail(node.op_type, constants[node.input[1]]):
+            # a Pad or Expand that leaves the seed axis alone: the same on the 4-D value
+            target = constants[node.input[1]]
+            target = np.concatenate([target[:4], target[5:9]]) if node.op_type == "Pad" else target[:4]
+            lowered, argument = f"{out}_4d", f"{out}_4d_{node.op_type.lower()}"
+            nodes.append(helper.make_node("Constant", [], [argument], value=numpy_helper.from_array(target)))
+            nodes.append(helper.make_node(node.op_type, [low[node.input[0]], argument] + list(node.input[2:]),
+                                          [lowered]))
+            nodes[-1].attribute.extend(node.attribute)
+            node = helper.make_node("Unsqueeze", [lowered, axis_name], [out])
+            low[out] = lowered
+            changed = True
+        elif standard and node.op_type in ELEMENTWISE and len(node.output) == 1 and trailing_unit(out) \
+                and any(i in low for i in node.input) \
+                and all(i in low or i == "" or scalar(i) for i in node.input):
+            lowered = f"{out}_4d"
+            nodes.append(helper.make_node(node.op_type, [low.get(i, i) for i in node.input], [lowered],
+                                          name=f"{node.name}_4d" if node.name else "", domain=node.domain))
+            nodes[-1].attribute.extend(node.attribute)
+            node = helper.make_node("Unsqueeze", [lowered, axis_name], [out])
+            low[out] = lowered
+            changed = True
+        nodes.append(node)
+    if not changed:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.node[:]
+    m.graph.node.extend([helper.make_node("Constant", [], [axis_name],
+                                          value=numpy_helper.from_array(np.array([4], np.int64)))] + nodes)
+    return m
+
+
+def _unit_tail(op: str, argument: np.ndarray) -> bool:
+    """Whether a 5-D Pad's pads (or an Expand's shape) leave the trailing unit axis as it is."""
+    if op == "Pad":
+        return argument.shape == (10,) and argument[4] == 0 and argument[9] == 0
+    return argument.shape == (5,) and argument[4] == 1
+
+
+def prune(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` without the nodes no graph output depends on (onnx-ad's adjoints of constants, say)."""
+    needed = {o.name for o in model.graph.output}
+    keep = []
+    for node in reversed(model.graph.node):
+        if needed.intersection(node.output):
+            keep.append(node)
+            needed.update(node.input)
+            for attr in node.attribute:  # values a subgraph (If/Loop/Scan body) reads from outside
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    needed.update(_outer_names(attr.g))
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        needed.update(_outer_names(g))
+    if len(keep) == len(model.graph.node):
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.node[:]
+    m.graph.node.extend(reversed(keep))
+    return m
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names.update(_outer_names(attr.g))
+    return names
 
 
 def _apply(model: onnx.ModelProto, rules: dict[str, Callable]) -> onnx.ModelProto:
@@ -170,4 +308,4 @@ def _apply(model: onnx.ModelProto, rules: dict[str, Callable]) -> onnx.ModelProt
 def speed_up(program: onnx.ModelProto) -> onnx.ModelProto:
     """The gradient program with the SPEEDUPS rewrites applied (same values, faster kernels)."""
     inferred = onnx.shape_inference.infer_shapes(program, strict_mode=False, data_prop=True)
-    return _apply(inferred, SPEEDUPS)
+    return prune(drop_seed_axis(_apply(inferred, SPEEDUPS)))

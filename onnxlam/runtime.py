@@ -32,8 +32,10 @@ class Session:
         return "cuda" if self.provider == CUDA else "cpu"
 
 
-def _options() -> ort.SessionOptions:
+def _options(arena: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
+    options.enable_mem_pattern = False  # with it, the arena holds two copies of the activations (memory.py)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 4
     threads = os.environ.get("ONNXLAM_THREADS")
@@ -110,8 +112,18 @@ def cuda_available() -> bool:
     return _cuda_usable
 
 
-def create_session(model, device: str = "auto") -> Session:
-    """A session for a ModelProto on `device`: `auto` tries CUDA quietly, else the CPU; `cuda` insists."""
+def resolve_device(device: str) -> str:
+    """"cuda" or "cpu": where a session for `device` (auto, cpu, cuda) runs."""
+    return "cuda" if device in ("auto", "cuda") and cuda_available() else "cpu"
+
+
+def create_session(model, device: str = "auto", arena: bool = True) -> Session:
+    """A session for a ModelProto on `device`: `auto` tries CUDA quietly, else the CPU; `cuda` insists.
+
+    `arena=False` gives memory back after each run (for sessions run rarely, like the plain forward
+    pass, whose memory the gradient program needs next). On CUDA the arena grows by what is asked,
+    not by powers of two, so the device memory in use is what the runs needed (see `memory.py`).
+    """
     model = serialise(model)
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose auto, cpu or cuda")
@@ -119,7 +131,8 @@ def create_session(model, device: str = "auto") -> Session:
         try:
             # TF32 would round convolution inputs to 10-bit mantissas: maps must equal the CPU's.
             tf32 = os.environ.get("ONNXLAM_TF32", "0")
-            session = ort.InferenceSession(model, _options(), providers=[(CUDA, {"use_tf32": tf32}), CPU])
+            cuda = {"use_tf32": tf32, "arena_extend_strategy": "kSameAsRequested"}
+            session = ort.InferenceSession(model, _options(arena), providers=[(CUDA, cuda), CPU])
             if session.get_providers()[0] == CUDA:
                 return Session(session, CUDA)
         except Exception:  # a broken CUDA install: fall back quietly for auto, report for cuda
@@ -129,4 +142,4 @@ def create_session(model, device: str = "auto") -> Session:
     if device == "cuda":
         raise InputError("--device cuda: no usable GPU (onnxruntime's CUDA provider is not available: "
                          "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu)")
-    return Session(ort.InferenceSession(model, _options(), providers=[CPU]), CPU)
+    return Session(ort.InferenceSession(model, _options(arena), providers=[CPU]), CPU)

@@ -27,6 +27,51 @@ class EDSRBaseline(nn.Module):
         return self.up(self.tail(r) + h)
 
 
+class _RDB(nn.Module):
+    """ESRGAN's residual dense block: five 3×3 convolutions, each seeing all earlier features."""
+
+    def __init__(self, nf: int = 64, gc: int = 32):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(nf + i * gc, gc if i < 4 else nf, 3, padding=1) for i in range(5))
+
+    def forward(self, x):
+        feats = [x]
+        for i, conv in enumerate(self.convs):
+            y = conv(torch.cat(feats, 1))
+            if i < 4:
+                feats.append(nn.functional.leaky_relu(y, 0.2))
+        return x + 0.2 * y
+
+
+class RRDBNet(nn.Module):
+    """ESRGAN / Real-ESRGAN x4plus generator: 23 RRDBs (3 RDBs each), nearest ×2 upsampling twice."""
+
+    def __init__(self, nf: int = 64, gc: int = 32, blocks: int = 23):
+        super().__init__()
+        self.conv_first = nn.Conv2d(3, nf, 3, padding=1)
+        self.body = nn.ModuleList(nn.ModuleList(_RDB(nf, gc) for _ in range(3)) for _ in range(blocks))
+        self.conv_body = nn.Conv2d(nf, nf, 3, padding=1)
+        self.conv_up1 = nn.Conv2d(nf, nf, 3, padding=1)
+        self.conv_up2 = nn.Conv2d(nf, nf, 3, padding=1)
+        self.conv_hr = nn.Conv2d(nf, nf, 3, padding=1)
+        self.conv_last = nn.Conv2d(nf, 3, 3, padding=1)
+
+    def forward(self, x):
+        lrelu = nn.functional.leaky_relu
+        up = nn.functional.interpolate
+        feat = self.conv_first(x)
+        body = feat
+        for rrdb in self.body:
+            y = body
+            for rdb in rrdb:
+                y = rdb(y)
+            body = body + 0.2 * y
+        feat = feat + self.conv_body(body)
+        feat = lrelu(self.conv_up1(up(feat, scale_factor=2, mode="nearest")), 0.2)
+        feat = lrelu(self.conv_up2(up(feat, scale_factor=2, mode="nearest")), 0.2)
+        return self.conv_last(lrelu(self.conv_hr(feat), 0.2))
+
+
 def export(net: nn.Module, path, size: int = 48) -> None:
     torch.onnx.export(net, torch.rand(1, 3, size, size), str(path), input_names=["lr"], output_names=["sr"],
                       opset_version=17, dynamo=False,

@@ -114,3 +114,29 @@ def test_diff_command(inputs, tmp_path):
                 "--fold", 3, "-o", tmp_path / "e.png")
     assert r.returncode == 2 and "different scales" in r.stderr
     assert not (tmp_path / "e.png").exists()
+
+
+def test_max_memory_reaches_every_model(inputs, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from onnxlam.cli import app
+
+    limits, original = [], Analyzer.run_windows
+    monkeypatch.setattr(Analyzer, "run_windows", lambda self, *a, **k: limits.append(self.max_memory) or
+                        original(self, *a, **k))
+    common = [str(inputs / "hr.png"), "--window", "20", "24", "--fold", "2"]
+    r = CliRunner().invoke(app, ["compare", str(inputs / "a.onnx"), str(inputs / "b.onnx"), *common,
+                                 "--max-memory", "2G", "-o", str(tmp_path / "c.png")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["diff", str(inputs / "a.onnx"), str(inputs / "b.onnx"), *common,
+                                 "--max-memory", "3000000000", "-o", str(tmp_path / "d.png")])
+    assert r.exit_code == 0, r.output
+    assert limits == [2 << 30] * 2 + [3_000_000_000] * 2
+
+
+@pytest.mark.parametrize("command", ["compare", "diff"])
+def test_bad_max_memory_is_a_usage_error(command, inputs, tmp_path):
+    r = run_cli(command, inputs / "a.onnx", inputs / "b.onnx", inputs / "hr.png", "--window", 20, 24,
+                "--max-memory", "24Q", "-o", tmp_path / "x.png")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "--max-memory" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()

@@ -127,6 +127,8 @@ def test_verify_gradients_on_the_command_line(inputs):
     (["--baseline", "NOTJSON"], "not JSON"),
     (["--baseline", "NOTREPORT"], "not a report"),
     (["--baseline", "B", "--tolerance", -1], "--tolerance"),
+    (["MODEL", "IMAGE", "--window", 1, 1, "--max-memory", "lots"], "--max-memory: cannot read 'lots'"),
+    (["--baseline", "B", "--max-memory", "-1G"], "--max-memory"),
 ])
 def test_usage_errors_exit_2(args, needle, inputs, tmp_path):
     (tmp_path / "notjson.json").write_text("{")
@@ -139,3 +141,27 @@ def test_usage_errors_exit_2(args, needle, inputs, tmp_path):
     r = run_cli("check", *[names.get(a, a) if isinstance(a, str) else a for a in args], cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert needle in r.stderr and r.stderr.startswith("error:"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_max_memory_reaches_every_analyzer(inputs, monkeypatch):
+    from typer.testing import CliRunner
+
+    from onnxlam.analysis import Analyzer
+    from onnxlam.cli import app
+    from onnxlam.errors import InputError
+
+    limits, original = [], Analyzer.run_windows
+    monkeypatch.setattr(Analyzer, "run_windows", lambda self, *a, **k: limits.append(self.max_memory) or
+                        original(self, *a, **k))
+    case = gate.GateCase(str(inputs / "a.onnx"), str(inputs / "one.png"), 8, 8, 16, LamOptions(fold=2))
+    other = gate.GateCase(**{**case.__dict__, "model": str(inputs / "other.onnx")})
+    assert gate.check_cases([case, other], max_memory="3G").passed
+    assert limits == [3 << 30, 3 << 30]
+    with pytest.raises(InputError, match="--max-memory"):  # refused before any case runs
+        gate.check_cases([case], max_memory="lots")
+    assert len(limits) == 2
+    r = CliRunner().invoke(app, ["check", str(inputs / "a.onnx"), str(inputs / "one.png"), "--window", "8", "8",
+                                 "--fold", "2", "--max-memory", "1536M", "--json"])
+    assert r.exit_code == 0, r.output
+    assert limits[2:] == [1536 << 20]

@@ -5,6 +5,7 @@ import csv
 import html
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,15 +13,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from PIL import Image
 
 from onnx_models import tiny_sr
-from onnxlam.analysis import Analyzer
+from onnxlam.analysis import Analyzer, Plan, Window
 from onnxlam.errors import InputError
-from onnxlam.report import (CSV_COLUMNS, ConfigValues, WindowSpec, exclusive, load_config, read_windows_file,
-                            run_report)
+from onnxlam.report import (CSV_COLUMNS, ConfigValues, ReportListener, WindowSpec, exclusive, load_config,
+                            read_windows_file, run_report)
 
 from clitools import PHOTO, REPO, run_cli
 EVIL = "<img src=x onerror=alert(1)>&.png"
@@ -74,9 +76,10 @@ def test_programs_are_built_once_per_model_and_shape(inputs, tmp_path, monkeypat
     built = []
     original = Analyzer._build
 
-    def counting(self, batch, h, w, *rest):
-        built.append((self.model_path, h, w))
-        return original(self, batch, h, w, *rest)
+    def counting(self, batch, h, w, *rest, **kwargs):
+        if kwargs.get("verify", True):  # not the unverified programs that measure memory
+            built.append((self.model_path, h, w))
+        return original(self, batch, h, w, *rest, **kwargs)
 
     monkeypatch.setattr(Analyzer, "_build", counting)
     Image.open(PHOTO).crop((0, 0, 80, 48)).save(tmp_path / "other_size.png")
@@ -92,21 +95,109 @@ def test_programs_are_built_once_per_model_and_shape(inputs, tmp_path, monkeypat
     assert report.failed == 0 and len(built) == len(set(built)) < 12
 
 
-def test_one_program_per_shape_even_when_free_memory_changes(inputs, tmp_path, monkeypatch):
-    # The Analyzer sizes a program's batch from the memory free at each call; the report keeps the
-    # first program of a shape for all its cases.
-    import onnxlam.analysis as analysis
+def test_the_batch_is_planned_per_shape_not_pinned(inputs, tmp_path, monkeypatch):
+    # The Analyzer plans each input shape's batch from measured memory; a report that pinned the first
+    # shape's batch (Analyzer.batch_size) would skip that planning for a later, larger image.
+    original_plan, original_build, built = Analyzer.plan, Analyzer._build, []
 
-    built, budgets = [], iter([1 << 40] + [1 << 40, 1] * 20)
-    original = Analyzer._build
-    monkeypatch.setattr(analysis, "_available_memory", lambda: next(budgets))
-    monkeypatch.setattr(Analyzer, "_build", lambda self, batch, *rest: built.append(batch) or
-                        original(self, batch, *rest))
-    config = ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "images"),),
-                          windows=(WindowSpec(8, 8), WindowSpec(20, 20), WindowSpec(4, 30)), out=tmp_path / "r",
-                          fold=4, crop=False)
+    def plan(self, fold, h, w, windows=1):
+        if self.batch_size is not None:  # a batch was given: the Analyzer's own rule
+            return original_plan(self, fold, h, w, windows)
+        return Plan(1 if (h, w) == (32, 32) else 2)
+
+    def build(self, batch, h, w, *rest, **kwargs):
+        built.append((batch, h, w))
+        return original_build(self, batch, h, w, *rest, **kwargs)
+
+    monkeypatch.setattr(Analyzer, "plan", plan)
+    monkeypatch.setattr(Analyzer, "_build", build)
+    Image.open(PHOTO).crop((0, 0, 80, 48)).save(tmp_path / "other_size.png")
+    config = ConfigValues(models=(str(inputs / "a.onnx"),),
+                          images=(str(inputs / "images" / "one.png"), str(tmp_path / "other_size.png")),
+                          windows=(WindowSpec(8, 8), WindowSpec(20, 12)), out=tmp_path / "r", fold=4, crop=False)
     assert run_report(config.resolve()).failed == 0
-    assert built == [4]
+    assert sorted(set(built)) == [(1, 32, 32), (2, 24, 40)]
+
+
+class _Events(ReportListener):
+    def __init__(self):
+        self.events = []
+
+    def group_started(self, cases, index, count):
+        self.events.append(("group", len(cases), index, count))
+
+    def case_started(self, case, index, count):
+        self.events.append(("case", case.x, index, count))
+
+    def case_finished(self, row):
+        self.events.append(("finished", row.case.x, row.status))
+
+
+def _spy_run_windows(monkeypatch) -> list:
+    """Record every Analyzer.run_windows call (Analyzer.run goes through it too): image, windows."""
+    calls, original = [], Analyzer.run_windows
+
+    def spy(self, image, windows, size=16, *args, **kwargs):
+        calls.append((Path(image).name, [(w.x, w.y, w.size) if isinstance(w, Window) else (*w, size)
+                                         for w in windows]))
+        return original(self, image, windows, size, *args, **kwargs)
+
+    monkeypatch.setattr(Analyzer, "run_windows", spy)
+    return calls
+
+
+def test_windows_of_one_image_are_computed_together(inputs, tmp_path, monkeypatch):
+    calls = _spy_run_windows(monkeypatch)
+    windows = ((8, 8, 16), (30, 20, 12), (40, 36, 20))  # sizes differ: each window keeps its own
+    out = tmp_path / "rep"
+    config = ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "images"),),
+                          windows=tuple(WindowSpec(*w) for w in windows), out=out, fold=4)
+    events = _Events()
+    report = run_report(config.resolve(), events)
+    assert report.failed == 0 and report.computed == 6
+    assert calls == [("one.png", list(windows)), ("two.png", list(windows))]  # one call per image
+    assert [e for e in events.events if e[0] == "group"] == [("group", 3, 1, 6), ("group", 3, 4, 6)]
+    assert [e[0] for e in events.events].count("finished") == 6
+    # The same maps as each window analysed alone.
+    calls.clear()
+    alone = Analyzer(inputs / "a.onnx")
+    for row in report.rows:
+        c = row.case
+        expected = alone.run(c.image, (c.x, c.y), c.size, fold=4)
+        np.testing.assert_allclose(np.load(out / row.folder / "attribution.npy"), expected.attribution,
+                                   rtol=0, atol=1e-6)
+        data = json.loads((out / row.folder / "result.json").read_text())
+        assert data["window"] == {"x": c.x, "y": c.y, "size": c.size}
+        assert data["group"]["windows"] == 3 and data["seconds"] == pytest.approx(data["group"]["seconds"] / 3,
+                                                                                  abs=1e-3)
+    assert len(calls) == 6 and all(len(w) == 1 for _, w in calls)
+    # Resumed: only the pending cases of an image are computed, still in one call.
+    calls.clear()
+    for row in report.rows[:2]:
+        shutil.rmtree(out / row.folder)
+    again = run_report(config.resolve())
+    assert again.computed == 2 and again.reused == 4
+    assert calls == [("one.png", list(windows[:2]))]
+    calls.clear()
+    assert run_report(config.resolve()).reused == 6 and calls == []
+
+
+def test_a_group_that_fails_is_run_one_case_at_a_time(inputs, tmp_path, monkeypatch):
+    calls = _spy_run_windows(monkeypatch)
+    config = ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "images" / "one.png"),),
+                          windows=(WindowSpec(8, 8), WindowSpec(500, 500), WindowSpec(20, 12)),
+                          out=tmp_path / "rep", fold=3)
+    events = _Events()
+    report = run_report(config.resolve(), events)
+    assert [w for _, w in calls] == [[(8, 8, 16), (500, 500, 16), (20, 12, 16)],
+                                     [(8, 8, 16)], [(500, 500, 16)], [(20, 12, 16)]]
+    assert [r.status for r in report.rows] == ["ok", "failed", "ok"] and report.computed == 2
+    assert "outside" in report.rows[1].message
+    assert events.events == [("group", 3, 1, 3), ("case", 8, 1, 3), ("finished", 8, "ok"),
+                             ("case", 500, 2, 3), ("finished", 500, "failed"),
+                             ("case", 20, 3, 3), ("finished", 20, "ok")]
+    data = json.loads((tmp_path / "rep" / report.rows[0].folder / "result.json").read_text())
+    assert data["group"]["windows"] == 1  # computed alone: its seconds are its own
 
 
 def test_failing_case_is_recorded_and_the_others_go_on(inputs, tmp_path):
@@ -140,13 +231,16 @@ def _case_folders(out: Path) -> list[Path]:
 
 
 def test_resumes_after_a_kill(tmp_path):
-    # Cases slow enough (~0.2 s each) that the run is still busy when the first one is complete.
+    # The windows of an image are computed together, the images one after the other, and slowly enough
+    # (seconds) that the run is still busy on the second image when the first image's cases are written.
     onnx.save(tiny_sr(2, features=32, seed=2), tmp_path / "m.onnx")
-    Image.open(PHOTO).crop((0, 0, 128, 128)).save(tmp_path / "hr.png")
+    images = tmp_path / "hr"
+    images.mkdir()
+    Image.open(PHOTO).crop((0, 0, 128, 128)).save(images / "a.png")
+    Image.open(PHOTO).crop((100, 60, 228, 188)).save(images / "b.png")
     out = tmp_path / "rep"
-    windows = [arg for i in range(12) for arg in ("--window", 4 + 8 * i, 40)]
-    args = ["report", "--model", tmp_path / "m.onnx", "--image", tmp_path / "hr.png", *windows, "--fold", 20,
-            "--out", out]
+    windows = [arg for i in range(6) for arg in ("--window", 4 + 16 * i, 40)]
+    args = ["report", "--model", tmp_path / "m.onnx", "--image", images, *windows, "--fold", 20, "--out", out]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "onnxlam", *map(str, args)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -215,13 +309,17 @@ def test_toml_config_and_flags_overriding_it(inputs, tmp_path):
     config = tmp_path / "report.toml"
     config.write_text(f'models = ["{inputs / "a.onnx"}"]\nimages = ["{inputs / "images" / "one.png"}"]\n'
                       'windows_file = "windows.csv"\nwindows = [[2, 3]]\nout = "from-toml"\nfold = 3\n'
-                      'sigma = 1\npath = "blur"\n')
+                      'sigma = 1\npath = "blur"\nmax_memory = "3G"\n')
     values = load_config(config)
     assert values.windows_file == tmp_path / "windows.csv" and values.out == tmp_path / "from-toml"
+    assert values.max_memory == "3G"
     r = run_cli("report", config, "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "from-toml" / "results.json").read_text())
     assert data["options"]["fold"] == 3 and data["options"]["sigma"] == 1.0
+    assert data["options"]["max_memory"] == "3G"
+    first = json.loads((tmp_path / "from-toml" / data["cases"][0]["folder"] / "result.json").read_text())
+    assert first["memory"]["limit"] == 3 << 30
     assert [(c["window"]["x"], c["window"]["size"]) for c in data["cases"]] == [(2, 16), (8, 16), (20, 12)]
     # Flags override the file: windows, fold and the output folder.
     r = run_cli("report", config, "--window", 4, 4, "--fold", 2, "--out", tmp_path / "flags")
@@ -235,6 +333,7 @@ def test_toml_config_and_flags_overriding_it(inputs, tmp_path):
     ('models = ["a.onnx"\n', "not valid TOML"),
     ('windows = [[1]]\n', "`windows` must be"),
     ('fold = "three"\n', "`fold` has the wrong type"),
+    ('max_memory = [24]\n', "`max_memory` has the wrong type"),
 ])
 def test_bad_toml_is_a_usage_error(text, needle, tmp_path):
     config = tmp_path / "bad.toml"
@@ -259,10 +358,30 @@ def test_windows_file_and_usage_errors(inputs, tmp_path):
         (["--model", inputs / "a.onnx", "--image", image, "--window", 1, 1, "--fold", 0], "--fold"),
         (["--model", inputs / "a.onnx", "--image", image, "--windows-file", wf], "w.csv:2"),
         (["--model", inputs / "a.onnx", "--image", tmp_path, "--window", 1, 1], "holds no image"),
+        (["--model", inputs / "a.onnx", "--image", image, "--window", 1, 1, "--max-memory", "lots"],
+         "--max-memory: cannot read 'lots'"),
+        (["--model", inputs / "a.onnx", "--image", image, "--window", 1, 1, "--max-memory", "0"],
+         "--max-memory must be positive"),
     ]:
         r = run_cli("report", *args, "--out", tmp_path / "never")
         assert r.returncode == 2 and r.stderr.startswith("error:") and needle in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "never").exists()
+
+
+def test_max_memory_reaches_every_case(inputs, tmp_path):
+    out = tmp_path / "rep"
+    r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images", "--window", 8, 8,
+                "--window", 20, 12, "--fold", 2, "--max-memory", "2.5G", "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["options"]["max_memory"] == "2.5G" and len(data["cases"]) == 4
+    for case in data["cases"]:
+        assert json.loads((out / case["folder"] / "result.json").read_text())["memory"]["limit"] == int(2.5 * (1 << 30))
+    # A resource limit, not a parameter of the map: another limit reuses the cases.
+    r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images", "--window", 8, 8,
+                "--window", 20, 12, "--fold", 2, "--max-memory", "3G", "--out", out, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["run"]["reused"] == 4
 
 
 def test_html_is_self_contained_and_escapes_file_names(inputs, tmp_path):

@@ -1,0 +1,364 @@
+"""Memory: the budget (`--max-memory`) and what gradient programs need, measured rather than estimated.
+
+A gradient program keeps every activation of the forward pass for the reverse pass, so its peak
+memory is what limits the batch size and, for large images, whether one path step fits at all.
+onnxlam does not add up tensor sizes to guess it (allocators, kernel workspaces and the runtime's
+memory planner make such sums wrong both ways): it runs the program at batch 1 on one or two small
+probe sizes, each in a fresh child process so that memory freed earlier cannot hide what the run
+needs, and reads how much the child's resident set (on CUDA: the device memory in use) grew while
+the session was created (`static`: weights, prepacked kernels) and while it ran (`activations`).
+
+Activation memory of a local network is linear in the number of input pixels (every tensor is a
+fixed multiple of the image's size), and a batch of B costs B images, so
+
+    peak(B, P) ≈ static + B · (a + b·P)
+
+with a, b from two probes. A global network (attention over all positions) may grow with P², so it
+gets a third probe and a quadratic term. The prediction chooses the batch and, when even one step at
+full size does not fit, the largest crop that does (see `analysis.py`); the peak of the real run is
+measured again and reported beside the prediction.
+
+Measuring here means Linux's peak resident set (`VmHWM`, reset through `/proc/self/clear_refs`) on
+the CPU and `cudaMemGetInfo` on CUDA (onnxruntime's device arena keeps what it once allocated, so
+the memory in use after a run is its peak).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+SAFE_FRACTION = 0.7   # of available memory, for the default budget
+HEADROOM = 1.1        # predictions are multiplied by this before they are compared with the budget
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10 ** 6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10 ** 9, "gib": 1 << 30, "t": 1 << 40, "tb": 10 ** 12,
+          "tib": 1 << 40}
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from `24G`, `24GiB`, `1.5g`, `512M`, `16e9` or a plain number (K/M/G/T alone are binary)."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise InputError(f"--max-memory: cannot read {text!r}; write a size like 24G, 1.5GiB or 800M")
+        value = float(m.group(1)) * _UNITS[unit]
+    if not value > 0:
+        raise InputError(f"--max-memory must be positive; got {text!r}")
+    return int(value)
+
+
+def format_size(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+# --- measuring: host -------------------------------------------------------------------------------
+
+def _status(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def resident() -> int:
+    """This process's resident set now, in bytes (0 where the platform does not say)."""
+    return _status("VmRSS") or 0
+
+
+_earlier_peak = 0  # the highest peak before the last reset, so `process_peak` stays the whole run's
+
+
+def reset_peak() -> bool:
+    """Start a new peak measurement (Linux ≥ 4.0); False where the peak cannot be reset."""
+    global _earlier_peak
+    _earlier_peak = max(_earlier_peak, _status("VmHWM") or 0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_resident() -> int | None:
+    """The peak resident set since the last `reset_peak` (None where unknown)."""
+    return _status("VmHWM")
+
+
+def process_peak() -> int | None:
+    """The peak resident set over the whole process, resets notwithstanding."""
+    now = _status("VmHWM")
+    return None if now is None else max(now, _earlier_peak)
+
+
+def available_memory() -> int:
+    """Memory this process could still use: MemAvailable, within a cgroup (container) limit if lower."""
+    free = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            free = min(free if free is not None else 1 << 62, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free if free is not None else 4 << 30
+
+
+# --- measuring: CUDA -------------------------------------------------------------------------------
+
+_cudart = None
+
+
+def _runtime():
+    global _cudart
+    if _cudart is None:
+        _cudart = False
+        for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so", "cudart64_13.dll", "cudart64_12.dll"):
+            try:
+                _cudart = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+    return _cudart or None
+
+
+def gpu_memory() -> tuple[int, int] | None:
+    """(free, total) bytes of the current CUDA device, or None where the CUDA runtime is not loadable."""
+    lib = _runtime()
+    if lib is None:
+        return None
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    if lib.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) != 0:
+        return None
+    return free.value, total.value
+
+
+def default_budget(device: str) -> int:
+    """The default `--max-memory`: a safe fraction of what is free (host RAM, or the GPU's memory)."""
+    if device == "cuda":
+        gpu = gpu_memory()
+        if gpu is not None:
+            return int(SAFE_FRACTION * gpu[0])
+    return resident() + int(SAFE_FRACTION * available_memory())
+
+
+def in_use(device: str) -> int | None:
+    """What counts against the budget now: the resident set, or device memory in use on CUDA."""
+    if device == "cuda":
+        gpu = gpu_memory()
+        return None if gpu is None else gpu[1] - gpu[0]
+    return resident()
+
+
+class PeakMeter:
+    """`with PeakMeter(device) as m: ...` then `m.peak`: the peak of what counts against the budget.
+
+    On the CPU the process's peak resident set during the block; on CUDA the device memory in use
+    after it (the runtime's arena keeps its high-water mark). None where it cannot be measured.
+    """
+
+    def __init__(self, device: str):
+        self.device = device
+        self.peak: int | None = None
+
+    def __enter__(self) -> "PeakMeter":
+        if self.device != "cuda":
+            self._reset = reset_peak()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device == "cuda":
+            self.peak = in_use("cuda")
+        else:
+            self.peak = peak_resident() if self._reset else None
+
+
+class ProcessPeak:
+    """The peak resident set of another process, sampled from /proc every millisecond (for benchmarks:
+    independent of the process's own `VmHWM`, which `reset_peak` resets)."""
+
+    def __init__(self, pid: int):
+        import threading
+
+        self.pid, self.peak, self._done = pid, 0, False
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import time
+
+        path = Path(f"/proc/{self.pid}/status")
+        while not self._done:
+            try:
+                rss = next(int(line.split()[1]) * 1024 for line in path.read_text().splitlines()
+                           if line.startswith("VmRSS:"))
+                self.peak = max(self.peak, rss)
+            except (OSError, ValueError, StopIteration):
+                pass
+            time.sleep(0.001)
+
+    def stop(self) -> int:
+        self._done = True
+        self._thread.join()
+        return self.peak
+
+
+# --- the footprint ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Probe:
+    """One measurement: a batch-1 program on `pixels` LR pixels needed `static` + `activations` bytes,
+    and its gradient check (see `program._verify`) `check` bytes beyond `static` (None: not run)."""
+
+    pixels: int
+    static: int
+    activations: int
+    check: int | None = None
+
+    def to_json(self) -> dict:
+        return {"pixels": self.pixels, "static": self.static, "activations": self.activations,
+                "check": self.check}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a model's gradient programs need, from probes: `peak(batch, pixels)` in bytes."""
+
+    probes: tuple[Probe, ...]
+    quadratic: bool = False
+
+    @property
+    def static(self) -> int:
+        return max(p.static for p in self.probes)
+
+    @property
+    def check(self) -> int:
+        """Bytes the gradient check of a new program needs (it runs at the probes' largest size)."""
+        return max((p.static + p.check for p in self.probes if p.check is not None), default=0)
+
+    def per_image(self, pixels: int) -> float:
+        """Activation bytes of one batch element of `pixels` LR pixels (fitted, never below a probe's rate)."""
+        return float(per_image(np.array([p.pixels for p in self.probes], float),
+                               np.array([p.activations for p in self.probes], float), pixels, self.quadratic))
+
+    def peak(self, batch: int, pixels: int) -> float:
+        """Predicted bytes for a program of `batch` images of `pixels` LR pixels (static included)."""
+        return self.static + batch * self.per_image(pixels)
+
+    def max_pixels(self, available: float) -> int:
+        """The most LR pixels one batch-1 step can have within `available` bytes (0 if none)."""
+        lo, hi = 0, 1
+        while self.peak(1, hi) <= available and hi < 1 << 40:
+            hi *= 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.peak(1, mid) <= available else (lo, mid)
+        return lo
+
+    def to_json(self) -> dict:
+        return {"probes": [p.to_json() for p in self.probes], "quadratic": self.quadratic}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Footprint":
+        return cls(tuple(Probe(**p) for p in data["probes"]), bool(data["quadratic"]))
+
+
+def per_image(pixels: np.ndarray, activations: np.ndarray, at: float, quadratic: bool = False) -> float:
+    """Activation bytes at `at` pixels from measured (pixels, activations) pairs.
+
+    One probe: proportional. Two or more: the line through the two largest, its slope at least the
+    pair's mean rate (an allocator's rounding at the small probe must not make extrapolation
+    optimistic). Quadratic (three probes): the larger of the line and the parabola through the points.
+    """
+    order = np.argsort(pixels)
+    p, a = pixels[order], activations[order]
+    if len(p) == 1 or p[-1] == p[-2]:
+        return float(a[-1] / p[-1] * at)
+    slope = max((a[-1] - a[-2]) / (p[-1] - p[-2]), 0.0)
+    line = a[-1] + slope * (at - p[-1])
+    if at < p[-1]:  # inside the probed range: interpolate, never below the rate of the nearest probe
+        line = max(line, float(np.interp(at, p, a)))
+    if quadratic and len(p) >= 3:
+        c = np.polyfit(p[-3:], a[-3:], 2)
+        line = max(line, float(np.polyval([max(c[0], 0.0), c[1], c[2]], at)))
+    return max(float(line), 0.0)
+
+
+def probe(program, device: str, check: bool = False) -> Probe:
+    """Measure a batch-1 `GradientProgram` in a fresh child process (and its gradient check with `check`)."""
+    import onnxlam
+
+    with tempfile.TemporaryDirectory(prefix="onnxlam-probe-") as tmp:
+        path = Path(tmp) / "program.onnx"
+        program.save(path)
+        env = dict(os.environ)
+        root = str(Path(onnxlam.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        proc = subprocess.run([sys.executable, "-m", "onnxlam.memory", str(path), device, str(int(check))],
+                              capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RuntimeError(f"memory probe failed: {lines[-1] if lines else proc.returncode}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Probe(program.key.height * program.key.width, int(data["static"]), int(data["activations"]),
+                 data.get("check"))
+
+
+def _child(path: str, device: str, check: bool) -> dict:
+    """The probe's child process: load, create the session, run twice, report what each step cost."""
+    from .gradcheck import check_gradient
+    from .program import load_program
+    from .runtime import cuda_available
+
+    if device == "cuda":
+        cuda_available()  # the CUDA context exists before the first reading
+    before = in_use(device)
+    program = load_program(path)  # the parent holds the program's ModelProto too: it counts as static
+    rng = np.random.default_rng(0)
+    feeds = {v.name: rng.uniform(0.2, 0.8, [d.dim_value for d in v.type.tensor_type.shape.dim]).astype(np.float32)
+             for v in program.model.graph.input}
+    inputs = sum(f.nbytes for f in feeds.values())  # the parent holds its inputs outside the budget too
+    session = program.session(device)
+    created = in_use(device)
+    with PeakMeter(session.device) as meter:
+        for _ in range(2):  # a second run would show an allocator that grows from run to run
+            session.run(feeds)
+    if before is None or meter.peak is None:
+        raise RuntimeError("memory cannot be measured on this platform")
+    result = {"static": max(created - before - inputs, 0), "activations": max(meter.peak - created, 0)}
+    if check:
+        with PeakMeter(session.device) as meter:
+            check_gradient(program, device)
+        result["check"] = max(meter.peak - created, 0)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(sys.argv[1], sys.argv[2], sys.argv[3] == "1")))
