@@ -375,6 +375,7 @@ class Analyzer:
         gives the same maps exactly; `context` forces a crop margin (approximate for global networks).
         """
         start = time.perf_counter()
+        self.budget()  # fixes the limit and, on CUDA, what was in use before this Analyzer's sessions
         wins = [w if isinstance(w, Window) else Window(int(w[0]), int(w[1]), int(size)) for w in windows]
         if not wins:
             raise InputError("no window given; pass --window X Y")

@@ -80,9 +80,19 @@ def _status(field: str) -> int | None:
     return None
 
 
+def _maxrss() -> int | None:
+    """The process's lifetime peak resident set where /proc is missing (macOS: bytes; BSDs: KiB)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def resident() -> int:
-    """This process's resident set now, in bytes (0 where the platform does not say)."""
-    return _status("VmRSS") or 0
+    """This process's resident set now, in bytes (without /proc: its peak so far, an upper bound)."""
+    return _status("VmRSS") or _maxrss() or 0
 
 
 _earlier_peak = 0  # the highest peak before the last reset, so `process_peak` stays the whole run's
@@ -101,8 +111,9 @@ def reset_peak() -> bool:
 
 
 def peak_resident() -> int | None:
-    """The peak resident set since the last `reset_peak` (None where unknown)."""
-    return _status("VmHWM")
+    """The peak resident set since the last `reset_peak` (without /proc: over the process's life, which
+    a fresh probe process is; None where unknown)."""
+    return _status("VmHWM") or _maxrss()
 
 
 def process_peak() -> int | None:
@@ -190,14 +201,14 @@ class PeakMeter:
 
     def __enter__(self) -> "PeakMeter":
         if self.device != "cuda":
-            self._reset = reset_peak()
+            reset_peak()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.device == "cuda":
             self.peak = in_use("cuda")
         else:
-            self.peak = peak_resident() if self._reset else None
+            self.peak = peak_resident()  # without a reset, the process's peak so far: an upper bound
 
 
 class ProcessPeak:

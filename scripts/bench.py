@@ -1,6 +1,6 @@
 """CPU benchmarks: onnxlam against the demo-style PyTorch loop, and against the forward pass alone.
 
-    python scripts/bench.py [--runs 3] [--out BENCHMARKS.md]
+    python scripts/bench.py [--runs 3] [--out BENCHMARKS.md] [--markdown-only]
 
 Every timing is a whole process (imports, model loading, path, integration; the gradient program
 comes from a cache warmed beforehand, as on any second run), started in this one run so the ratios
@@ -86,6 +86,35 @@ def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
     return {}
 
 
+def worker_ratio(model_dir: str, batch: int, size: int) -> dict:
+    """Gradient program against the forward pass on the same batch, in one process (medians of 7)."""
+    from onnxlam.analysis import Analyzer
+    from onnxlam.model import INPUT, fix_input_shape
+    from onnxlam.runtime import create_session
+
+    analyzer = Analyzer(Path(model_dir) / "edsr.onnx", device="cpu", batch_size=batch)
+    program = analyzer.program(size, size, 50)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.8, (batch, 3, size, size)).astype(np.float32)
+    H, W = program.output_size
+    mask = np.zeros((batch, 1, H - 1, W - 1), np.float32)
+    mask[:, :, H // 2:H // 2 + 16, W // 2:W // 2 + 16] = 1
+    forward = create_session(fix_input_shape(analyzer.normalised, (batch, 3, size, size)), "cpu")
+
+    def median(fn):
+        fn()
+        times = []
+        for _ in range(7):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    t_program = median(lambda: program.objective_and_gradient(x, mask, "cpu"))
+    t_forward = median(lambda: forward.session.run(None, {INPUT: x}))
+    return {"program_s": t_program, "forward_s": t_forward, "ratio": t_program / t_forward, "batch": batch}
+
+
 def run_worker(kind: str, *args) -> dict:
     start = time.perf_counter()
     argv = [sys.executable, __file__, "--worker", kind, *map(str, args)]
@@ -109,9 +138,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--worker")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="rewrite BENCHMARKS.md from benchmarks/*.json without running anything")
     args, rest = parser.parse_known_args()
+    if args.markdown_only:
+        write_markdown(json.loads((REPO / "benchmarks" / "cpu.json").read_text()), Path(args.out))
+        return
     if args.worker:
-        fn = {"torch": worker_torch, "forward": worker_forward, "lam": worker_lam}[args.worker]
+        fn = {"torch": worker_torch, "forward": worker_forward, "lam": worker_lam, "ratio": worker_ratio}[args.worker]
         converted = [int(a) if a.lstrip("-").isdigit() else a for a in rest]
         result = fn(*converted)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -142,6 +176,9 @@ def main() -> None:
 
     report["versions"] = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
     cases = {}
+    run_worker("lam", model, hr48, work / "warm", *WINDOW)  # builds the batch-10 LR 48 program
+    cases["ratio"] = run_worker("ratio", work, 10, 48)["result"]
+    print("ratio", json.dumps(cases["ratio"]), flush=True)
     for name, hr in (("A_lr48", hr48), ("B_lr128", hr128)):
         lam_args = [model, hr, work / f"out-{name}", *WINDOW]
         run_worker("lam", *lam_args)  # warm the program cache (build + finite-difference check)
@@ -200,13 +237,48 @@ def write_markdown(report: dict, path: Path) -> None:
     f = c["C_four_windows"]
     lines += ["", f"Four windows sharing each forward pass: {f['together']:.2f} s against {f['separately']:.2f} s "
               f"for four separate runs ({f['speedup']:.2f}×).", ""]
+    if "ratio" in c:
+        r = c["ratio"]
+        lines += [f"Gradient program against the forward pass of the same batch ({r['batch']} images of 48×48, "
+                  f"one process, medians of 7): {r['program_s']:.3f} s against {r['forward_s']:.3f} s = "
+                  f"**{r['ratio']:.2f}×** the forward time (the bound is 2×; target ≤ 2.3×).", ""]
+    lines += memory_section()
     lines += gpu_section()
     path.write_text("\n".join(lines) + "\n")
 
 
+def memory_section() -> list[str]:
+    """The memory benchmark `scripts/bench_memory.py` wrote (benchmarks/memory_cpu.json), as Markdown."""
+    path = REPO / "benchmarks" / "memory_cpu.json"
+    if not path.exists():
+        return []
+    m = json.loads(path.read_text())
+    mem, crop = m["memory"], m["crop"]
+    gib = 1 << 30
+    t, l, b, r = crop["box"] if crop else (0, 0, m["lr_side"], m["lr_side"])
+    return ["## Memory", "",
+            f"`scripts/bench_memory.py` on {m['machine']}: {m['model']} (23-block RRDBNet, ×4) on a "
+            f"{m['lr_side']}×{m['lr_side']} LR image, window at SR {m['window'][0]}, {m['window'][1]}, fold {m['fold']}, "
+            f"`--max-memory {m['max_memory']}`, one whole `onnxlam lam` process from a fresh cache "
+            "(probes, builds and checks included), its resident set sampled from outside every millisecond.", "",
+            "| | |", "|---|---|",
+            f"| one step on the whole image (predicted from the probes) | {m['whole_image_step'] / gib:.1f} GiB |",
+            f"| crop chosen (LR rows × cols) | {t}–{b - 1} × {l}–{r - 1} ({b - t}×{r - l}, "
+            f"{'exact' if crop and crop['exact'] else 'approximate'}: {crop['context'] if crop else '–'} LR px of "
+            f"context; receptive field reach {max(m['receptive_field']['reach'].values()) if m['receptive_field'].get('reach') else '–'} px) |",
+            f"| predicted peak / limit | {mem['predicted_peak'] / gib:.2f} / {mem['limit'] / gib:.2f} GiB |",
+            f"| measured peak (onnxlam's meter, integration) | {mem['measured_peak'] / gib:.2f} GiB |",
+            f"| sampled peak RSS of the whole process | **{m['sampled_peak_rss'] / gib:.2f} GiB** |",
+            f"| wall time | {m['seconds']:.0f} s |", "",
+            "The map is approximate here (the crop is smaller than the receptive field) and `lam` says so on "
+            "stderr and in `result.json`; with memory for one whole-image step it would be exact.", ""]
+
+
 def gpu_section() -> list[str]:
     """The GPU results `scripts/gpu_check.py` wrote (benchmarks/gpu_*.json), as Markdown."""
-    off, on = REPO / "benchmarks" / "gpu_h200_tf32off.json", REPO / "benchmarks" / "gpu_h200_tf32on.json"
+    off, on = REPO / "benchmarks" / "gpu_h200_results.json", REPO / "benchmarks" / "gpu_h200_tf32on.json"
+    if not off.exists():
+        off = REPO / "benchmarks" / "gpu_h200_tf32off.json"
     if not off.exists():
         return []
     g = json.loads(off.read_text())
@@ -226,6 +298,31 @@ def gpu_section() -> list[str]:
              f"{a['seconds_cpu_median'] / a['seconds_gpu_median']:.0f}× over 16 CPU cores | {a['max_abs_M_diff']:.1e} | – |",
              "", "Batch sizes 10 / 25 / 50 on CUDA (EDSR-baseline): " + ", ".join(
                  f"{e[f'onnxlam_cuda_batch{b}']['median_s']:.3f} s" for b in (10, 25, 50)) + "."]
+    if "onnxlam_cuda_auto" in e:
+        auto = e["onnxlam_cuda_auto"]
+        lines += ["", f"Without `--batch-size` onnxlam chose batch {auto['batch']} from the measured device memory "
+                  f"(predicted {auto['memory']['predicted_peak'] / 2 ** 30:.2f} GiB, measured "
+                  f"{auto['memory']['measured_peak'] / 2 ** 30:.2f} GiB): {auto['median_s']:.3f} s, "
+                  f"{e['speedup_auto_cuda_vs_torch']:.1f}× the PyTorch loop."]
+    if "rrdbnet_512" in g:
+        r = g["rrdbnet_512"]["limited"]
+        whole = g["rrdbnet_512"].get("whole_image", {})
+        lines += ["", f"23-block RRDBNet (Real-ESRGAN x4plus's generator, random weights) on a 512×512 LR image, "
+                  f"fold 50, `--max-memory {r['limit']}`: batch {r['batch']}, "
+                  f"{'no crop needed' if r['crop'] is None else 'crop ' + str(r['crop']['box'])}, device memory "
+                  f"predicted {r['memory']['predicted_peak'] / 2 ** 30:.1f} GiB, measured "
+                  f"**{r['memory']['measured_peak'] / 2 ** 30:.1f} GiB** within {r['limit']}; {r['seconds']:.0f} s "
+                  "from a fresh cache (probes, builds, checks included)"
+                  + (f", {whole['seconds']:.0f} s for a second run with the programs cached." if whole else ".")]
+    mem = REPO / "benchmarks" / "gpu_h200_memory.json"
+    if mem.exists():
+        m = json.loads(mem.read_text())
+        c = m["limited"]
+        lines += ["", f"The same network and image under `--max-memory {m['limit']}` (fold {m['fold']}): one whole-image "
+                  f"step does not fit, so onnxlam analysed LR box {c['crop']['box']} "
+                  f"({'exact' if c['crop']['exact'] else 'approximate'}, {c['crop']['context']} LR px of context), "
+                  f"measured {c['memory']['measured_peak'] / 2 ** 30:.1f} GiB; DI {m['di_cropped']:.3f} against "
+                  f"{m['di_whole']:.3f} on the whole image, max |ΔM| {m['max_abs_M_diff_crop_vs_whole']:.2e}."]
     if on.exists():
         t = json.loads(on.read_text())
         lines += ["", f"With TF32 on (onnxruntime's default), the animevideov3 map differed from the CPU's by up to "

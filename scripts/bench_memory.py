@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from onnxlam.memory import ProcessPeak, parse_size  # noqa: E402
+from onnxlam.memory import Footprint, Probe, ProcessPeak, parse_size  # noqa: E402
 
 
 def main() -> None:
@@ -64,6 +64,8 @@ def main() -> None:
               "sampled_peak_rss": peak, "in_process_seconds": result["seconds"], "di": result["di"],
               "crop": result["crop"], "batch_size": result["batch_size"], "memory": result["memory"],
               "warnings": result["warnings"], "receptive_field": result["receptive_field"],
+              "whole_image_step": Footprint(tuple(Probe(**p) for p in result["memory"]["probes"])).peak(
+                  1, args.side ** 2),
               "stderr": err.strip().splitlines()[-3:]}
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")

@@ -1,0 +1,61 @@
+"""GPU memory check: a 23-block RRDBNet (random weights) on a 512×512 LR image, on CUDA, under a
+memory limit too small for one whole-image step (so onnxlam crops, approximately) and without one.
+
+    bash scripts/gpu_check.sh memory      # on the GPU machine; writes OUT/gpu_memory.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from onnxlam.analysis import Analyzer
+from onnxlam.runtime import cuda_available
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torch_lam import RRDBNet, export  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = os.environ.get("GPU_CHECK_QUICK") == "1"
+
+
+def main(out_dir: str) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if cuda_available() else "cpu"
+    torch.manual_seed(0)
+    path = out / "rrdbnet.onnx"
+    export(RRDBNet(blocks=2 if QUICK else 23).eval(), path, size=32)
+    side, fold, limit = (64, 4, "2G") if QUICK else (512, 20, "8G")
+    photo = Image.open(REPO / "onnxlam" / "data" / "astronaut.png").convert("RGB")
+    hr = np.asarray(photo.resize((side * 4, side * 4), Image.BICUBIC))
+    window = (side * 2, side * 2)
+    report = {"device": device, "lr_side": side, "fold": fold, "window": window, "limit": limit}
+    runs = {}
+    for name, kwargs, run_kwargs in (("limited", {"max_memory": limit}, {}),
+                                     ("whole_image", {"batch_size": 1}, {"crop": False})):
+        analyzer = Analyzer(path, device=device, **kwargs)
+        t = time.perf_counter()
+        result = analyzer.run(hr, window=window, fold=fold, **run_kwargs)
+        runs[name] = result
+        report[name] = {"seconds": time.perf_counter() - t, "di": result.di, "batch": result.batch_size,
+                        "crop": result.extra["crop"], "memory": result.extra["memory"],
+                        "warnings": result.warnings, "provider": result.provider}
+        print(json.dumps(report[name]), flush=True)
+        del analyzer
+    a, b = runs["limited"], runs["whole_image"]
+    report["max_abs_M_diff_crop_vs_whole"] = float(np.abs(a.attribution - b.attribution).max())
+    report["di_whole"], report["di_cropped"] = b.di, a.di
+    (out / "gpu_memory.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: report[k] for k in ("max_abs_M_diff_crop_vs_whole", "di_whole", "di_cropped")}))
+    path.unlink()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
