@@ -453,7 +453,9 @@ def _num(value, digits: int = 6) -> str:
 
 
 def _row_from_result(case: Case, folder: str, data: dict, reused: bool) -> CaseRow:
-    return CaseRow(case, folder, "ok", "", float(data["di"]), float(data["gini"]), data.get("seconds"),
+    # an ok case's message is what its run warned about (an approximate memory crop), for the CSV and table
+    message = " ".join(" ".join(data.get("warnings") or []).split())
+    return CaseRow(case, folder, "ok", message, float(data["di"]), float(data["gini"]), data.get("seconds"),
                    dict(data.get("range") or {}), data.get("scale"), data.get("model_sha256"), reused)
 
 

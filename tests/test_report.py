@@ -435,3 +435,14 @@ def test_repeated_window_parses_without_the_command_line_rewrite(inputs, tmp_pat
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "r" / "results.json").read_text())
     assert [(c["window"]["x"], c["window"]["y"]) for c in data["cases"]] == [(8, 8), (20, 12), (4, 4)]
+
+
+def test_an_ok_case_carries_its_warnings_into_the_table():
+    """A case cut to fit --max-memory is ok, and its row says so (results.csv and index.html show it)."""
+    from onnxlam.report import Case, _row_from_result
+
+    note = "one path step on the LR 512×512 input needs about 38 GiB, over the memory limit 16 GiB: analysing …"
+    case = Case("m.onnx", "i.png", 1, 2, 16)
+    row = _row_from_result(case, "f", {"di": 1.0, "gini": 0.5, "warnings": [note]}, reused=False)
+    assert row.status == "ok" and row.message == note
+    assert _row_from_result(case, "f", {"di": 1.0, "gini": 0.5}, reused=True).message == ""
