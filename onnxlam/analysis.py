@@ -22,8 +22,9 @@ from .metrics import abs_normalise, diffusion_index, gini, range_statistics
 from .model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
 from .paths import PATHS, make_path
 from . import memory
-from .cache import RecordCache
+from .cache import ProgramCache, RecordCache
 from .cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box
+from .gradcheck import FD_TOLERANCE
 from .program import FORMAT, GradientProgram, build_program, check_size, infer_scale, load_program
 from .receptive_field import ReceptiveField, receptive_field
 from .runtime import Session, create_session, resolve_device
@@ -228,8 +229,7 @@ class Analyzer:
                 footprint = memory.Footprint.from_json(record)
             else:
                 try:
-                    probes = tuple(memory.probe(self._build(1, a, b, windows, verify=False), device,
-                                                check=(a, b) == check) for a, b in sizes)
+                    probes = tuple(self._probe(a, b, windows, device, check=(a, b) == check) for a, b in sizes)
                     footprint = memory.Footprint(probes, quadratic=len(probes) > 2)
                     if store:
                         store.save(slug, footprint.to_json())
@@ -237,6 +237,16 @@ class Analyzer:
                     footprint = None
             self._footprints[key] = footprint
         return self._footprints[key]
+
+    def _probe(self, h: int, w: int, windows: int, device: str, check: bool) -> memory.Probe:
+        """One memory probe of the batch-1 program of h×w. The program probed at the check size is the
+        one new programs are checked against (`program._verify`): the probe checks it too, and it goes
+        to the program cache checked, so the check is not run a second time."""
+        program = self._build(1, h, w, windows, verify=False)
+        probe = memory.probe(program, device, check=check)
+        if self.cache and program.fd_error is not None and program.fd_error <= FD_TOLERANCE:
+            ProgramCache().save(program)
+        return probe
 
     def _extra(self, batch: int, h: int, w: int, windows: int) -> int:
         """Host bytes of one step's outputs as `integrate` handles them (float32 in, float64 sum)."""
@@ -288,8 +298,8 @@ class Analyzer:
             raise InputError(f"checking a new gradient program of {self.model_path} needs about "
                              f"{memory.format_size(plan.footprint.check * memory.HEADROOM + plan.base)}, over "
                              f"the memory limit {limit}: raise --max-memory")
-        box = memory_crop(inside, windows_box(boxes, s, lr_size), plan.footprint.max_pixels(available),
-                          period, CROP_STEP)
+        wt, wl, wb, wr = windows_box(boxes, s, lr_size)
+        box = memory_crop(inside, (wt, wl, wb, wr), plan.footprint.max_pixels(available), period, CROP_STEP)
         if box is None:
             raise InputError(f"one path step on the LR {size} input needs about {need}, and the memory limit "
                              f"{limit} does not hold even the windows' own pixels: raise --max-memory "
@@ -297,7 +307,6 @@ class Analyzer:
         cone = choose_crop(rf, boxes, s, lr_size, worth_it=1.0) if rf.local else None
         exact = cone is not None and box[0] <= cone.top and box[1] <= cone.left and box[2] >= cone.bottom \
             and box[3] >= cone.right
-        wt, wl, wb, wr = windows_box(boxes, s, lr_size)
         margins = [wt - box[0] if box[0] > 0 else None, box[2] - wb if box[2] < h else None,
                    wl - box[1] if box[1] > 0 else None, box[3] - wr if box[3] < w else None]
         context = min((m for m in margins if m is not None), default=None)
@@ -454,8 +463,8 @@ class Analyzer:
     def _usage(self, plan: Plan, meter: memory.PeakMeter, prog: GradientProgram) -> dict:
         """result.json's "memory": the limit, what the footprint predicted and what the run measured."""
         measured = meter.peak
-        if measured is not None and self.run_device == "cuda":
-            measured -= self._budget[1] if self._budget else 0
+        if measured is not None:
+            measured -= self._budget[1]  # what was in use before this Analyzer (0 on the CPU)
         return {"device": self.run_device, "counts": "resident set of the process" if self.run_device == "cpu"
                 else "device memory held by onnxlam's sessions",
                 "limit": self.budget() if plan.footprint is not None else self.max_memory,

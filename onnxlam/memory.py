@@ -69,15 +69,20 @@ def format_size(n: float) -> str:
 
 # --- measuring: host -------------------------------------------------------------------------------
 
-def _status(field: str) -> int | None:
+def _proc_kib(path: str, field: str) -> int | None:
+    """Bytes of a `Field:  N kB` line of a /proc file (None where there is no such file or line)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError):
         pass
     return None
+
+
+def _status(field: str, pid: int | str = "self") -> int | None:
+    return _proc_kib(f"/proc/{pid}/status", field)
 
 
 def _maxrss() -> int | None:
@@ -124,14 +129,7 @@ def process_peak() -> int | None:
 
 def available_memory() -> int:
     """Memory this process could still use: MemAvailable, within a cgroup (container) limit if lower."""
-    free = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    free = _proc_kib("/proc/meminfo", "MemAvailable")
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit != "max":
@@ -225,14 +223,8 @@ class ProcessPeak:
     def _sample(self) -> None:
         import time
 
-        path = Path(f"/proc/{self.pid}/status")
         while not self._done:
-            try:
-                rss = next(int(line.split()[1]) * 1024 for line in path.read_text().splitlines()
-                           if line.startswith("VmRSS:"))
-                self.peak = max(self.peak, rss)
-            except (OSError, ValueError, StopIteration):
-                pass
+            self.peak = max(self.peak, _status("VmRSS", self.pid) or 0)
             time.sleep(0.001)
 
     def stop(self) -> int:
@@ -304,9 +296,9 @@ class Footprint:
 def per_image(pixels: np.ndarray, activations: np.ndarray, at: float, quadratic: bool = False) -> float:
     """Activation bytes at `at` pixels from measured (pixels, activations) pairs.
 
-    One probe: proportional. Two or more: the line through the two largest, its slope at least the
-    pair's mean rate (an allocator's rounding at the small probe must not make extrapolation
-    optimistic). Quadratic (three probes): the larger of the line and the parabola through the points.
+    One probe: proportional. Two or more: the line through the two largest (slope clipped at 0);
+    below the largest probe, never under the piecewise-linear interpolation of the probes.
+    Quadratic (three probes): the larger of the line and the parabola through the largest three.
     """
     order = np.argsort(pixels)
     p, a = pixels[order], activations[order]
@@ -323,7 +315,8 @@ def per_image(pixels: np.ndarray, activations: np.ndarray, at: float, quadratic:
 
 
 def probe(program, device: str, check: bool = False) -> Probe:
-    """Measure a batch-1 `GradientProgram` in a fresh child process (and its gradient check with `check`)."""
+    """Measure a batch-1 `GradientProgram` in a fresh child process; with `check`, its gradient check too,
+    whose result is recorded as the program's `fd_error` (so it need not be run again)."""
     import onnxlam
 
     with tempfile.TemporaryDirectory(prefix="onnxlam-probe-") as tmp:
@@ -338,6 +331,8 @@ def probe(program, device: str, check: bool = False) -> Probe:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise RuntimeError(f"memory probe failed: {lines[-1] if lines else proc.returncode}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
+    if data.get("fd_error") is not None:
+        program.fd_error = float(data["fd_error"])
     return Probe(program.key.height * program.key.width, int(data["static"]), int(data["activations"]),
                  data.get("check"))
 
@@ -366,7 +361,7 @@ def _child(path: str, device: str, check: bool) -> dict:
     result = {"static": max(created - before - inputs, 0), "activations": max(meter.peak - created, 0)}
     if check:
         with PeakMeter(session.device) as meter:
-            check_gradient(program, device)
+            result["fd_error"] = check_gradient(program, device)
         result["check"] = max(meter.peak - created, 0)
     return result
 

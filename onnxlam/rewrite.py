@@ -236,12 +236,8 @@ def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(node)
     if not changed:
         return model
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    del m.graph.node[:]
-    m.graph.node.extend([helper.make_node("Constant", [], [axis_name],
-                                          value=numpy_helper.from_array(np.array([4], np.int64)))] + nodes)
-    return m
+    return _with_nodes(model, [helper.make_node("Constant", [], [axis_name],
+                                                value=numpy_helper.from_array(np.array([4], np.int64)))] + nodes)
 
 
 def _unit_tail(op: str, argument: np.ndarray) -> bool:
@@ -267,11 +263,7 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
                         needed.update(_outer_names(g))
     if len(keep) == len(model.graph.node):
         return model
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    del m.graph.node[:]
-    m.graph.node.extend(reversed(keep))
-    return m
+    return _with_nodes(model, list(reversed(keep)))
 
 
 def _outer_names(graph: onnx.GraphProto) -> set[str]:
@@ -298,6 +290,11 @@ def _apply(model: onnx.ModelProto, rules: dict[str, Callable]) -> onnx.ModelProt
             changed = True
     if not changed:
         return model
+    return _with_nodes(model, nodes)
+
+
+def _with_nodes(model: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
+    """A copy of `model` whose graph holds `nodes` instead of its own."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.node[:]

@@ -23,7 +23,8 @@ from onnxlam.paths import make_path
 from onnxlam.runtime import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from torch_lam import EDSRBaseline, RRDBNet, demo_loop, export  # noqa: E402
+from gpu_memory_check import rrdbnet_under_limit  # noqa: E402
+from torch_lam import EDSRBaseline, demo_loop, export  # noqa: E402
 
 import os
 
@@ -116,34 +117,10 @@ def main(out_dir: str) -> None:
     onnx_path.unlink()
 
     # 3. A 23-block RRDBNet (Real-ESRGAN x4plus's generator, random weights) on a 512×512 LR image
-    #    within 24 GiB of device memory: one step needs more, so onnxlam crops and says so.
-    torch.manual_seed(0)
-    rrdb = RRDBNet(blocks=2 if QUICK else 23).eval()
-    rrdb_path = out / "rrdbnet.onnx"
-    export(rrdb, rrdb_path, size=32)
-    side = 64 if QUICK else 512
-    big = np.asarray(Image.open(PHOTO).convert("RGB").resize((side * 4, side * 4), Image.BICUBIC))
-    big_window = (side * 2, side * 2)
-    limit = "3G" if QUICK else "24G"
-    rr = {}
-    an24 = Analyzer(rrdb_path, device=ORT_DEVICE, max_memory=limit)
-    t = time.perf_counter()
-    r24 = an24.run(big, window=big_window, fold=FOLD)
-    rr["limited"] = {"seconds": time.perf_counter() - t, "limit": limit, "di": r24.di, "batch": r24.batch_size,
-                     "crop": r24.extra["crop"], "memory": r24.extra["memory"], "warnings": r24.warnings,
-                     "provider": r24.provider}
-    print(json.dumps(rr["limited"]), flush=True)
-    if os.environ.get("GPU_CHECK_FULL", "1") == "1":
-        an_full = Analyzer(rrdb_path, device=ORT_DEVICE, batch_size=1)
-        t = time.perf_counter()
-        rfull = an_full.run(big, window=big_window, fold=FOLD, crop=False)
-        rr["whole_image"] = {"seconds": time.perf_counter() - t, "di": rfull.di, "memory": rfull.extra["memory"]}
-        rr["max_abs_M_diff_crop_vs_whole"] = float(np.abs(r24.attribution - rfull.attribution).max())
-        rr["di_diff_crop_vs_whole"] = abs(r24.di - rfull.di)
-        print(json.dumps(rr), flush=True)
-    report["rrdbnet_512"] = rr
+    #    within 24 GiB of device memory (see scripts/gpu_memory_check.py for one that must crop).
+    report["rrdbnet_512"] = rrdbnet_under_limit(out, ORT_DEVICE, 64 if QUICK else 512, FOLD, "3G" if QUICK else "24G",
+                                                blocks=2 if QUICK else 23)
     (out / "gpu_results.json").write_text(json.dumps(report, indent=2))
-    rrdb_path.unlink()
 
 
 if __name__ == "__main__":
