@@ -272,7 +272,7 @@ class Analyzer:
             else:
                 def need(b: int) -> int:  # a step of b images, or the check of a new program if more
                     run = self._extra(b, h, w, windows) + footprint.peak(b, h * w)
-                    return int(base + memory.HEADROOM * max(run, footprint.check))
+                    return int(base + memory.margin(max(run, footprint.check)))
 
                 batch = max((b for b in range(1, cap + 1) if need(b) <= self.budget()), default=0)
                 self._plans[key] = Plan(batch, need(max(batch, 1)), footprint, base)
@@ -291,12 +291,12 @@ class Analyzer:
                              f"{limit}, and its input size is fixed, so it cannot be cropped: raise --max-memory")
         s = self.scale
         boxes = [(win.x, win.y, win.size) for win in wins]
-        available = (self.budget() - plan.base) / memory.HEADROOM - self._extra(1, h, w, windows)
+        available = memory.room(self.budget() - plan.base) - self._extra(1, h, w, windows)
         rf = self.receptive_field
         period = rf.period if rf.period is not None else (1, 1)
         if plan.footprint.check > available:
             raise InputError(f"checking a new gradient program of {self.model_path} needs about "
-                             f"{memory.format_size(plan.footprint.check * memory.HEADROOM + plan.base)}, over "
+                             f"{memory.format_size(memory.margin(plan.footprint.check) + plan.base)}, over "
                              f"the memory limit {limit}: raise --max-memory")
         wt, wl, wb, wr = windows_box(boxes, s, lr_size)
         box = memory_crop(inside, (wt, wl, wb, wr), plan.footprint.max_pixels(available), period, CROP_STEP)

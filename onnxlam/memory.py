@@ -39,7 +39,8 @@ import numpy as np
 from .errors import InputError
 
 SAFE_FRACTION = 0.7   # of available memory, for the default budget
-HEADROOM = 1.1        # predictions are multiplied by this before they are compared with the budget
+HEADROOM = 1.1        # a program's measured needs are multiplied by this before they meet the budget
+SLACK = 64 << 20      # and this is added: what the process allocates besides (building programs, Python)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10 ** 6,
           "mib": 1 << 20, "g": 1 << 30, "gb": 10 ** 9, "gib": 1 << 30, "t": 1 << 40, "tb": 10 ** 12,
           "tib": 1 << 40}
@@ -58,6 +59,16 @@ def parse_size(text: str | int | float) -> int:
     if not value > 0:
         raise InputError(f"--max-memory must be positive; got {text!r}")
     return int(value)
+
+
+def margin(nbytes: float) -> float:
+    """What measured program needs of `nbytes` count for against the budget (HEADROOM, SLACK)."""
+    return HEADROOM * nbytes + SLACK
+
+
+def room(nbytes: float) -> float:
+    """The measured program needs that `nbytes` of budget holds: the inverse of `margin`."""
+    return (nbytes - SLACK) / HEADROOM
 
 
 def format_size(n: float) -> str:
