@@ -4,9 +4,9 @@
     >>> result = onnxlam.analyze("model.onnx", "photo.png", window=(120, 80))
     >>> result.di, result.attribution.shape
 """
-from ._version import __version__
-from .analysis import Analyzer, Completeness, LamResult, Window, analyze
-from .errors import InputError, NumericalError, OnnxlamError
+from onnxlam._version import __version__
+from onnxlam.analysis import Analyzer, Completeness, LamResult, Window, analyze
+from onnxlam.errors import InputError, NumericalError, OnnxlamError
 
 __all__ = ["__version__", "analyze", "Analyzer", "LamResult", "Window", "Completeness",
            "OnnxlamError", "InputError", "NumericalError"]

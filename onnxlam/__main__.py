@@ -1,3 +1,3 @@
-from .cli import main
+from onnxlam.cli import main
 
 main()

@@ -14,20 +14,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import image as images
-from .detector import MASK, append_detector, window_mask
-from .errors import InputError, NumericalError
-from .integration import integrate
-from .metrics import abs_normalise, diffusion_index, gini, range_statistics
-from .model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
-from .paths import PATHS, make_path
-from . import memory
-from .cache import ProgramCache, RecordCache
-from .cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box
-from .gradcheck import FD_TOLERANCE
-from .program import FORMAT, GradientProgram, build_program, check_size, infer_scale, load_program
-from .receptive_field import ReceptiveField, receptive_field
-from .runtime import Session, create_session, resolve_device
+from onnxlam import image as images
+from onnxlam.detector import MASK, append_detector, window_mask
+from onnxlam.errors import InputError, NumericalError
+from onnxlam.integration import integrate
+from onnxlam.metrics import abs_normalise, diffusion_index, gini, range_statistics
+from onnxlam.model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
+from onnxlam.paths import PATHS, make_path
+from onnxlam import memory
+from onnxlam.cache import ProgramCache, RecordCache
+from onnxlam.cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box
+from onnxlam.gradcheck import FD_TOLERANCE
+from onnxlam.program import FORMAT, GradientProgram, build_program, check_size, infer_scale, load_program
+from onnxlam.receptive_field import ReceptiveField, receptive_field
+from onnxlam.runtime import Session, create_session, resolve_device
 
 MAX_AUTO_BATCH = {"cpu": 10, "cuda": 25}  # beyond these a batch gains nothing measurable (BENCHMARKS.md)
 CROP_STEP = 16  # memory crops' sides are multiples of this (and of the model's period): a few MB more or
@@ -216,7 +216,7 @@ class Analyzer:
         if key not in self._footprints:
             import onnxruntime
 
-            from ._version import __version__
+            from onnxlam._version import __version__
 
             device = self.run_device
             slug = (f"{self.info.sha256[:32]}-k{windows}-{device}-{'_'.join(f'{a}x{b}' for a, b in sizes)}"

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import InputError, OnnxlamError
+from onnxlam.errors import InputError, OnnxlamError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Local Attribution Maps (LAM) for super-resolution networks in ONNX.")
@@ -72,7 +72,7 @@ def handled(command):
 
 
 def _resolve_model(model: str) -> str:
-    from .collection import resolve
+    from onnxlam.collection import resolve
 
     return str(resolve(model))
 
@@ -108,7 +108,7 @@ def _summary(result, folder: Path | None) -> Table:
         rows.append(("crop", f"LR rows {t}–{b - 1}, cols {l}–{r - 1} ({how})"))
     mem = result.extra.get("memory") or {}
     if mem.get("measured_peak"):
-        from .memory import format_size
+        from onnxlam.memory import format_size
 
         limit = f" of {format_size(mem['limit'])}" if mem.get("limit") else ""
         rows.append(("memory", f"peak {format_size(mem['measured_peak'])}{limit} ({mem['counts']})"))
@@ -123,8 +123,8 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
             fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
             bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool,
             crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None):
-    from .analysis import Analyzer
-    from .outputs import check_out_dir, window_folder, write_results
+    from onnxlam.analysis import Analyzer
+    from onnxlam.outputs import check_out_dir, window_folder, write_results
 
     if not windows:
         raise InputError("no window given; pass --window X Y (repeatable)")
@@ -197,8 +197,8 @@ def export(model: str = typer.Argument(..., help="ONNX model file or collection 
            device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
            debug: bool = DEBUG):
     """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
-    from .model import open_model
-    from .program import build_program
+    from onnxlam.model import open_model
+    from onnxlam.program import build_program
 
     if batch < 1 or min(size) < 1:
         raise InputError("--batch and --size must be positive")
@@ -222,8 +222,8 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
             as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
             debug: bool = DEBUG):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
-    from .analysis import Analyzer
-    from .program import ungradable_ops
+    from onnxlam.analysis import Analyzer
+    from onnxlam.program import ungradable_ops
 
     analyzer = Analyzer(_resolve_model(model), device="cpu", check_ops=False)
     info = analyzer.info
@@ -278,9 +278,9 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
           max_memory: Optional[str] = MAX_MEMORY,
           debug: bool = DEBUG):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
-    from .analysis import Analyzer
-    from .outputs import check_out_dir
-    from .sweep import run_sweep, write_sweep
+    from onnxlam.analysis import Analyzer
+    from onnxlam.outputs import check_out_dir
+    from onnxlam.sweep import run_sweep, write_sweep
 
     check_out_dir(out_dir)
     analyzer = Analyzer(_resolve_model(model), device=device, value_range=value_range, bgr=bgr,
@@ -310,7 +310,7 @@ def import_ncnn(param: Path = typer.Argument(..., help="ncnn .param file."),
     """Convert an ncnn model to ONNX with standard ops (fp16 weights become float32)."""
     import onnx
 
-    from .ncnn import convert
+    from onnxlam.ncnn import convert
 
     for f in (param, weights):
         if not f.is_file():
@@ -341,7 +341,7 @@ def import_ncnn(param: Path = typer.Argument(..., help="ncnn .param file."),
 @handled
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."), debug: bool = DEBUG):
     """List the bundled collection of pretrained models (usable by name wherever a model is expected)."""
-    from .collection import list_models
+    from onnxlam.collection import list_models
 
     entries = list_models()
     if as_json:
@@ -397,7 +397,7 @@ def main() -> None:
     app(args=repeatable_windows(sys.argv[1:]), prog_name="onnxlam")
 
 
-from . import report_cli  # noqa: E402,F401  (registers report/check/compare)
+from onnxlam import report_cli  # noqa: E402,F401  (registers report/check/compare)
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import pictures
-from .analysis import LamResult
-from .errors import InputError
+from onnxlam import pictures
+from onnxlam.analysis import LamResult
+from onnxlam.errors import InputError
 
 COLUMNS = ("HR + window", "LAM", "LAM blend", "KDE blend", "SR window")
 _WHITE = (255, 255, 255)

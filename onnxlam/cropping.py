@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .paths import PathSteps
-from .receptive_field import ReceptiveField, crop_box
+from onnxlam.paths import PathSteps
+from onnxlam.receptive_field import ReceptiveField, crop_box
 
 WORTH_IT = 0.75  # crop only when it saves at least a quarter of the pixels (a new program costs)
 

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import InputError
-from .model import OUTPUT
+from onnxlam.errors import InputError
+from onnxlam.model import OUTPUT
 
 MASK = "lam_mask"
 OBJECTIVE = "lam_objective"

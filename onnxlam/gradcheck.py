@@ -25,10 +25,10 @@ import onnx
 import onnx_ad
 from onnx import TensorProto, helper
 
-from .detector import MASK, OBJECTIVE
-from .errors import NumericalError
-from .model import INPUT
-from .runtime import create_session
+from onnxlam.detector import MASK, OBJECTIVE
+from onnxlam.errors import NumericalError
+from onnxlam.model import INPUT
+from onnxlam.runtime import create_session
 
 SEED = "adj_" + OBJECTIVE          # the program's seed input (onnx-ad's naming)
 GRADIENT = "adj_" + INPUT          # the program's gradient output

@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import NumericalError
-from .paths import PathSteps
-from .program import GradientProgram
+from onnxlam.errors import NumericalError
+from onnxlam.paths import PathSteps
+from onnxlam.program import GradientProgram
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from onnxlam.errors import InputError
 
 SAFE_FRACTION = 0.7   # of available memory, for the default budget
 HEADROOM = 1.1        # a program's measured needs are multiplied by this before they meet the budget
@@ -350,9 +350,9 @@ def probe(program, device: str, check: bool = False) -> Probe:
 
 def _child(path: str, device: str, check: bool) -> dict:
     """The probe's child process: load, create the session, run twice, report what each step cost."""
-    from .gradcheck import check_gradient
-    from .program import load_program
-    from .runtime import cuda_available
+    from onnxlam.gradcheck import check_gradient
+    from onnxlam.program import load_program
+    from onnxlam.runtime import cuda_available
 
     if device == "cuda":
         cuda_available()  # the CUDA context exists before the first reading

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_ad.expand import fold_constants
 
-from .errors import InputError
+from onnxlam.errors import InputError
 
 INPUT = "lam_input"
 OUTPUT = "lam_sr"

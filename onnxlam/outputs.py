@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import pictures
-from .analysis import LamResult
-from .errors import InputError
+from onnxlam import pictures
+from onnxlam.analysis import LamResult
+from onnxlam.errors import InputError
 
 PICTURES = ("sr.png", "window.png", "lam.png", "lam_blend.png", "kde_blend.png", "panel.png")
 

@@ -18,14 +18,14 @@ import numpy as np
 import onnx
 import onnx_ad
 
-from ._version import __version__ as onnxlam_version
-from .cache import ProgramCache
-from .detector import MASK, OBJECTIVE, append_detector
-from .errors import InputError, NumericalError, OnnxlamError
-from .model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
-from .gradcheck import FD_TOLERANCE, check_gradient
-from .rewrite import make_differentiable, speed_up
-from .runtime import Session, create_session
+from onnxlam._version import __version__ as onnxlam_version
+from onnxlam.cache import ProgramCache
+from onnxlam.detector import MASK, OBJECTIVE, append_detector
+from onnxlam.errors import InputError, NumericalError, OnnxlamError
+from onnxlam.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
+from onnxlam.gradcheck import FD_TOLERANCE, check_gradient
+from onnxlam.rewrite import make_differentiable, speed_up
+from onnxlam.runtime import Session, create_session
 
 FORMAT = "2"
 CHECK_SIDE = 64  # gradient checks run on programs of at most this many LR pixels a side (see _verify)

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 from urllib.parse import quote
 
-from ._version import __version__
-from .errors import InputError, OnnxlamError
-from .outputs import replace_dir
+from onnxlam._version import __version__
+from onnxlam.errors import InputError, OnnxlamError
+from onnxlam.outputs import replace_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every case
@@ -77,7 +77,7 @@ class LamOptions:
 
     def validate(self) -> None:
         """InputError for options no case could run with (checked before any case starts)."""
-        from .paths import PATHS
+        from onnxlam.paths import PATHS
 
         if self.path not in PATHS:
             raise InputError(f"unknown path {self.path!r}; choose one of {', '.join(PATHS)}")
@@ -98,7 +98,7 @@ class LamOptions:
         if self.context is not None and self.context < 0:
             raise InputError(f"--context must be ≥ 0; got {self.context}")
         if self.max_memory is not None:
-            from .memory import parse_size
+            from onnxlam.memory import parse_size
 
             parse_size(self.max_memory)
 
@@ -656,7 +656,7 @@ def check_out(out: Path) -> None:
 def _default_resolver(model: str) -> str:
     """The model's file: a path as is, a collection name through the collection (InputError if neither)."""
     try:
-        from .collection import resolve
+        from onnxlam.collection import resolve
     except ImportError:  # the collection is optional in a partial install
         return model
     return str(resolve(model))
@@ -733,7 +733,7 @@ class ModelSession:
 
     def run_windows(self, image: str, cases: Sequence[Case], options: LamOptions, progress=None):
         """`Analyzer.run_windows` of the cases' windows (each with its own size) on one image."""
-        from .analysis import Window
+        from onnxlam.analysis import Window
 
         windows = [Window(c.x, c.y, c.size) for c in cases]
         return self.analyzer.run_windows(image, windows, progress=progress, **options.run_arguments())
@@ -753,7 +753,7 @@ class _Analyzers:
 
     def get(self, model: str) -> ModelSession:
         if model != self.model:
-            from .analysis import Analyzer
+            from onnxlam.analysis import Analyzer
 
             self.close()
             self.model = model
@@ -816,7 +816,7 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
                  compute) -> CaseRow:
     """Write the case's folder from `compute()` (its LamResult) and return its row; a failure of either
     is recorded in the case's folder (error.json) and row instead."""
-    from .outputs import write_result
+    from onnxlam.outputs import write_result
 
     case, target = row.case, out / row.folder
     start = time.perf_counter()

@@ -19,10 +19,10 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
+from onnxlam.cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
                   VALUE_RANGE, _resolve_model, app, err, handled, out)
-from .errors import InputError
-from .report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
+from onnxlam.errors import InputError
+from onnxlam.report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
                      parse_window, plan_cases, run_report)
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -253,8 +253,8 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
 
     With --baseline the cases and their lam options come from the baseline's results.json.
     """
-    from .gate import GateCase, check_cases, load_baseline, validate_limits
-    from .memory import parse_size
+    from onnxlam.gate import GateCase, check_cases, load_baseline, validate_limits
+    from onnxlam.memory import parse_size
 
     validate_limits(min_di, max_di, tolerance)
     if max_memory is not None:
@@ -311,7 +311,7 @@ def _check_picture_path(output: Path) -> None:
 
 def _save_picture(picture, output: Path) -> None:
     """Write the picture through a temporary sibling and a rename: never half a file."""
-    from .pictures import save
+    from onnxlam.pictures import save
 
     fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=output.suffix)
     os.close(fd)
@@ -334,8 +334,8 @@ def _analyse_all(models: List[str], image: str, window: tuple[int, int], size: i
 
     With `same_scale`, models of different scales are refused before anything runs.
     """
-    from .analysis import Analyzer
-    from .memory import parse_size
+    from onnxlam.analysis import Analyzer
+    from onnxlam.memory import parse_size
 
     if max_memory is not None:
         parse_size(max_memory)  # before any model is loaded
@@ -389,7 +389,7 @@ def compare(models: List[str] = typer.Argument(..., help="Models (files or colle
             debug: bool = DEBUG):
     """The paper's comparison figure: one row per model (HR + window, LAM, LAM blend, KDE blend, SR
     window), DI annotated, as one picture."""
-    from .compare import comparison_figure
+    from onnxlam.compare import comparison_figure
 
     _check_picture_path(output)
     names = list(name) if name else [Path(m).stem for m in models]
@@ -430,7 +430,7 @@ def diff(model_a: str = typer.Argument(..., help="Model A (file or collection na
     a pixel, blue where B does, white where they agree."""
     import numpy as np
 
-    from .compare import difference_picture, kde_difference
+    from onnxlam.compare import difference_picture, kde_difference
 
     _check_picture_path(output)
     results = _analyse_all([model_a, model_b], image, window, size, lr, path, sigma, fold, kernel_size,

@@ -11,9 +11,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import pictures
-from .analysis import Analyzer, Window
-from .errors import InputError
+from onnxlam import pictures
+from onnxlam.analysis import Analyzer, Window
+from onnxlam.errors import InputError
 
 
 @dataclass(frozen=True)
