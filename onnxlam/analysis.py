@@ -14,13 +14,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from onnxlam import image as images
+from onnxlam.lam import image as images
 from onnxlam.detector import MASK, append_detector, window_mask
 from onnxlam.errors import InputError, NumericalError
-from onnxlam.integration import integrate
-from onnxlam.metrics import abs_normalise, diffusion_index, gini, range_statistics
+from onnxlam.lam.integration import integrate
+from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini, range_statistics
 from onnxlam.model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
-from onnxlam.paths import PATHS, make_path
+from onnxlam.lam.paths import PATHS, make_path
 from onnxlam import memory
 from onnxlam.cache import ProgramCache, RecordCache
 from onnxlam.cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxlam.paths import PathSteps
+from onnxlam.lam.paths import PathSteps
 from onnxlam.receptive_field import ReceptiveField, crop_box
 
 WORTH_IT = 0.75  # crop only when it saves at least a quarter of the pixels (a new program costs)

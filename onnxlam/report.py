@@ -77,7 +77,7 @@ class LamOptions:
 
     def validate(self) -> None:
         """InputError for options no case could run with (checked before any case starts)."""
-        from onnxlam.paths import PATHS
+        from onnxlam.lam.paths import PATHS
 
         if self.path not in PATHS:
             raise InputError(f"unknown path {self.path!r}; choose one of {', '.join(PATHS)}")

@@ -41,9 +41,9 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
     from torch_lam import EDSRBaseline, demo_loop
 
     from onnxlam.detector import window_mask
-    from onnxlam.image import prepare_lr, read_image
-    from onnxlam.metrics import abs_normalise, diffusion_index
-    from onnxlam.paths import make_path
+    from onnxlam.lam.image import prepare_lr, read_image
+    from onnxlam.lam.metrics import abs_normalise, diffusion_index
+    from onnxlam.lam.paths import make_path
 
     torch.set_num_threads(os.cpu_count() or 1)
     net = EDSRBaseline()
@@ -74,7 +74,7 @@ def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
     """The forward pass alone over the same path images and batches onnxlam uses."""
     from onnxlam.analysis import Analyzer
     from onnxlam.model import INPUT
-    from onnxlam.paths import make_path
+    from onnxlam.lam.paths import make_path
     from onnxlam.runtime import create_session
 
     analyzer = Analyzer(Path(model_dir) / "edsr.onnx", device="cpu")

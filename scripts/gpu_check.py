@@ -19,7 +19,7 @@ import torch
 
 from onnxlam.analysis import Analyzer
 from onnxlam.detector import window_mask
-from onnxlam.paths import make_path
+from onnxlam.lam.paths import make_path
 from onnxlam.runtime import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,7 +95,7 @@ def main(out_dir: str) -> None:
         return demo_loop(net, steps.images, steps.derivatives, mask, TORCH_DEVICE)
 
     A_ref, t_ref, ts_ref = timed(reference, repeat=1 if QUICK else 3)
-    from onnxlam.metrics import abs_normalise, diffusion_index
+    from onnxlam.lam.metrics import abs_normalise, diffusion_index
     M_ref = abs_normalise(A_ref)
     best = min(v["median_s"] for k, v in results.items() if k.startswith("onnxlam_cuda"))
     res_gpu = Analyzer(onnx_path, device=ORT_DEVICE, batch_size=10).run(hr, window=window, fold=FOLD)

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from onnxlam.errors import NumericalError
-from onnxlam.paths import PathSteps
+from onnxlam.lam.paths import PathSteps
 from onnxlam.program import GradientProgram
 
 
