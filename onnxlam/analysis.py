@@ -15,18 +15,18 @@ from typing import Callable, Sequence
 import numpy as np
 
 from onnxlam.lam import image as images
-from onnxlam.detector import MASK, append_detector, window_mask
+from onnxlam.graph.detector import MASK, append_detector, window_mask
 from onnxlam.errors import InputError, NumericalError
 from onnxlam.lam.integration import integrate
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini, range_statistics
-from onnxlam.model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
+from onnxlam.graph.model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
 from onnxlam.lam.paths import PATHS, make_path
 from onnxlam import memory
 from onnxlam.cache import ProgramCache, RecordCache
 from onnxlam.cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box
-from onnxlam.gradcheck import FD_TOLERANCE
+from onnxlam.graph.gradcheck import FD_TOLERANCE
 from onnxlam.program import FORMAT, GradientProgram, build_program, check_size, infer_scale, load_program
-from onnxlam.receptive_field import ReceptiveField, receptive_field
+from onnxlam.graph.receptive_field import ReceptiveField, receptive_field
 from onnxlam.runtime import Session, create_session, resolve_device
 
 MAX_AUTO_BATCH = {"cpu": 10, "cuda": 25}  # beyond these a batch gains nothing measurable (BENCHMARKS.md)

@@ -197,7 +197,7 @@ def export(model: str = typer.Argument(..., help="ONNX model file or collection 
            device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
            debug: bool = DEBUG):
     """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
-    from onnxlam.model import open_model
+    from onnxlam.graph.model import open_model
     from onnxlam.program import build_program
 
     if batch < 1 or min(size) < 1:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxlam.lam.paths import PathSteps
-from onnxlam.receptive_field import ReceptiveField, crop_box
+from onnxlam.graph.receptive_field import ReceptiveField, crop_box
 
 WORTH_IT = 0.75  # crop only when it saves at least a quarter of the pixels (a new program costs)
 

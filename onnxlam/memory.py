@@ -350,7 +350,7 @@ def probe(program, device: str, check: bool = False) -> Probe:
 
 def _child(path: str, device: str, check: bool) -> dict:
     """The probe's child process: load, create the session, run twice, report what each step cost."""
-    from onnxlam.gradcheck import check_gradient
+    from onnxlam.graph.gradcheck import check_gradient
     from onnxlam.program import load_program
     from onnxlam.runtime import cuda_available
 

@@ -20,11 +20,11 @@ import onnx_ad
 
 from onnxlam._version import __version__ as onnxlam_version
 from onnxlam.cache import ProgramCache
-from onnxlam.detector import MASK, OBJECTIVE, append_detector
+from onnxlam.graph.detector import MASK, OBJECTIVE, append_detector
 from onnxlam.errors import InputError, NumericalError, OnnxlamError
-from onnxlam.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
-from onnxlam.gradcheck import FD_TOLERANCE, check_gradient
-from onnxlam.rewrite import make_differentiable, speed_up
+from onnxlam.graph.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
+from onnxlam.graph.gradcheck import FD_TOLERANCE, check_gradient
+from onnxlam.graph.rewrite import make_differentiable, speed_up
 from onnxlam.runtime import Session, create_session
 
 FORMAT = "2"
@@ -98,7 +98,7 @@ class GradientProgram:
                 "onnxlam.windows": str(k.windows),
                 "onnxlam.output_shape": f"{k.batch},{k.channels},{H},{W}", "onnxlam.scale": str(self.scale),
                 "onnxlam.value_range": f"{k.value_range:g}", "onnxlam.channel_order": k.channel_order,
-                "onnxlam.detector": DETECTOR,
+                "onnxlam.graph.detector": DETECTOR,
                 "onnxlam.fd_relative_error": "" if self.fd_error is None else f"{self.fd_error:.3e}"}
 
     def save(self, path: str | Path) -> None:

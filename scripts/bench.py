@@ -40,7 +40,7 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from torch_lam import EDSRBaseline, demo_loop
 
-    from onnxlam.detector import window_mask
+    from onnxlam.graph.detector import window_mask
     from onnxlam.lam.image import prepare_lr, read_image
     from onnxlam.lam.metrics import abs_normalise, diffusion_index
     from onnxlam.lam.paths import make_path
@@ -73,7 +73,7 @@ def worker_lam(model: str, hr: str, out: str, *window_coords: int) -> dict:
 def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
     """The forward pass alone over the same path images and batches onnxlam uses."""
     from onnxlam.analysis import Analyzer
-    from onnxlam.model import INPUT
+    from onnxlam.graph.model import INPUT
     from onnxlam.lam.paths import make_path
     from onnxlam.runtime import create_session
 
@@ -89,7 +89,7 @@ def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
 def worker_ratio(model_dir: str, batch: int, size: int) -> dict:
     """Gradient program against the forward pass on the same batch, in one process (medians of 7)."""
     from onnxlam.analysis import Analyzer
-    from onnxlam.model import INPUT, fix_input_shape
+    from onnxlam.graph.model import INPUT, fix_input_shape
     from onnxlam.runtime import create_session
 
     analyzer = Analyzer(Path(model_dir) / "edsr.onnx", device="cpu", batch_size=batch)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import torch
 
 from onnxlam.analysis import Analyzer
-from onnxlam.detector import window_mask
+from onnxlam.graph.detector import window_mask
 from onnxlam.lam.paths import make_path
 from onnxlam.runtime import cuda_available
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import onnxlam  # noqa: E402
 from onnxlam import collection  # noqa: E402
-from onnxlam.model import file_sha256  # noqa: E402
+from onnxlam.graph.model import file_sha256  # noqa: E402
 
 DATA = REPO / "onnxlam" / "data"
 README = REPO / "exported_models" / "README.md"

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxlam.detector import MASK
-from onnxlam.model import INPUT, open_model
+from onnxlam.graph.detector import MASK
+from onnxlam.graph.model import INPUT, open_model
 from onnxlam.program import SEED, build_program
 from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
 

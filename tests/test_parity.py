@@ -28,7 +28,7 @@ import torch_reference as ref
 
 onnxlam = pytest.importorskip("onnxlam")
 from onnxlam import program as lam_program  # noqa: E402
-from onnxlam.detector import window_mask as engine_window_mask  # noqa: E402
+from onnxlam.graph.detector import window_mask as engine_window_mask  # noqa: E402
 
 LR = arch.LR_SIZE
 

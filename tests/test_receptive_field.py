@@ -1,4 +1,4 @@
-"""Static receptive field (onnxlam.receptive_field) against empirical dependence.
+"""Static receptive field (onnxlam.graph.receptive_field) against empirical dependence.
 
 References are independent of the analysis: for each small seeded PyTorch model, the exact set of
 LR pixels an SR pixel depends on is the support of the float64 autograd gradient of that pixel
@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from onnxlam.receptive_field import (analyse_file, crop_box, dependence_box, prepare,
+from onnxlam.graph.receptive_field import (analyse_file, crop_box, dependence_box, prepare,
                                      receptive_field)
 from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
@@ -409,7 +409,7 @@ def test_detector_gradient_vanishes_outside_the_cone(name, exported):
 
 
 def test_crop_box_arithmetic():
-    from onnxlam.receptive_field import ReceptiveField
+    from onnxlam.graph.receptive_field import ReceptiveField
     from fractions import Fraction as Fr
 
     rf = ReceptiveField(False, (3, 2, 1, 4), "", (Fr(4), Fr(4)), (1, 1))

@@ -8,9 +8,9 @@ import onnx
 import pytest
 
 import onnxlam.program as program_module
-from onnxlam.model import open_model
+from onnxlam.graph.model import open_model
 from onnxlam.program import GradientProgram, gradient_graph, program_key
-from onnxlam.rewrite import _shapes
+from onnxlam.graph.rewrite import _shapes
 
 
 def _both(path, batch, size, windows, monkeypatch):
@@ -54,7 +54,7 @@ def test_prune_keeps_subgraph_inputs():
     """A value read only inside an If branch must survive pruning."""
     from onnx import TensorProto, helper
 
-    from onnxlam.rewrite import prune
+    from onnxlam.graph.rewrite import prune
 
     then = helper.make_graph([helper.make_node("Identity", ["hidden"], ["t"])], "then", [],
                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])])

@@ -13,7 +13,8 @@ import architectures as arch
 import torch_reference as ref
 
 onnxlam = pytest.importorskip("onnxlam")
-from onnxlam import detector, program  # noqa: E402
+from onnxlam import program  # noqa: E402
+from onnxlam.graph import detector  # noqa: E402
 from onnxlam.lam import image  # noqa: E402
 from onnxlam.lam import metrics  # noqa: E402
 from onnxlam.lam import paths  # noqa: E402

@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxlam.errors import InputError
-from onnxlam.model import OUTPUT
+from onnxlam.graph.model import OUTPUT
 
 MASK = "lam_mask"
 OBJECTIVE = "lam_objective"

@@ -25,9 +25,9 @@ import onnx
 import onnx_ad
 from onnx import TensorProto, helper
 
-from onnxlam.detector import MASK, OBJECTIVE
+from onnxlam.graph.detector import MASK, OBJECTIVE
 from onnxlam.errors import NumericalError
-from onnxlam.model import INPUT
+from onnxlam.graph.model import INPUT
 from onnxlam.runtime import create_session
 
 SEED = "adj_" + OBJECTIVE          # the program's seed input (onnx-ad's naming)
