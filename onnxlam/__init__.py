@@ -5,7 +5,7 @@
     >>> result.di, result.attribution.shape
 """
 from onnxlam._version import __version__
-from onnxlam.analysis import Analyzer, Completeness, LamResult, Window, analyze
+from onnxlam.engine.analyzer import Analyzer, Completeness, LamResult, Window, analyze
 from onnxlam.errors import InputError, NumericalError, OnnxlamError
 
 __all__ = ["__version__", "analyze", "Analyzer", "LamResult", "Window", "Completeness",

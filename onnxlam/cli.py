@@ -108,7 +108,7 @@ def _summary(result, folder: Path | None) -> Table:
         rows.append(("crop", f"LR rows {t}–{b - 1}, cols {l}–{r - 1} ({how})"))
     mem = result.extra.get("memory") or {}
     if mem.get("measured_peak"):
-        from onnxlam.memory import format_size
+        from onnxlam.engine.memory import format_size
 
         limit = f" of {format_size(mem['limit'])}" if mem.get("limit") else ""
         rows.append(("memory", f"peak {format_size(mem['measured_peak'])}{limit} ({mem['counts']})"))
@@ -123,7 +123,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
             fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
             bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool,
             crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None):
-    from onnxlam.analysis import Analyzer
+    from onnxlam.engine.analyzer import Analyzer
     from onnxlam.outputs import check_out_dir, window_folder, write_results
 
     if not windows:
@@ -198,7 +198,7 @@ def export(model: str = typer.Argument(..., help="ONNX model file or collection 
            debug: bool = DEBUG):
     """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
     from onnxlam.graph.model import open_model
-    from onnxlam.program import build_program
+    from onnxlam.engine.program import build_program
 
     if batch < 1 or min(size) < 1:
         raise InputError("--batch and --size must be positive")
@@ -222,8 +222,8 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
             as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
             debug: bool = DEBUG):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
-    from onnxlam.analysis import Analyzer
-    from onnxlam.program import ungradable_ops
+    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.engine.program import ungradable_ops
 
     analyzer = Analyzer(_resolve_model(model), device="cpu", check_ops=False)
     info = analyzer.info
@@ -278,7 +278,7 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
           max_memory: Optional[str] = MAX_MEMORY,
           debug: bool = DEBUG):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
-    from onnxlam.analysis import Analyzer
+    from onnxlam.engine.analyzer import Analyzer
     from onnxlam.outputs import check_out_dir
     from onnxlam.sweep import run_sweep, write_sweep
 

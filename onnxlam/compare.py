@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from onnxlam import pictures
-from onnxlam.analysis import LamResult
+from onnxlam.engine.analyzer import LamResult
 from onnxlam.errors import InputError
 
 COLUMNS = ("HR + window", "LAM", "LAM blend", "KDE blend", "SR window")

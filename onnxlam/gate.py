@@ -68,7 +68,7 @@ class GradientCheck:
 
     @property
     def passed(self) -> bool:
-        from onnxlam.program import FD_TOLERANCE
+        from onnxlam.engine.program import FD_TOLERANCE
 
         return not self.error and self.fd_error is not None and self.fd_error <= FD_TOLERANCE
 
@@ -172,7 +172,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
     """
     validate_limits(min_di, max_di, tolerance)
     if max_memory is not None:
-        from onnxlam.memory import parse_size
+        from onnxlam.engine.memory import parse_size
 
         parse_size(max_memory)  # an InputError here, not one "error" violation per case
     resolve_model = resolve_model or _resolve
@@ -188,7 +188,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
         key = (case.model, o.value_range, o.bgr)
         try:
             if key not in analyzers:
-                from onnxlam.analysis import Analyzer
+                from onnxlam.engine.analyzer import Analyzer
 
                 analyzers.clear()  # one model in memory at a time
                 analyzers[key] = ModelSession(Analyzer(resolve_model(case.model), device=device,
@@ -210,7 +210,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
         violations += _case_violations(check, min_di, max_di, tolerance)
     for g in gradients:
         if not g.passed:
-            from onnxlam.program import FD_TOLERANCE
+            from onnxlam.engine.program import FD_TOLERANCE
 
             detail = g.error or f"finite-difference relative error {g.fd_error:.2e} > {FD_TOLERANCE:.0e}"
             violations.append(Violation("gradient", f"{g.model} at LR {g.width}×{g.height}", detail))
@@ -236,7 +236,7 @@ def _case_violations(check: CaseCheck, min_di: float | None, max_di: float | Non
 
 def gradient_check(analyzer, model: str, height: int, width: int, fold: int, device: str) -> GradientCheck:
     """Build (or load) the program for LR height×width and check it against finite differences."""
-    from onnxlam.program import check_batch_independence, check_finite_differences
+    from onnxlam.engine.program import check_batch_independence, check_finite_differences
 
     try:
         program = analyzer.program(height, width, fold)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxlam import pictures
-from onnxlam.analysis import LamResult
+from onnxlam.engine.analyzer import LamResult
 from onnxlam.errors import InputError
 
 PICTURES = ("sr.png", "window.png", "lam.png", "lam_blend.png", "kde_blend.png", "panel.png")

@@ -98,7 +98,7 @@ class LamOptions:
         if self.context is not None and self.context < 0:
             raise InputError(f"--context must be ≥ 0; got {self.context}")
         if self.max_memory is not None:
-            from onnxlam.memory import parse_size
+            from onnxlam.engine.memory import parse_size
 
             parse_size(self.max_memory)
 
@@ -733,7 +733,7 @@ class ModelSession:
 
     def run_windows(self, image: str, cases: Sequence[Case], options: LamOptions, progress=None):
         """`Analyzer.run_windows` of the cases' windows (each with its own size) on one image."""
-        from onnxlam.analysis import Window
+        from onnxlam.engine.analyzer import Window
 
         windows = [Window(c.x, c.y, c.size) for c in cases]
         return self.analyzer.run_windows(image, windows, progress=progress, **options.run_arguments())
@@ -753,7 +753,7 @@ class _Analyzers:
 
     def get(self, model: str) -> ModelSession:
         if model != self.model:
-            from onnxlam.analysis import Analyzer
+            from onnxlam.engine.analyzer import Analyzer
 
             self.close()
             self.model = model

@@ -254,7 +254,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
     With --baseline the cases and their lam options come from the baseline's results.json.
     """
     from onnxlam.gate import GateCase, check_cases, load_baseline, validate_limits
-    from onnxlam.memory import parse_size
+    from onnxlam.engine.memory import parse_size
 
     validate_limits(min_di, max_di, tolerance)
     if max_memory is not None:
@@ -334,8 +334,8 @@ def _analyse_all(models: List[str], image: str, window: tuple[int, int], size: i
 
     With `same_scale`, models of different scales are refused before anything runs.
     """
-    from onnxlam.analysis import Analyzer
-    from onnxlam.memory import parse_size
+    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.engine.memory import parse_size
 
     if max_memory is not None:
         parse_size(max_memory)  # before any model is loaded

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from onnxlam import pictures
-from onnxlam.analysis import Analyzer, Window
+from onnxlam.engine.analyzer import Analyzer, Window
 from onnxlam.errors import InputError
 
 

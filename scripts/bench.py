@@ -59,7 +59,7 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
 
 def worker_lam(model: str, hr: str, out: str, *window_coords: int) -> dict:
     """What `onnxlam lam MODEL HR --window X Y [--window ...] --out OUT --device cpu` does."""
-    from onnxlam.analysis import Analyzer
+    from onnxlam.engine.analyzer import Analyzer
     from onnxlam.outputs import write_results
 
     windows = list(zip(window_coords[::2], window_coords[1::2]))
@@ -72,10 +72,10 @@ def worker_lam(model: str, hr: str, out: str, *window_coords: int) -> dict:
 
 def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
     """The forward pass alone over the same path images and batches onnxlam uses."""
-    from onnxlam.analysis import Analyzer
+    from onnxlam.engine.analyzer import Analyzer
     from onnxlam.graph.model import INPUT
     from onnxlam.lam.paths import make_path
-    from onnxlam.runtime import create_session
+    from onnxlam.engine.runtime import create_session
 
     analyzer = Analyzer(Path(model_dir) / "edsr.onnx", device="cpu")
     lr, _ = analyzer.prepare(hr)
@@ -88,9 +88,9 @@ def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
 
 def worker_ratio(model_dir: str, batch: int, size: int) -> dict:
     """Gradient program against the forward pass on the same batch, in one process (medians of 7)."""
-    from onnxlam.analysis import Analyzer
+    from onnxlam.engine.analyzer import Analyzer
     from onnxlam.graph.model import INPUT, fix_input_shape
-    from onnxlam.runtime import create_session
+    from onnxlam.engine.runtime import create_session
 
     analyzer = Analyzer(Path(model_dir) / "edsr.onnx", device="cpu", batch_size=batch)
     program = analyzer.program(size, size, 50)

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from onnxlam.memory import Footprint, Probe, ProcessPeak, parse_size  # noqa: E402
+from onnxlam.engine.memory import Footprint, Probe, ProcessPeak, parse_size  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ The families are the seeded PyTorch networks of ``tests/architectures.py`` (EDSR
 RRDB-, FSRCNN-, IMDN-like and non-local): each is exported with the TorchScript exporter (dynamic
 batch, height and width) and the dynamo exporter (static shapes: batch 1, the LR size baked in).
 For every file the script prints the op histogram and whether the gradient program that
-``onnxlam.program.build_program`` builds from it equals PyTorch autograd of the reference detector
+``onnxlam.engine.program.build_program`` builds from it equals PyTorch autograd of the reference detector
 (``tests/torch_reference.py``'s ``objective_and_gradient``), per batch element, to a relative error
 of 1e-4. Needs the test extra (torch, onnxscript).
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import architectures as arch  # noqa: E402
 import torch_reference as ref  # noqa: E402
 
-from onnxlam.program import build_program  # noqa: E402
+from onnxlam.engine.program import build_program  # noqa: E402
 
 PHOTO = REPO / "onnxlam" / "data" / "astronaut.png"
 TOLERANCE = 1e-4  # max |g_onnxlam − g_torch| / max |g_torch|, per batch element

@@ -17,10 +17,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from onnxlam.analysis import Analyzer
+from onnxlam.engine.analyzer import Analyzer
 from onnxlam.graph.detector import window_mask
 from onnxlam.lam.paths import make_path
-from onnxlam.runtime import cuda_available
+from onnxlam.engine.runtime import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_memory_check import rrdbnet_under_limit  # noqa: E402

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from onnxlam.analysis import Analyzer
-from onnxlam.runtime import cuda_available
+from onnxlam.engine.analyzer import Analyzer
+from onnxlam.engine.runtime import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from torch_lam import RRDBNet, export  # noqa: E402

@@ -307,7 +307,7 @@ def test_nan_output_is_an_error_not_a_map(tmp_path, hr_image):
 
 
 def test_cuda_without_gpu_is_a_clear_error(models, hr_image, tmp_path):
-    from onnxlam.runtime import cuda_available
+    from onnxlam.engine.runtime import cuda_available
     if cuda_available():
         pytest.skip("this machine has a usable GPU; the error path needs one without")
     r = run_cli("lam", models["x2"], hr_image, "--window", 3, 3, "--device", "cuda", "--out", tmp_path / "o")

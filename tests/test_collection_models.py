@@ -3,7 +3,7 @@
 For each committed model of ``exported_models/`` (and, under ``-m slow``, the fetched
 ``realesrgan-x4plus``, fetched by ``scripts/fetch_models.py`` when missing):
 
-- ``onnxlam.program.build_program(path, batch=2, ...)`` on a small LR size builds a program whose
+- ``onnxlam.engine.program.build_program(path, batch=2, ...)`` on a small LR size builds a program whose
   directional derivative agrees with central finite differences (``fd_error <= FD_TOLERANCE``;
   the build raises otherwise, and the value is asserted too). Batch 2 also runs the engine's
   batch-independence check;
@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from onnxlam import collection
-from onnxlam.program import FD_TOLERANCE, build_program
+from onnxlam.engine.program import FD_TOLERANCE, build_program
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from onnx_models import tiny_sr
 from onnxlam import pictures
-from onnxlam.analysis import Analyzer
+from onnxlam.engine.analyzer import Analyzer
 from onnxlam.compare import (COLUMNS, comparison_figure, difference_picture, kde_difference, row_pictures)
 from onnxlam.errors import InputError
 

@@ -102,7 +102,7 @@ def test_verify_gradients(inputs, monkeypatch):
     g = result.gradients[0]
     assert (g.height, g.width) == (32, 32) and g.fd_error < 1e-2
     # A program that disagrees with finite differences fails the gate.
-    monkeypatch.setattr("onnxlam.program.check_finite_differences", lambda program, device="auto", seed=0: 0.3)
+    monkeypatch.setattr("onnxlam.engine.program.check_finite_differences", lambda program, device="auto", seed=0: 0.3)
     result = gate.check_cases([case], verify_gradients=True)
     assert not result.passed and [v.kind for v in result.violations] == ["gradient"]
     assert "3.00e-01" in result.violations[0].detail
@@ -147,7 +147,7 @@ def test_usage_errors_exit_2(args, needle, inputs, tmp_path):
 def test_max_memory_reaches_every_analyzer(inputs, monkeypatch):
     from typer.testing import CliRunner
 
-    from onnxlam.analysis import Analyzer
+    from onnxlam.engine.analyzer import Analyzer
     from onnxlam.cli import app
     from onnxlam.errors import InputError
 

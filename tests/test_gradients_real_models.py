@@ -35,8 +35,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxlam.graph.detector import MASK
 from onnxlam.graph.model import INPUT, open_model
-from onnxlam.program import SEED, build_program
-from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
+from onnxlam.engine.program import SEED, build_program
+from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "exported_models"

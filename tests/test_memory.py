@@ -20,8 +20,8 @@ from PIL import Image
 
 from clitools import REPO, run_cli
 from onnx_models import tiny_sr
-from onnxlam import memory
-from onnxlam.cropping import memory_crop
+from onnxlam.engine import memory
+from onnxlam.engine.cropping import memory_crop
 from onnxlam.errors import InputError
 
 HR = REPO / "onnxlam" / "data" / "astronaut.png"
@@ -99,7 +99,7 @@ def test_peak_meter_sees_a_temporary_allocation():
 @linux
 def test_probe_measures_what_the_program_needs(tmp_path):
     """The probe (a child process) against this process's own measurement of the same program."""
-    from onnxlam.program import build_program
+    from onnxlam.engine.program import build_program
 
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_sr(2, features=32, seed=3), path)

@@ -21,7 +21,7 @@ from PIL import Image
 from onnxlam import collection
 from onnxlam import ncnn as conv
 from onnxlam.errors import InputError
-from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
+from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "onnxlam" / "data"
 RNG = np.random.default_rng(0)

@@ -10,7 +10,7 @@ same LAM as ``torch_reference.reference_lam`` run on the original PyTorch module
   ~1e-6 of max|A|, measured by running the reference with the model in float64),
 - the objective difference D(F(x)) - D(F(baseline)) to 1e-4 relative.
 
-And ``onnxlam.program.build_program(...).objective_and_gradient`` must equal
+And ``onnxlam.engine.program.build_program(...).objective_and_gradient`` must equal
 ``torch.autograd.grad`` of the reference detector (rel. err <= 1e-4), per batch element.
 
 The blur cases give the engine an HR image (lr=False, prepared per spec §1 by the engine and by
@@ -27,7 +27,7 @@ import architectures as arch
 import torch_reference as ref
 
 onnxlam = pytest.importorskip("onnxlam")
-from onnxlam import program as lam_program  # noqa: E402
+from onnxlam.engine import program as lam_program  # noqa: E402
 from onnxlam.graph.detector import window_mask as engine_window_mask  # noqa: E402
 
 LR = arch.LR_SIZE

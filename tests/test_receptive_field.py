@@ -24,7 +24,7 @@ from onnx import numpy_helper
 
 from onnxlam.graph.receptive_field import (analyse_file, crop_box, dependence_box, prepare,
                                      receptive_field)
-from onnxlam.runtime import serialise  # lowers the IR version to what onnxruntime loads
+from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "exported_models" / "animevideov3-x4.onnx"

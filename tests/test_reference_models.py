@@ -3,7 +3,7 @@
 ``tests/test_parity.py`` runs every path on the five original families; the two families added for
 op coverage (``architectures.NEW_FAMILIES``) are held here to the same standard on the LAM path:
 
-- ``onnxlam.program.build_program(...).objective_and_gradient`` equals ``torch.autograd.grad`` of the
+- ``onnxlam.engine.program.build_program(...).objective_and_gradient`` equals ``torch.autograd.grad`` of the
   reference detector (rel. err <= 1e-4) per batch element: batch 2 (different images and windows)
   for the TorchScript export with dynamic axes, batch 1 for the static dynamo export;
 - ``onnxlam.analyze`` on an HR crop equals ``torch_reference.reference_lam`` for the blur path at
@@ -25,7 +25,7 @@ import architectures as arch
 import torch_reference as ref
 
 onnxlam = pytest.importorskip("onnxlam")
-from onnxlam import program as lam_program  # noqa: E402
+from onnxlam.engine import program as lam_program  # noqa: E402
 
 LR = arch.LR_SIZE
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from onnx_models import tiny_sr
-from onnxlam.analysis import Analyzer, Plan, Window
+from onnxlam.engine.analyzer import Analyzer, Plan, Window
 from onnxlam.errors import InputError
 from onnxlam.report import (CSV_COLUMNS, ConfigValues, ReportListener, WindowSpec, exclusive, load_config,
                             read_windows_file, run_report)

@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-import onnxlam.program as program_module
+import onnxlam.engine.program as program_module
 from onnxlam.graph.model import open_model
-from onnxlam.program import GradientProgram, gradient_graph, program_key
+from onnxlam.engine.program import GradientProgram, gradient_graph, program_key
 from onnxlam.graph.rewrite import _shapes
 
 

@@ -13,7 +13,7 @@ import architectures as arch
 import torch_reference as ref
 
 onnxlam = pytest.importorskip("onnxlam")
-from onnxlam import program  # noqa: E402
+from onnxlam.engine import program  # noqa: E402
 from onnxlam.graph import detector  # noqa: E402
 from onnxlam.lam import image  # noqa: E402
 from onnxlam.lam import metrics  # noqa: E402

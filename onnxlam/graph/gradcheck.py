@@ -28,7 +28,7 @@ from onnx import TensorProto, helper
 from onnxlam.graph.detector import MASK, OBJECTIVE
 from onnxlam.errors import NumericalError
 from onnxlam.graph.model import INPUT
-from onnxlam.runtime import create_session
+from onnxlam.engine.runtime import create_session
 
 SEED = "adj_" + OBJECTIVE          # the program's seed input (onnx-ad's naming)
 GRADIENT = "adj_" + INPUT          # the program's gradient output

@@ -15,7 +15,7 @@ import numpy as np
 
 from onnxlam.errors import NumericalError
 from onnxlam.lam.paths import PathSteps
-from onnxlam.program import GradientProgram
+from onnxlam.engine.program import GradientProgram
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ import onnx
 import onnx_ad
 
 from onnxlam._version import __version__ as onnxlam_version
-from onnxlam.cache import ProgramCache
+from onnxlam.engine.cache import ProgramCache
 from onnxlam.graph.detector import MASK, OBJECTIVE, append_detector
 from onnxlam.errors import InputError, NumericalError, OnnxlamError
 from onnxlam.graph.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
 from onnxlam.graph.gradcheck import FD_TOLERANCE, check_gradient
 from onnxlam.graph.rewrite import make_differentiable, speed_up
-from onnxlam.runtime import Session, create_session
+from onnxlam.engine.runtime import Session, create_session
 
 FORMAT = "2"
 CHECK_SIDE = 64  # gradient checks run on programs of at most this many LR pixels a side (see _verify)

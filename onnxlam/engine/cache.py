@@ -50,7 +50,7 @@ class ProgramCache:
 
     def load(self, key):
         """The cached program for `key`, or None when absent or corrupt (a corrupt entry is removed)."""
-        from onnxlam.program import GradientProgram  # the program module imports this one
+        from onnxlam.engine.program import GradientProgram  # the program module imports this one
 
         model_path, record_path = self._paths(key)
         if not model_path.exists() or not record_path.exists():

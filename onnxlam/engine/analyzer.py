@@ -21,13 +21,13 @@ from onnxlam.lam.integration import integrate
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini, range_statistics
 from onnxlam.graph.model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
 from onnxlam.lam.paths import PATHS, make_path
-from onnxlam import memory
-from onnxlam.cache import ProgramCache, RecordCache
-from onnxlam.cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box
+from onnxlam.engine import memory
+from onnxlam.engine.cache import ProgramCache, RecordCache
+from onnxlam.engine.cropping import Crop, choose_crop, crop_masks, crop_steps, memory_crop, uncrop, windows_box
 from onnxlam.graph.gradcheck import FD_TOLERANCE
-from onnxlam.program import FORMAT, GradientProgram, build_program, check_size, infer_scale, load_program
+from onnxlam.engine.program import FORMAT, GradientProgram, build_program, check_size, infer_scale, load_program
 from onnxlam.graph.receptive_field import ReceptiveField, receptive_field
-from onnxlam.runtime import Session, create_session, resolve_device
+from onnxlam.engine.runtime import Session, create_session, resolve_device
 
 MAX_AUTO_BATCH = {"cpu": 10, "cuda": 25}  # beyond these a batch gains nothing measurable (BENCHMARKS.md)
 CROP_STEP = 16  # memory crops' sides are multiples of this (and of the model's period): a few MB more or

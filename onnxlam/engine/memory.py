@@ -336,7 +336,7 @@ def probe(program, device: str, check: bool = False) -> Probe:
         env = dict(os.environ)
         root = str(Path(onnxlam.__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.run([sys.executable, "-m", "onnxlam.memory", str(path), device, str(int(check))],
+        proc = subprocess.run([sys.executable, "-m", "onnxlam.engine.memory", str(path), device, str(int(check))],
                               capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -351,8 +351,8 @@ def probe(program, device: str, check: bool = False) -> Probe:
 def _child(path: str, device: str, check: bool) -> dict:
     """The probe's child process: load, create the session, run twice, report what each step cost."""
     from onnxlam.graph.gradcheck import check_gradient
-    from onnxlam.program import load_program
-    from onnxlam.runtime import cuda_available
+    from onnxlam.engine.program import load_program
+    from onnxlam.engine.runtime import cuda_available
 
     if device == "cuda":
         cuda_available()  # the CUDA context exists before the first reading
