@@ -124,7 +124,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
             bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool,
             crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None):
     from onnxlam.engine.analyzer import Analyzer
-    from onnxlam.outputs import check_out_dir, window_folder, write_results
+    from onnxlam.render.outputs import check_out_dir, window_folder, write_results
 
     if not windows:
         raise InputError("no window given; pass --window X Y (repeatable)")
@@ -279,7 +279,7 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
           debug: bool = DEBUG):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
     from onnxlam.engine.analyzer import Analyzer
-    from onnxlam.outputs import check_out_dir
+    from onnxlam.render.outputs import check_out_dir
     from onnxlam.sweep import run_sweep, write_sweep
 
     check_out_dir(out_dir)

@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from onnxlam._version import __version__
 from onnxlam.errors import InputError, OnnxlamError
-from onnxlam.outputs import replace_dir
+from onnxlam.render.outputs import replace_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every case
@@ -816,7 +816,7 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
                  compute) -> CaseRow:
     """Write the case's folder from `compute()` (its LamResult) and return its row; a failure of either
     is recorded in the case's folder (error.json) and row instead."""
-    from onnxlam.outputs import write_result
+    from onnxlam.render.outputs import write_result
 
     case, target = row.case, out / row.folder
     start = time.perf_counter()

@@ -311,7 +311,7 @@ def _check_picture_path(output: Path) -> None:
 
 def _save_picture(picture, output: Path) -> None:
     """Write the picture through a temporary sibling and a rename: never half a file."""
-    from onnxlam.pictures import save
+    from onnxlam.render.pictures import save
 
     fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.stem}.", suffix=output.suffix)
     os.close(fd)
@@ -389,7 +389,7 @@ def compare(models: List[str] = typer.Argument(..., help="Models (files or colle
             debug: bool = DEBUG):
     """The paper's comparison figure: one row per model (HR + window, LAM, LAM blend, KDE blend, SR
     window), DI annotated, as one picture."""
-    from onnxlam.compare import comparison_figure
+    from onnxlam.render.figures import comparison_figure
 
     _check_picture_path(output)
     names = list(name) if name else [Path(m).stem for m in models]
@@ -430,7 +430,7 @@ def diff(model_a: str = typer.Argument(..., help="Model A (file or collection na
     a pixel, blue where B does, white where they agree."""
     import numpy as np
 
-    from onnxlam.compare import difference_picture, kde_difference
+    from onnxlam.render.figures import difference_picture, kde_difference
 
     _check_picture_path(output)
     results = _analyse_all([model_a, model_b], image, window, size, lr, path, sigma, fold, kernel_size,

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from onnxlam import pictures
+from onnxlam.render import pictures
 from onnxlam.engine.analyzer import Analyzer, Window
 from onnxlam.errors import InputError
 

@@ -60,7 +60,7 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
 def worker_lam(model: str, hr: str, out: str, *window_coords: int) -> dict:
     """What `onnxlam lam MODEL HR --window X Y [--window ...] --out OUT --device cpu` does."""
     from onnxlam.engine.analyzer import Analyzer
-    from onnxlam.outputs import write_results
+    from onnxlam.render.outputs import write_results
 
     windows = list(zip(window_coords[::2], window_coords[1::2]))
     results = Analyzer(model, device="cpu").run_windows(hr, windows)

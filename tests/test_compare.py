@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from onnx_models import tiny_sr
-from onnxlam import pictures
+from onnxlam.render import pictures
 from onnxlam.engine.analyzer import Analyzer
-from onnxlam.compare import (COLUMNS, comparison_figure, difference_picture, kde_difference, row_pictures)
+from onnxlam.render.figures import (COLUMNS, comparison_figure, difference_picture, kde_difference, row_pictures)
 from onnxlam.errors import InputError
 
 from clitools import PHOTO, run_cli

@@ -1,4 +1,4 @@
-"""Tests of onnxlam.pictures against independent references.
+"""Tests of onnxlam.render.pictures against independent references.
 
 The references are the authors' demo functions (``vis_saliency``, ``vis_saliency_kde``) written
 out here with matplotlib, SciPy and Pillow, and SciPy's ``gaussian_kde`` itself. matplotlib is a
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from onnxlam import pictures
+from onnxlam.render import pictures
 
 matplotlib = pytest.importorskip("matplotlib")
 

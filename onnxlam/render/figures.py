@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from onnxlam import pictures
+from onnxlam.render import pictures
 from onnxlam.engine.analyzer import LamResult
 from onnxlam.errors import InputError
 

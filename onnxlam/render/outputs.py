@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxlam import pictures
+from onnxlam.render import pictures
 from onnxlam.engine.analyzer import LamResult
 from onnxlam.errors import InputError
 
