@@ -280,7 +280,7 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
     from onnxlam.engine.analyzer import Analyzer
     from onnxlam.render.outputs import check_out_dir
-    from onnxlam.sweep import run_sweep, write_sweep
+    from onnxlam.batch.sweep import run_sweep, write_sweep
 
     check_out_dir(out_dir)
     analyzer = Analyzer(_resolve_model(model), device=device, value_range=value_range, bgr=bgr,

@@ -22,7 +22,7 @@ from typer.core import TyperCommand
 from onnxlam.cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
                   VALUE_RANGE, _resolve_model, app, err, handled, out)
 from onnxlam.errors import InputError
-from onnxlam.report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
+from onnxlam.batch.report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
                      parse_window, plan_cases, run_report)
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -253,7 +253,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
 
     With --baseline the cases and their lam options come from the baseline's results.json.
     """
-    from onnxlam.gate import GateCase, check_cases, load_baseline, validate_limits
+    from onnxlam.batch.gate import GateCase, check_cases, load_baseline, validate_limits
     from onnxlam.engine.memory import parse_size
 
     validate_limits(min_di, max_di, tolerance)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from onnx_models import tiny_sr
-from onnxlam import gate
-from onnxlam.report import ConfigValues, LamOptions, WindowSpec, run_report
+from onnxlam.batch import gate
+from onnxlam.batch.report import ConfigValues, LamOptions, WindowSpec, run_report
 
 from clitools import PHOTO, run_cli
 

@@ -21,7 +21,7 @@ from PIL import Image
 from onnx_models import tiny_sr
 from onnxlam.engine.analyzer import Analyzer, Plan, Window
 from onnxlam.errors import InputError
-from onnxlam.report import (CSV_COLUMNS, ConfigValues, ReportListener, WindowSpec, exclusive, load_config,
+from onnxlam.batch.report import (CSV_COLUMNS, ConfigValues, ReportListener, WindowSpec, exclusive, load_config,
                             read_windows_file, run_report)
 
 from clitools import PHOTO, REPO, run_cli
@@ -439,7 +439,7 @@ def test_repeated_window_parses_without_the_command_line_rewrite(inputs, tmp_pat
 
 def test_an_ok_case_carries_its_warnings_into_the_table():
     """A case cut to fit --max-memory is ok, and its row says so (results.csv and index.html show it)."""
-    from onnxlam.report import Case, _row_from_result
+    from onnxlam.batch.report import Case, _row_from_result
 
     note = "one path step on the LR 512×512 input needs about 38 GiB, over the memory limit 16 GiB: analysing …"
     case = Case("m.onnx", "i.png", 1, 2, 16)

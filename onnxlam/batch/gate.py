@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from onnxlam.errors import InputError, OnnxlamError
-from onnxlam.report import LamOptions, ModelSession
+from onnxlam.batch.report import LamOptions, ModelSession
 
 DEFAULT_TOLERANCE = 0.5  # DI points: far above run-to-run noise (~1e-4), below a real change of behaviour
 
