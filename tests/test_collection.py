@@ -1,4 +1,4 @@
-"""onnxlam.collection: the manifest, name resolution, and the committed files' integrity."""
+"""onnxlam.convert.collection: the manifest, name resolution, and the committed files' integrity."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import onnx
 import pytest
 
-from onnxlam import collection
+from onnxlam.convert import collection
 from onnxlam.errors import InputError
 
 EXPECTED = {"animevideov3-x4", "span-x4", "waifu2x-upconv7-photo-x2", "realcugan-se-x2",

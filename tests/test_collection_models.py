@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnxlam import collection
+from onnxlam.convert import collection
 from onnxlam.engine.program import FD_TOLERANCE, build_program
 
 REPO = Path(__file__).resolve().parents[1]

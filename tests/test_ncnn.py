@@ -1,4 +1,4 @@
-"""onnxlam.ncnn against the ncnn runtime itself: the parser's errors, weight decoding, single
+"""onnxlam.convert.ncnn against the ncnn runtime itself: the parser's errors, weight decoding, single
 layers on tiny hand-written networks, and every model of the collection on photographs."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from onnxlam import collection
-from onnxlam import ncnn as conv
+from onnxlam.convert import collection
+from onnxlam.convert import ncnn as conv
 from onnxlam.errors import InputError
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 

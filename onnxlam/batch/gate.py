@@ -249,7 +249,7 @@ def gradient_check(analyzer, model: str, height: int, width: int, fold: int, dev
 
 def _resolve(model: str) -> str:
     try:
-        from onnxlam.collection import resolve
+        from onnxlam.convert.collection import resolve
     except ImportError:
         return model
     return str(resolve(model))

@@ -656,7 +656,7 @@ def check_out(out: Path) -> None:
 def _default_resolver(model: str) -> str:
     """The model's file: a path as is, a collection name through the collection (InputError if neither)."""
     try:
-        from onnxlam.collection import resolve
+        from onnxlam.convert.collection import resolve
     except ImportError:  # the collection is optional in a partial install
         return model
     return str(resolve(model))
