@@ -26,7 +26,7 @@ def models_dir() -> pathlib.Path:
             return folder
     except (ModuleNotFoundError, TypeError):
         pass
-    return pathlib.Path(__file__).resolve().parent.parent / "exported_models"
+    return pathlib.Path(__file__).resolve().parents[2] / "exported_models"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 from typer.core import TyperCommand
 
-from onnxlam.cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
+from onnxlam.cli.app import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
                   VALUE_RANGE, _resolve_model, app, err, handled, out)
 from onnxlam.errors import InputError
 from onnxlam.batch.report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,

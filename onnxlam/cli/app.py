@@ -367,7 +367,7 @@ DEMO_WINDOW = (120, 72)
 def demo(out_dir: Path = typer.Option(Path("onnxlam-demo"), "--out", help="Output folder."),
          device: str = DEVICE, debug: bool = DEBUG):
     """Run `lam` on the bundled model and photograph into ./onnxlam-demo/ and print the summary."""
-    photo = Path(__file__).parent / "data" / "chelsea.png"
+    photo = Path(__file__).resolve().parents[1] / "data" / "chelsea.png"
     run_lam(DEMO_MODEL, str(photo), [DEMO_WINDOW], 16, False, "blur", 1.2, 50, 9, None, device, None, None,
             None, out_dir, False)
     out.print(f"Open {out_dir / 'panel.png'} to see the map.")
@@ -397,7 +397,6 @@ def main() -> None:
     app(args=repeatable_windows(sys.argv[1:]), prog_name="onnxlam")
 
 
-from onnxlam import report_cli  # noqa: E402,F401  (registers report/check/compare)
 
 if __name__ == "__main__":
     main()
