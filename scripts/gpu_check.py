@@ -108,7 +108,7 @@ def main(out_dir: str) -> None:
     an_auto = Analyzer(onnx_path, device=ORT_DEVICE)
     res_auto, t_auto, ts_auto = timed(lambda: an_auto.run(hr, window=window, fold=FOLD), repeat=1 if QUICK else 3)
     results["onnxlam_cuda_auto"] = {"median_s": t_auto, "runs_s": ts_auto, "batch": res_auto.batch_size,
-                                    "memory": res_auto.extra["memory"],
+                                    "memory": res_auto.memory.to_json(),
                                     "max_abs_M_diff_vs_cpu": float(np.abs(res_auto.attribution - res_cpu.attribution).max())}
     results["speedup_auto_cuda_vs_torch"] = t_ref / t_auto
     report["edsr_baseline_48"] = results

@@ -43,7 +43,7 @@ def rrdbnet_under_limit(out: Path, device: str, side: int, fold: int, limit: str
         result = analyzer.run(hr, window=window, fold=fold, **run_kwargs)
         runs[name] = result
         report[name] = {"seconds": time.perf_counter() - t, "limit": kwargs.get("max_memory"), "di": result.di,
-                        "batch": result.batch_size, "crop": result.extra["crop"], "memory": result.extra["memory"],
+                        "batch": result.batch_size, "crop": result.crop.to_json() if result.crop else None, "memory": result.memory.to_json(),
                         "warnings": result.warnings, "provider": result.provider}
         print(json.dumps(report[name]), flush=True)
         del analyzer

@@ -19,7 +19,9 @@ import pytest
 from PIL import Image
 
 from onnx_models import tiny_sr
-from onnxlam.engine.analyzer import Analyzer, Plan, Window
+from onnxlam.engine.analyzer import Analyzer
+from onnxlam.engine.planner import Plan
+from onnxlam.lam.result import Window
 from onnxlam.errors import InputError
 from onnxlam.batch.report import (CSV_COLUMNS, ConfigValues, ReportListener, WindowSpec, exclusive, load_config,
                             read_windows_file, run_report)
@@ -74,14 +76,14 @@ def test_report_writes_every_case_and_the_aggregates(inputs, tmp_path):
 
 def test_programs_are_built_once_per_model_and_shape(inputs, tmp_path, monkeypatch):
     built = []
-    original = Analyzer._build
+    original = Analyzer.build
 
     def counting(self, batch, h, w, *rest, **kwargs):
         if kwargs.get("verify", True):  # not the unverified programs that measure memory
             built.append((self.model_path, h, w))
         return original(self, batch, h, w, *rest, **kwargs)
 
-    monkeypatch.setattr(Analyzer, "_build", counting)
+    monkeypatch.setattr(Analyzer, "build", counting)
     Image.open(PHOTO).crop((0, 0, 80, 48)).save(tmp_path / "other_size.png")
     config = _config(inputs, tmp_path / "rep", crop=False)
     config = replace(config, images=config.images + (str(tmp_path / "other_size.png"),))
@@ -98,7 +100,7 @@ def test_programs_are_built_once_per_model_and_shape(inputs, tmp_path, monkeypat
 def test_the_batch_is_planned_per_shape_not_pinned(inputs, tmp_path, monkeypatch):
     # The Analyzer plans each input shape's batch from measured memory; a report that pinned the first
     # shape's batch (Analyzer.batch_size) would skip that planning for a later, larger image.
-    original_plan, original_build, built = Analyzer.plan, Analyzer._build, []
+    original_plan, original_build, built = Analyzer.plan, Analyzer.build, []
 
     def plan(self, fold, h, w, windows=1):
         if self.batch_size is not None:  # a batch was given: the Analyzer's own rule
@@ -110,7 +112,7 @@ def test_the_batch_is_planned_per_shape_not_pinned(inputs, tmp_path, monkeypatch
         return original_build(self, batch, h, w, *rest, **kwargs)
 
     monkeypatch.setattr(Analyzer, "plan", plan)
-    monkeypatch.setattr(Analyzer, "_build", build)
+    monkeypatch.setattr(Analyzer, "build", build)
     Image.open(PHOTO).crop((0, 0, 80, 48)).save(tmp_path / "other_size.png")
     config = ConfigValues(models=(str(inputs / "a.onnx"),),
                           images=(str(inputs / "images" / "one.png"), str(tmp_path / "other_size.png")),

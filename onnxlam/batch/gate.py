@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from onnxlam.errors import InputError, OnnxlamError
-from onnxlam.batch.report import LamOptions, ModelSession
+from onnxlam.batch.report import ModelSession, _default_resolver
+from onnxlam.lam.options import LamOptions, option_names
+
+BASELINE_KEYS = ("lr", "path", "sigma", "fold", "kernel_size")  # what every report row records
 
 DEFAULT_TOLERANCE = 0.5  # DI points: far above run-to-run noise (~1e-4), below a real change of behaviour
 
@@ -132,15 +135,14 @@ def load_baseline(path: str | Path) -> list[GateCase]:
             continue
         try:
             w = entry["window"]
-            options = LamOptions(size=int(w["size"]), lr=bool(entry["lr"]), path=str(entry["path"]),
-                                 sigma=float(entry["sigma"]), fold=int(entry["fold"]),
-                                 kernel_size=int(entry["kernel_size"]),
-                                 value_range=None if entry.get("value_range") is None else float(entry["value_range"]),
-                                 bgr=entry.get("bgr"), crop=bool(entry.get("crop", True)),
-                                 context=None if entry.get("context") is None else int(entry["context"]))
+            missing = [k for k in BASELINE_KEYS if k not in entry]
+            if missing:
+                raise KeyError(", ".join(missing))
+            recorded = {k: entry.get(k) for k in option_names("run") + ("value_range", "bgr")}
+            options = LamOptions.from_json({**recorded, "size": w["size"]}, f"{path}: case {i + 1}")
             cases.append(GateCase(str(entry["model"]), str(entry["image"]), int(w["x"]), int(w["y"]), int(w["size"]),
                                   options, float(entry["di"])))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"{path}: case {i + 1} is malformed ({type(exc).__name__}: {exc})") from None
     if not cases:
         raise InputError(f"the baseline {path} holds no completed case")
@@ -171,11 +173,8 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
     batch independence. `max_memory` ("24G" or bytes) is every Analyzer's memory limit.
     """
     validate_limits(min_di, max_di, tolerance)
-    if max_memory is not None:
-        from onnxlam.engine.memory import parse_size
-
-        parse_size(max_memory)  # an InputError here, not one "error" violation per case
-    resolve_model = resolve_model or _resolve
+    LamOptions(max_memory=max_memory).validate()  # an InputError here, not one "error" violation per case
+    resolve_model = resolve_model or _default_resolver
     progress = progress or (lambda label: None)
     checks: list[CaseCheck] = []
     gradients: list[GradientCheck] = []
@@ -245,11 +244,3 @@ def gradient_check(analyzer, model: str, height: int, width: int, fold: int, dev
     except OnnxlamError as exc:
         return GradientCheck(model, height, width, None, None, " ".join(str(exc).split()))
     return GradientCheck(model, height, width, program.batch, fd)
-
-
-def _resolve(model: str) -> str:
-    try:
-        from onnxlam.convert.collection import resolve
-    except ImportError:
-        return model
-    return str(resolve(model))

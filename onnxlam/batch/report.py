@@ -29,15 +29,17 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 from urllib.parse import quote
 
 from onnxlam._version import __version__
+from onnxlam.graph.model import file_sha256
 from onnxlam.errors import InputError, OnnxlamError
-from onnxlam.render.outputs import replace_dir
+from onnxlam.files import atomic_dir, write_atomic
+from onnxlam.lam.options import LamOptions, given_options, option_names
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every case
@@ -49,68 +51,13 @@ CASE_FILES = ("attribution.npy", "gradient.npy", RESULT, "panel.png")
 CSV_COLUMNS = ("model", "image", "x", "y", "size", "path", "fold", "di", "gini", "pixels_50", "pixels_90",
                "pixels_99", "radius_90", "seconds", "status", "message", "folder")
 RANGE_KEYS = ("pixels_50", "pixels_90", "pixels_99", "radius_90")
-CONFIG_KEYS = ("models", "images", "windows", "windows_file", "out", "size", "lr", "path", "sigma", "fold",
-               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context", "max_memory")
+REPORT_KEYS = ("models", "images", "windows", "windows_file", "out")
+CONFIG_KEYS = REPORT_KEYS + option_names()
 
 
 # ------------------------------------------------------------------------------------------------
 # Parameters and cases
 # ------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LamOptions:
-    """The `lam` options shared by every case of a report (the window side is per window)."""
-
-    size: int = 16
-    lr: bool = False
-    path: str = "blur"
-    sigma: float = 1.2
-    fold: int = 50
-    kernel_size: int = 9
-    batch_size: int | None = None
-    device: str = "auto"
-    value_range: float | None = None
-    bgr: bool | None = None
-    crop: bool = True             # run local networks on the LR crop a window depends on (exact)
-    context: int | None = None    # forced crop margin in LR pixels (approximate for global networks)
-    max_memory: int | str | None = None  # as given ("24G" or bytes); the Analyzer parses it
-
-    def validate(self) -> None:
-        """InputError for options no case could run with (checked before any case starts)."""
-        from onnxlam.lam.paths import PATHS
-
-        if self.path not in PATHS:
-            raise InputError(f"unknown path {self.path!r}; choose one of {', '.join(PATHS)}")
-        if self.fold < 1:
-            raise InputError(f"--fold must be at least 1; got {self.fold}")
-        if not self.sigma >= 0:
-            raise InputError(f"--sigma must be ≥ 0; got {self.sigma}")
-        if self.kernel_size < 1:
-            raise InputError(f"--kernel-size must be at least 1; got {self.kernel_size}")
-        if self.size < 1:
-            raise InputError(f"--size must be at least 1; got {self.size}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1; got {self.batch_size}")
-        if self.value_range is not None and self.value_range not in (1.0, 255.0):
-            raise InputError(f"--value-range must be 1 or 255; got {self.value_range:g}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise InputError(f"--device must be auto, cpu or cuda; got {self.device!r}")
-        if self.context is not None and self.context < 0:
-            raise InputError(f"--context must be ≥ 0; got {self.context}")
-        if self.max_memory is not None:
-            from onnxlam.engine.memory import parse_size
-
-            parse_size(self.max_memory)
-
-    def run_arguments(self) -> dict:
-        """Keyword arguments of `Analyzer.run` for these options (crop options only when not the default)."""
-        args = dict(lr=self.lr, path=self.path, sigma=self.sigma, fold=self.fold, kernel_size=self.kernel_size)
-        if not self.crop:
-            args["crop"] = False
-        if self.context is not None:
-            args["context"] = self.context
-        return args
-
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -155,27 +102,20 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
-class ConfigValues:
-    """Report settings as given (TOML file or command line); None means "not given here"."""
-
+class _ReportValues:
     models: tuple[str, ...] | None = None
     images: tuple[str, ...] | None = None
     windows: tuple[WindowSpec, ...] | None = None
     windows_file: Path | None = None
     out: Path | None = None
-    size: int | None = None
-    lr: bool | None = None
-    path: str | None = None
-    sigma: float | None = None
-    fold: int | None = None
-    kernel_size: int | None = None
-    batch_size: int | None = None
-    device: str | None = None
-    value_range: float | None = None
-    bgr: bool | None = None
-    crop: bool | None = None
-    context: int | None = None
-    max_memory: int | str | None = None
+
+
+class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for name in option_names()],
+                                  bases=(_ReportValues,), frozen=True)):
+    """Report settings as given (TOML file or command line); None means "not given here".
+
+    The report's own keys, then every LAM option (its fields derive from `LamOptions`).
+    """
 
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
         """These values with every value that `other` gives replacing ours.
@@ -199,16 +139,14 @@ class ConfigValues:
             windows += read_windows_file(self.windows_file)
         if not windows:
             raise InputError("no window given: use --window X Y (repeatable), --windows-file or `windows`")
-        defaults = LamOptions()
-        options = LamOptions(**{k: (getattr(self, k) if getattr(self, k) is not None else getattr(defaults, k))
-                                for k in LamOptions.__dataclass_fields__})
-        options.validate()
+        given = {k: getattr(self, k) for k in option_names() if getattr(self, k) is not None}
+        options = replace(LamOptions(), **given).validate()
         return ReportConfig(tuple(self.models), tuple(self.images), tuple(windows), self.out or default_out,
                             options)
 
 
 def asdict_shallow(values: ConfigValues) -> dict:
-    return {k: getattr(values, k) for k in ConfigValues.__dataclass_fields__}
+    return {f.name: getattr(values, f.name) for f in fields(values)}
 
 
 def _stem(name: str) -> str:
@@ -308,20 +246,13 @@ def load_config(path: str | Path) -> ConfigValues:
         if not ok:
             raise InputError(f"{path}: `windows` must be a list of [x, y] or [x, y, size] integer lists")
         windows = tuple(WindowSpec(*w) for w in raw)
-    sigma = typed("sigma", (int, float))
-    value_range = typed("value_range", (int, float))
     def one_path(key: str) -> Path | None:
         value = typed(key, str)
         return None if value is None else Path(_relative_to(base, value))
 
-    return ConfigValues(
-        models=paths("models"), images=paths("images"), windows=windows, windows_file=one_path("windows_file"),
-        out=one_path("out"),
-        size=typed("size", int), lr=typed("lr", bool), path=typed("path", str),
-        sigma=None if sigma is None else float(sigma), fold=typed("fold", int),
-        kernel_size=typed("kernel_size", int), batch_size=typed("batch_size", int), device=typed("device", str),
-        value_range=None if value_range is None else float(value_range), bgr=typed("bgr", bool),
-        crop=typed("crop", bool), context=typed("context", int), max_memory=typed("max_memory", (str, int)))
+    return ConfigValues(models=paths("models"), images=paths("images"), windows=windows,
+                        windows_file=one_path("windows_file"), out=one_path("out"),
+                        **given_options(data, str(path)))
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
@@ -377,14 +308,6 @@ def plan_cases(config: ReportConfig, resolve_model=None) -> list[Case]:
 # ------------------------------------------------------------------------------------------------
 # Fingerprints and case folders
 # ------------------------------------------------------------------------------------------------
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 @dataclass(frozen=True)
 class Fingerprint:
@@ -474,34 +397,9 @@ def read_complete(folder: Path, fingerprint: Fingerprint) -> dict | None:
 
 def _write_dir_atomically(target: Path, files: dict[str, str]) -> None:
     """Replace folder `target` by one holding `files` (name → text), all at once."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write `path` through a temporary sibling and `os.replace`: readers see the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def remove_leftovers(out: Path) -> int:
@@ -510,7 +408,7 @@ def remove_leftovers(out: Path) -> int:
     removed = 0
     prefixes = tuple(f".{name}." for name in AGGREGATES)
     for p in out.iterdir() if out.is_dir() else ():
-        if p.is_file() and p.name.startswith(prefixes) and p.name.endswith(".tmp"):
+        if p.is_file() and p.name.startswith(prefixes) and ".tmp" in p.name:
             p.unlink(missing_ok=True)
             removed += 1
     cases = out / CASES
@@ -655,10 +553,8 @@ def check_out(out: Path) -> None:
 
 def _default_resolver(model: str) -> str:
     """The model's file: a path as is, a collection name through the collection (InputError if neither)."""
-    try:
-        from onnxlam.convert.collection import resolve
-    except ImportError:  # the collection is optional in a partial install
-        return model
+    from onnxlam.convert.collection import resolve
+
     return str(resolve(model))
 
 
@@ -669,7 +565,7 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
 
     def sha(path: str) -> str:
         if path not in hashes:
-            hashes[path] = file_sha256(path)
+            hashes[path] = file_sha256(path)  # a model's external-data files too
         return hashes[path]
 
     fingerprints = {c: Fingerprint(sha(resolve_model(c.model)), sha(c.image), c.x, c.y, c.size, options.lr,
@@ -733,7 +629,7 @@ class ModelSession:
 
     def run_windows(self, image: str, cases: Sequence[Case], options: LamOptions, progress=None):
         """`Analyzer.run_windows` of the cases' windows (each with its own size) on one image."""
-        from onnxlam.engine.analyzer import Window
+        from onnxlam.lam.result import Window
 
         windows = [Window(c.x, c.y, c.size) for c in cases]
         return self.analyzer.run_windows(image, windows, progress=progress, **options.run_arguments())
@@ -757,11 +653,8 @@ class _Analyzers:
 
             self.close()
             self.model = model
-            o = self.options
             try:
-                self.analyzer = ModelSession(Analyzer(self.resolve_model(model), device=o.device,
-                                                      value_range=o.value_range, bgr=o.bgr,
-                                                      batch_size=o.batch_size, max_memory=o.max_memory))
+                self.analyzer = ModelSession(Analyzer(self.resolve_model(model), **self.options.model_arguments()))
             except OnnxlamError as exc:
                 self.error = str(exc)
         if self.error is not None:
@@ -806,10 +699,10 @@ def _run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzer
 
 def _share(result, windows: int):
     """The result with `seconds` its share of its `run_windows` call (the call's time, which
-    `LamResult.seconds` holds, over its windows) and the whole call under "group" in result.json:
+    `LamResult.seconds` holds, over its windows), and the whole call, for "group" in result.json:
     the windows of a call share their forward passes, so a window's own time does not exist."""
-    return replace(result, seconds=result.seconds / windows,
-                   extra={**result.extra, "group": {"windows": windows, "seconds": round(result.seconds, 4)}})
+    return replace(result, seconds=result.seconds / windows), {"windows": windows,
+                                                               "seconds": round(result.seconds, 4)}
 
 
 def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unexpected: bool,
@@ -821,9 +714,8 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
     case, target = row.case, out / row.folder
     start = time.perf_counter()
     try:
-        result = compute()
-        result = replace(result, model=case.model, extra={**result.extra, "case": fingerprint.to_json()})
-        write_result(result, target)
+        result, group = compute()
+        write_result(replace(result, model=case.model), target, {"case": fingerprint.to_json(), "group": group})
         return _row_from_result(case, row.folder, json.loads((target / RESULT).read_text()), reused=False)
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -853,9 +745,9 @@ def write_aggregates(report: Report) -> None:
     writer.writerow(CSV_COLUMNS)
     for row in report.rows:
         writer.writerow(row.csv_values(options))
-    write_text_atomically(out / "results.csv", buffer.getvalue())
-    write_text_atomically(out / "results.json", json.dumps(results_json(report), indent=2) + "\n")
-    write_text_atomically(out / "index.html", render_html(report))
+    write_atomic(out / "results.csv", buffer.getvalue())
+    write_atomic(out / "results.json", json.dumps(results_json(report), indent=2) + "\n")
+    write_atomic(out / "index.html", render_html(report))
 
 
 def results_json(report: Report) -> dict:

@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 
 from onnxlam.render import pictures
-from onnxlam.engine.analyzer import Analyzer, Window
+from onnxlam.engine.analyzer import Analyzer
+from onnxlam.lam.result import Window
 from onnxlam.errors import InputError
 
 

@@ -1,6 +1,7 @@
-"""The `onnxlam` command line: one Typer app (`app.py`: errors, progress, option aliases, `main`) and
-one module per command group, each registering its commands on the app."""
+"""The `onnxlam` command line: one Typer app (`app.py`: errors, progress, model resolution, `main`),
+the option aliases generated from `LamOptions` (`options.py`), and one module per command group, each
+registering its commands on the app when imported here."""
 from onnxlam.cli.app import app, main
-from onnxlam.cli import batch  # noqa: F401,E402  (registers report and check)
+from onnxlam.cli import lam, batch, figures, convert  # noqa: F401,E402  (register their commands)
 
 __all__ = ["app", "main"]

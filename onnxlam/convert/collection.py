@@ -53,6 +53,11 @@ class ModelEntry:
         """False for a fetch-on-demand model that has not been fetched yet."""
         return self.path.is_file()
 
+    def to_json(self) -> dict:
+        """`onnxlam models --json`'s row."""
+        return {"name": self.name, "file": str(self.path), "architecture": self.architecture, "scale": self.scale,
+                "params": self.params, "license": self.license, "available": self.available}
+
 
 def list_models() -> list[ModelEntry]:
     """Every model of the collection, in manifest order."""

@@ -41,6 +41,12 @@ class Crop:
         return {"box": [self.top, self.left, self.bottom, self.right], "exact": self.exact,
                 "context": self.context, "reason": self.reason}
 
+    def describe(self) -> str:
+        """One line for people: the box and whether the map is exact."""
+        how = "exact" if self.exact else {"memory": "approximate: cut to fit the memory limit"}.get(
+            self.reason, "approximate: --context on a global network")
+        return f"LR rows {self.top}–{self.bottom - 1}, cols {self.left}–{self.right - 1} ({how})"
+
 
 def _window_box(window: tuple[int, int, int], scale: int, lr_size: tuple[int, int], margin: int):
     """The LR pixels under a window's SR pixels (and detector neighbours), widened by `margin`."""

@@ -15,7 +15,7 @@ fixed multiple of the image's size), and a batch of B costs B images, so
 
 with a, b from two probes. A global network (attention over all positions) may grow with P², so it
 gets a third probe and a quadratic term. The prediction chooses the batch and, when even one step at
-full size does not fit, the largest crop that does (see `analysis.py`); the peak of the real run is
+full size does not fit, the largest crop that does (see `planner.py`); the peak of the real run is
 measured again and reported beside the prediction.
 
 Measuring here means Linux's peak resident set (`VmHWM`, reset through `/proc/self/clear_refs`) on
@@ -302,6 +302,27 @@ class Footprint:
     @classmethod
     def from_json(cls, data: dict) -> "Footprint":
         return cls(tuple(Probe(**p) for p in data["probes"]), bool(data["quadratic"]))
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """result.json's "memory": the limit, what the footprint predicted, and what the run measured."""
+
+    device: str
+    limit: int | None            # bytes; None where nothing was measured and no --max-memory was given
+    baseline: int | None         # what was in use when the batch was chosen
+    predicted_peak: int | None   # for the batch that ran (None where it was not the planned one)
+    measured_peak: int | None
+    probes: tuple[Probe, ...] | None
+
+    @property
+    def counts(self) -> str:
+        return "resident set of the process" if self.device == "cpu" else "device memory held by onnxlam's sessions"
+
+    def to_json(self) -> dict:
+        return {"device": self.device, "counts": self.counts, "limit": self.limit, "baseline": self.baseline,
+                "predicted_peak": self.predicted_peak, "measured_peak": self.measured_peak,
+                "probes": None if self.probes is None else [p.to_json() for p in self.probes]}
 
 
 def per_image(pixels: np.ndarray, activations: np.ndarray, at: float, quadratic: bool = False) -> float:

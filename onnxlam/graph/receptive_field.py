@@ -105,6 +105,13 @@ class ReceptiveField:
     def local(self) -> bool:
         return not self.global_
 
+    def describe(self) -> str:
+        """One line for people (`onnxlam inspect`)."""
+        if self.global_:
+            return f"global: {self.reason}"
+        t, b, l, r = self.reach
+        return f"{t + b + 1}×{l + r + 1} LR px (reach top/bottom/left/right {t}, {b}, {l}, {r})"
+
     def to_json(self) -> dict:
         return {
             "global": self.global_,

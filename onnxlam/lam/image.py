@@ -103,3 +103,8 @@ def prepare_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     planes = [np.asarray(Image.fromarray(hr[..., c].astype(np.float32)).resize(size, Image.BICUBIC))
               for c in range(hr.shape[2])]
     return np.clip(np.stack(planes) / np.float32(_full_scale(hr)), 0.0, 1.0).astype(np.float32)
+
+
+def bundled_photo(name: str = "chelsea") -> Path:
+    """One of the photographs shipped in onnxlam/data (chelsea, astronaut, …)."""
+    return Path(__file__).resolve().parents[1] / "data" / f"{name}.png"

@@ -1,6 +1,8 @@
 """Metrics on attributions (spec §4–5): the abs-normalised map, the Gini coefficient, the diffusion index."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 
@@ -58,8 +60,21 @@ def mass_radius(attribution_map: np.ndarray, centre: tuple[float, float], fracti
     return float(dist[order][k])
 
 
-def range_statistics(attribution_map: np.ndarray, window_centre_lr: tuple[float, float]) -> dict:
+@dataclass(frozen=True)
+class RangeStats:
+    """The paper's contributing-range figures of a map: how many LR pixels hold 50/90/99% of the
+    attribution mass, and the radius (LR px, from the window's centre) holding 90%."""
+
+    pixels_50: int
+    pixels_90: int
+    pixels_99: int
+    radius_90: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def range_statistics(attribution_map: np.ndarray, window_centre_lr: tuple[float, float]) -> RangeStats:
     """The paper's contributing-range figures: pixels holding 50/90/99% of the mass, 90% radius."""
-    return {"pixels_50": mass_count(attribution_map, 0.5), "pixels_90": mass_count(attribution_map, 0.9),
-            "pixels_99": mass_count(attribution_map, 0.99),
-            "radius_90": mass_radius(attribution_map, window_centre_lr, 0.9)}
+    return RangeStats(mass_count(attribution_map, 0.5), mass_count(attribution_map, 0.9),
+                      mass_count(attribution_map, 0.99), mass_radius(attribution_map, window_centre_lr, 0.9))

@@ -10,21 +10,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from onnxlam.render import pictures
-from onnxlam.engine.analyzer import LamResult
+from onnxlam.lam.result import LamResult
 from onnxlam.errors import InputError
 
 COLUMNS = ("HR + window", "LAM", "LAM blend", "KDE blend", "SR window")
 _WHITE = (255, 255, 255)
 _GAP = 6
 _LABEL_WIDTH = 170
-
-
-def _rgb(image_chw: np.ndarray) -> np.ndarray:
-    """C×H×W float in [0, 1] (C = 1 or 3) → H×W×3 uint8, clipped."""
-    a = np.clip(np.asarray(image_chw, np.float32), 0.0, 1.0).transpose(1, 2, 0)
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return pictures.to_uint8(a)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -38,9 +30,9 @@ def row_pictures(result: LamResult) -> list[np.ndarray]:
     """The five pictures of one figure row: HR (or SR, with --lr) with the window, LAM, LAM blend,
     KDE blend, and the SR output's window enlarged (nearest neighbour) to the row's height."""
     s, w = result.scale, result.window
-    sr = _rgb(result.sr_image)
-    reference = _rgb(result.hr_image) if result.hr_image is not None else sr
-    lr_up = pictures.upscale_bicubic(_rgb(result.lr_image), s)
+    sr = pictures.rgb(result.sr_image)
+    reference = pictures.rgb(result.hr_image) if result.hr_image is not None else sr
+    lr_up = pictures.upscale_bicubic(pictures.rgb(result.lr_image), s)
     lam = pictures.lam_picture(result.attribution, s)
     return [pictures.draw_window(reference, w.x, w.y, w.size), lam, pictures.blend(lam, lr_up),
             pictures.blend(pictures.kde_picture(result.attribution, s), lr_up),

@@ -6,34 +6,24 @@ interrupted run never leaves a half-written output folder.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from onnxlam.render import pictures
-from onnxlam.engine.analyzer import LamResult
+from onnxlam.files import atomic_dir
+from onnxlam.lam.result import LamResult
 from onnxlam.errors import InputError
 
 PICTURES = ("sr.png", "window.png", "lam.png", "lam_blend.png", "kde_blend.png", "panel.png")
 
 
-def _rgb(image_chw: np.ndarray) -> np.ndarray:
-    """C×H×W float in [0, 1] (C = 1 or 3) → H×W×3 uint8, clipped."""
-    a = np.clip(np.asarray(image_chw, np.float32), 0.0, 1.0).transpose(1, 2, 0)
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return pictures.to_uint8(a)
-
-
 def render(result: LamResult) -> dict[str, np.ndarray]:
     """The pictures of spec §6 for `result`, by file name."""
     s, win = result.scale, result.window
-    sr = _rgb(result.sr_image)
-    reference = _rgb(result.hr_image) if result.hr_image is not None else sr
-    lr_up = pictures.upscale_bicubic(_rgb(result.lr_image), s)
+    sr = pictures.rgb(result.sr_image)
+    reference = pictures.rgb(result.hr_image) if result.hr_image is not None else sr
+    lr_up = pictures.upscale_bicubic(pictures.rgb(result.lr_image), s)
     lam = pictures.lam_picture(result.attribution, s)
     lam_blend = pictures.blend(lam, lr_up)
     kde_blend = pictures.blend(pictures.kde_picture(result.attribution, s), lr_up)
@@ -50,13 +40,17 @@ def check_out_dir(out: Path) -> None:
         raise InputError(f"--out {out} is a file; name a folder (it is created)")
 
 
-def _write_files(result: LamResult, folder: Path) -> None:
+def _write_files(result: LamResult, folder: Path, about: dict | None = None) -> None:
     folder.mkdir(exist_ok=True)
     np.save(folder / "attribution.npy", result.attribution.astype(np.float32))
     np.save(folder / "gradient.npy", result.gradient.astype(np.float32))
     for name, picture in render(result).items():
         pictures.save(str(folder / name), picture)
-    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    data = result.to_json()
+    clash = set(about or ()) & set(data)
+    if clash:
+        raise ValueError(f"{', '.join(sorted(clash))} would overwrite the result's own keys")
+    (folder / "result.json").write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
 
 
 def window_folder(result: LamResult) -> str:
@@ -64,36 +58,22 @@ def window_folder(result: LamResult) -> str:
     return f"window-{w.x}-{w.y}-{w.size}"
 
 
-def write_result(result: LamResult, out: str | Path) -> Path:
-    """Write `attribution.npy`, `gradient.npy`, `result.json` and the pictures into folder `out`."""
-    return write_results([result], out)
+def write_result(result: LamResult, out: str | Path, about: dict | None = None) -> Path:
+    """Write `attribution.npy`, `gradient.npy`, `result.json` and the pictures into folder `out`.
+
+    `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
+    replace the result's own keys."""
+    return write_results([result], out, about)
 
 
-def write_results(results: list[LamResult], out: str | Path) -> Path:
+def write_results(results: list[LamResult], out: str | Path, about: dict | None = None) -> Path:
     """One result into `out` itself; several into `out/window-X-Y-SIZE/` each. All or nothing."""
     out = Path(out)
     check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         if len(results) == 1:
-            _write_files(results[0], tmp)
+            _write_files(results[0], tmp, about)
         else:
             for result in results:
-                _write_files(result, tmp / window_folder(result))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                _write_files(result, tmp / window_folder(result), about)
     return out
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move folder `new` to `target`, replacing an existing folder only once the new one is complete."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)

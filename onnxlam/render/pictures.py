@@ -246,6 +246,14 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a.astype(np.float64) * 255), 0, 255).astype(np.uint8)
 
 
+def rgb(image_chw: np.ndarray) -> np.ndarray:
+    """C×H×W float in [0, 1] (C = 1 or 3) → H×W×3 uint8, clipped: a model's image as a picture."""
+    a = np.clip(np.asarray(image_chw, np.float32), 0.0, 1.0).transpose(1, 2, 0)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return to_uint8(a)
+
+
 def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
     a = np.asarray(image)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or a.size == 0:

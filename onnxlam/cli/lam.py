@@ -1,0 +1,199 @@
+"""The `lam`, `export`, `inspect` and `demo` commands: one model, one image."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional, Tuple
+
+import typer
+
+from onnxlam.cli.app import app, err, handled, out, pair, progress, resolve_model
+from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Crop, Debug, Device, Fold, KernelSize, Lr,
+                                 MaxMemory, Path as PathKind, Sigma, Size, ValueRange)
+from onnxlam.errors import InputError, OnnxlamError
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else.")]
+ModelArg = Annotated[str, typer.Argument(help="ONNX model file (or a collection name, see `onnxlam models`).")]
+
+
+def _default_out(model: str, image: str, x: int, y: int) -> Path:
+    return Path(f"lam-{Path(model).stem}-{Path(image).stem}-{x}-{y}")
+
+
+def _summary(result, folder: Path | None):
+    from rich.table import Table
+
+    table = Table(title="Local attribution map", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    w = result.window
+    c = result.completeness
+    rows = [("DI", f"{result.di:.3f}"), ("Gini", f"{result.gini:.5f}"),
+            ("window", f"x={w.x} y={w.y} size={w.size}"),
+            ("scale", f"×{result.scale}  (LR {result.lr_size[1]}×{result.lr_size[0]})"),
+            ("path", f"{result.path}  sigma={result.sigma:g} fold={result.fold} kernel={result.kernel_size}"),
+            ("completeness", f"Σ attribution {c.attribution_sum:.5g}  vs  ΔD {c.objective_delta:.5g}"),
+            ("NaN gradients", str(result.nan_gradients)),
+            ("provider", f"{result.provider}  (batch {result.batch_size})"),
+            ("seconds", f"{result.seconds:.2f}")]
+    if result.crop is not None:
+        rows.append(("crop", result.crop.describe()))
+    mem = result.memory
+    if mem is not None and mem.measured_peak:
+        from onnxlam.engine.memory import format_size
+
+        limit = f" of {format_size(mem.limit)}" if mem.limit else ""
+        rows.append(("memory", f"peak {format_size(mem.measured_peak)}{limit} ({mem.counts})"))
+    if folder is not None:
+        rows.append(("written to", str(folder)))
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None, *,
+            program: Optional[Path] = None, out_dir: Optional[Path] = None, as_json: bool = False):
+    """`onnxlam lam` as a function: analyse, write the folder, print the summary (or JSON)."""
+    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.lam.options import LamOptions
+    from onnxlam.render.outputs import check_out_dir, window_folder, write_results
+
+    options = (options or LamOptions()).validate()
+    if not windows:
+        raise InputError("no window given; pass --window X Y (repeatable)")
+    model = resolve_model(model)
+    folder = out_dir or _default_out(model, image, *windows[0])
+    check_out_dir(folder)
+    analyzer = Analyzer(model, **options.model_arguments())
+    with progress() as bar:
+        task = bar.add_task("LAM", total=options.fold)
+        results = analyzer.run_windows(image, windows, options.size, program=program,
+                                       progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                       **options.run_arguments())
+    write_results(results, folder)
+    if as_json:
+        data = [r.to_json() for r in results]
+        sys.stdout.write(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
+    else:
+        for r in results:
+            out.print(_summary(r, folder if len(results) == 1 else folder / window_folder(r)))
+    for note in dict.fromkeys(n for r in results for n in r.warnings):  # once per group, in order
+        err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    for r in results:
+        if r.nan_gradients:
+            err.print(f"[yellow]warning:[/] window ({r.window.x}, {r.window.y}): {r.nan_gradients} NaN "
+                      "gradient values were replaced by 0")
+    return results
+
+
+@app.command()
+@handled
+def lam(model: ModelArg,
+        image: Annotated[str, typer.Argument(help="HR image (downsampled per the LAM protocol), or LR with --lr.")],
+        window: Annotated[Tuple[int, int], typer.Option(
+            "--window", help="X Y: top-left column and row of the window in SR-output pixels. Repeat for "
+            "several windows: they share each forward pass and get a sub-folder each.")],
+        more_windows: Annotated[List[str], typer.Option("--more-window", hidden=True)] = [],
+        size: Size = D.size, lr: Lr = D.lr, path: PathKind = D.path, sigma: Sigma = D.sigma, fold: Fold = D.fold,
+        kernel_size: KernelSize = D.kernel_size, batch_size: BatchSize = D.batch_size, device: Device = D.device,
+        value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
+        program: Annotated[Optional[Path], typer.Option("--program", help="A program from `onnxlam export`.")] = None,
+        out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder "
+                                                        "(default lam-<model>-<image>-<X>-<Y>).")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print result.json on stdout, nothing else.")] = False,
+        crop: Crop = D.crop, context: Context = D.context, max_memory: MaxMemory = D.max_memory,
+        debug: Debug = False):
+    """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
+    from onnxlam.lam.options import LamOptions
+
+    options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
+                         batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop,
+                         context=context, max_memory=max_memory)
+    run_lam(model, image, [window] + [pair(w) for w in more_windows], options, program=program,
+            out_dir=out_dir, as_json=as_json)
+
+
+@app.command()
+@handled
+def export(model: ModelArg,
+           size: Annotated[Tuple[int, int], typer.Option("--size", help="H W: the LR input height and width.")],
+           output: Annotated[Path, typer.Option("-o", "--output", help="Program file to write.")],
+           batch: Annotated[int, typer.Option("--batch", help="Images per run.")] = 1,
+           device: Device = D.device, value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
+           debug: Debug = False):
+    """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
+    from onnxlam.engine.program import build_program
+    from onnxlam.files import write_atomic
+    from onnxlam.graph.model import open_model
+    from onnxlam.lam.options import LamOptions
+
+    LamOptions(device=device, value_range=value_range).validate()
+    if batch < 1 or min(size) < 1:
+        raise InputError("--batch and --size must be positive")
+    if output.is_dir():
+        raise InputError(f"-o {output} is a folder; name the program file to write")
+    source = open_model(resolve_model(model))
+    prog = build_program(source, batch, size[0], size[1], value_range, bgr, device=device)
+    write_atomic(output, prog.save)
+    err.print(f"wrote {output}: input {batch}×{prog.key.channels}×{size[0]}×{size[1]}, scale ×{prog.scale}, "
+              f"finite-difference relative error {prog.fd_error:.2e}", highlight=False)
+
+
+@app.command()
+@handled
+def inspect(model: ModelArg, as_json: Json = False, debug: Debug = False):
+    """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
+    from rich.table import Table
+
+    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.engine.program import ungradable_ops
+
+    analyzer = Analyzer(resolve_model(model), device="cpu", check_ops=False)
+    info = analyzer.info
+    try:
+        scale: int | str = analyzer.scale
+    except OnnxlamError as exc:
+        scale = f"unknown ({exc})"
+    data = {"model": info.path, "sha256": info.sha256,
+            "input": {"name": info.input.name, "shape": list(info.input.dims), "type": info.input.type_name},
+            "output": {"name": info.output.name, "shape": list(info.output.dims), "type": info.output.type_name},
+            "dynamic": info.dynamic_dims, "scale": scale, "opset": info.opset, "parameters": info.parameters,
+            "value_range": info.value_range, "channel_order": info.channel_order,
+            "ops": info.op_histogram, "ops_without_gradient": ungradable_ops(analyzer.normalised),
+            "receptive_field": analyzer.receptive_field.to_json()}
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    table = Table(title=f"{info.path}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("input", f"{info.input.name}  {info.input.shape_text()}  {info.input.type_name}")
+    table.add_row("output", f"{info.output.name}  {info.output.shape_text()}  {info.output.type_name}")
+    table.add_row("dynamic", ", ".join(info.dynamic_dims) or "none (fixed shape)")
+    table.add_row("scale", f"×{scale}" if isinstance(scale, int) else scale)
+    table.add_row("opset", str(info.opset))
+    table.add_row("parameters", f"{info.parameters:,}")
+    table.add_row("pixels", f"range {info.value_range:g}, {info.channel_order.upper()}")
+    table.add_row("ops", ", ".join(f"{k} {v}" for k, v in info.op_histogram.items()))
+    missing = data["ops_without_gradient"]
+    table.add_row("receptive field", analyzer.receptive_field.describe())
+    table.add_row("no gradient rule", ", ".join(missing) if missing else "none: every op is differentiable")
+    table.add_row("sha256", info.sha256)
+    out.print(table)
+
+
+DEMO_MODEL = "animevideov3-x4"
+DEMO_WINDOW = (120, 72)
+
+
+@app.command()
+@handled
+def demo(out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("onnxlam-demo"),
+         device: Device = D.device, debug: Debug = False):
+    """Run `lam` on the bundled model and photograph into ./onnxlam-demo/ and print the summary."""
+    from onnxlam.lam.image import bundled_photo
+    from onnxlam.lam.options import LamOptions
+
+    run_lam(DEMO_MODEL, str(bundled_photo("chelsea")), [DEMO_WINDOW], LamOptions(device=device), out_dir=out_dir)
+    out.print(f"Open {out_dir / 'panel.png'} to see the map.")
