@@ -50,9 +50,9 @@ def handled(command):
 
 def resolve_model(model: str) -> str:
     """A model as given (file or collection name) → its file."""
-    from onnxlam.convert.collection import resolve
+    from onnxlam.convert.collection import resolve_model
 
-    return str(resolve(model))
+    return resolve_model(model)
 
 
 def progress(elapsed: bool = False):

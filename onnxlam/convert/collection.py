@@ -86,3 +86,8 @@ def resolve(name_or_path: str) -> pathlib.Path:
             return entry.path
     names = ", ".join(m.name for m in models)
     raise InputError(f"{name_or_path!r} is neither a file nor a collection model (available: {names})")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """What every command does with a model as given: its file (see `resolve`), as a string."""
+    return str(resolve(name_or_path))

@@ -1,0 +1,272 @@
+"""A report's configuration: models, images, windows and LAM options, from flags or a TOML file, and
+the cases they make (models × images × windows)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass, fields, make_dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from onnxlam.errors import InputError
+from onnxlam.lam.options import LamOptions, given_options, option_names
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+REPORT_KEYS = ("models", "images", "windows", "windows_file", "out")
+CONFIG_KEYS = REPORT_KEYS + option_names()
+
+
+# ------------------------------------------------------------------------------------------------
+# Parameters and cases
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A window as given: top-left (x, y) in SR pixels, and its side (None: the report's --size)."""
+
+    x: int
+    y: int
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One analysis of a report: `model` and `image` as given (paths or collection names)."""
+
+    model: str
+    image: str
+    x: int
+    y: int
+    size: int
+
+    @property
+    def slug(self) -> str:
+        """The case folder's name: readable, file-system safe, unique per (model, image, window)."""
+        readable = _safe(f"{_stem(self.model)}-{_stem(self.image)}")[:80]
+        where = hashlib.sha1(f"{os.path.abspath(self.model)}\0{os.path.abspath(self.image)}".encode()).hexdigest()
+        return f"{readable}-{self.x}-{self.y}-{self.size}-{where[:8]}"
+
+    @property
+    def label(self) -> str:
+        return f"{_stem(self.model)} · {Path(self.image).name} · ({self.x}, {self.y}) {self.size}px"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Everything a report run needs: inputs, windows, output folder and the lam options."""
+
+    models: tuple[str, ...]
+    images: tuple[str, ...]
+    windows: tuple[WindowSpec, ...]
+    out: Path
+    options: LamOptions = LamOptions()
+
+
+@dataclass(frozen=True)
+class _ReportValues:
+    models: tuple[str, ...] | None = None
+    images: tuple[str, ...] | None = None
+    windows: tuple[WindowSpec, ...] | None = None
+    windows_file: Path | None = None
+    out: Path | None = None
+
+
+class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for name in option_names()],
+                                  bases=(_ReportValues,), frozen=True)):
+    """Report settings as given (TOML file or command line); None means "not given here".
+
+    The report's own keys, then every LAM option (its fields derive from `LamOptions`).
+    """
+
+    def overridden_by(self, other: ConfigValues) -> ConfigValues:
+        """These values with every value that `other` gives replacing ours.
+
+        Windows are one setting: giving `--window` or `--windows-file` replaces both of the config's.
+        """
+        given = {k: v for k, v in asdict_shallow(other).items() if v is not None}
+        if "windows" in given or "windows_file" in given:
+            given.setdefault("windows", None)
+            given.setdefault("windows_file", None)
+        return replace(self, **given)
+
+    def resolve(self, default_out: Path = Path("onnxlam-report")) -> ReportConfig:
+        """The complete configuration, with defaults filled in; InputError when something is missing."""
+        if not self.models:
+            raise InputError("no model given: use --model (repeatable) or `models = [...]` in the config")
+        if not self.images:
+            raise InputError("no image given: use --image (repeatable) or `images = [...]` in the config")
+        windows = list(self.windows or ())
+        if self.windows_file is not None:
+            windows += read_windows_file(self.windows_file)
+        if not windows:
+            raise InputError("no window given: use --window X Y (repeatable), --windows-file or `windows`")
+        given = {k: getattr(self, k) for k in option_names() if getattr(self, k) is not None}
+        options = replace(LamOptions(), **given).validate()
+        return ReportConfig(tuple(self.models), tuple(self.images), tuple(windows), self.out or default_out,
+                            options)
+
+
+def asdict_shallow(values: ConfigValues) -> dict:
+    return {f.name: getattr(values, f.name) for f in fields(values)}
+
+
+def _stem(name: str) -> str:
+    return Path(name).stem or name
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "case"
+
+
+def parse_window(text: str) -> WindowSpec:
+    """"X Y" or "X,Y" (from `--window X Y`) as a WindowSpec; InputError otherwise."""
+    parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
+    try:
+        x, y = (int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"--window takes two integers X Y; got {text!r}") from None
+    return WindowSpec(x, y)
+
+
+def read_windows_file(path: str | Path) -> list[WindowSpec]:
+    """Windows from a CSV file of rows `x,y` or `x,y,size`; a header row and `#` comments are skipped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"cannot read the windows file {path}: {exc.strerror or exc}") from None
+    windows = []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        try:
+            values = [int(c) for c in cells if c != ""]
+        except ValueError:
+            if number == 1 and not windows:  # a header such as "x,y,size"
+                continue
+            raise InputError(f"{path}:{number}: expected integers x,y[,size]; got {','.join(row)!r}") from None
+        if len(values) not in (2, 3):
+            raise InputError(f"{path}:{number}: expected x,y or x,y,size; got {len(values)} values")
+        windows.append(WindowSpec(*values))
+    if not windows:
+        raise InputError(f"the windows file {path} holds no window (rows x,y[,size])")
+    return windows
+
+
+def load_config(path: str | Path) -> ConfigValues:
+    """The settings of a TOML report configuration; relative paths are taken from the file's folder.
+
+    Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
+    size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
+    max_memory (a string such as "24G", or bytes).
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        raise InputError("TOML report configurations need Python 3.11 or later (tomllib); "
+                         "give the cases with --model, --image and --window instead") from None
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read the configuration {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise InputError(f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                         f"known keys: {', '.join(CONFIG_KEYS)}")
+    base = path.parent
+
+    def paths(key: str) -> tuple[str, ...] | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise InputError(f"{path}: `{key}` must be a string or a list of strings")
+        return tuple(_relative_to(base, v, keep_names=(key == "models")) for v in items)
+
+    def typed(key: str, kind: type | tuple[type, ...]):
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) and kind is not bool:
+            raise InputError(f"{path}: `{key}` must be a number, not true/false")
+        if not isinstance(value, kind):
+            raise InputError(f"{path}: `{key}` has the wrong type ({type(value).__name__})")
+        return value
+
+    windows = None
+    if "windows" in data:
+        raw = data["windows"]
+        ok = isinstance(raw, list) and all(
+            isinstance(w, list) and len(w) in (2, 3) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in w) for w in raw)
+        if not ok:
+            raise InputError(f"{path}: `windows` must be a list of [x, y] or [x, y, size] integer lists")
+        windows = tuple(WindowSpec(*w) for w in raw)
+    def one_path(key: str) -> Path | None:
+        value = typed(key, str)
+        return None if value is None else Path(_relative_to(base, value))
+
+    return ConfigValues(models=paths("models"), images=paths("images"), windows=windows,
+                        windows_file=one_path("windows_file"), out=one_path("out"),
+                        **given_options(data, str(path)))
+
+
+def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
+    """`value` taken from the config's folder, unless absolute (or, for models, a collection name)."""
+    candidate = Path(value).expanduser()
+    if candidate.is_absolute():
+        return str(candidate)
+    joined = base / candidate
+    if keep_names and not joined.exists() and "/" not in value and not value.endswith(".onnx"):
+        return value  # a collection model name such as "animevideov3-x4"
+    return str(joined)
+
+
+def expand_images(images: Sequence[str]) -> list[str]:
+    """The image files: files as given, folders replaced by their image files (sorted, not recursive)."""
+    files = []
+    for item in images:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"the folder {p} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise InputError(f"image not found: {p}")
+    return files
+
+
+def plan_cases(config: ReportConfig, resolve_model=None) -> list[Case]:
+    """The report's cases, models × images × windows in that order, without duplicates.
+
+    `resolve_model` maps a model as given to its file (collection names); a missing model or image is
+    an InputError here, before any case runs.
+    """
+    for model in config.models:
+        resolved = resolve_model(model) if resolve_model else model
+        if not Path(resolved).is_file():
+            raise InputError(f"model not found: {model}")
+    images = expand_images(config.images)
+    seen, cases = set(), []
+    for model in config.models:
+        for image in images:
+            for w in config.windows:
+                case = Case(model, image, w.x, w.y, w.size if w.size is not None else config.options.size)
+                if case not in seen:
+                    seen.add(case)
+                    cases.append(case)
+    return cases
+
+

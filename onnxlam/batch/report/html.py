@@ -1,0 +1,222 @@
+"""index.html: a self-contained page (no network) with the per-model summary, the DI distribution
+per model as inline SVG, and a sortable case table with thumbnails."""
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import quote
+
+from onnxlam._version import __version__
+from onnxlam.batch.report.config import _stem
+from onnxlam.batch.report.store import CaseRow, ModelSummary, Report
+
+
+
+# ------------------------------------------------------------------------------------------------
+# index.html: one self-contained page (no network), every user string escaped
+# ------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d1d1f;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+.meta{color:#555;margin:0 0 12px}.meta code{background:#f3f3f3;padding:1px 4px;border-radius:3px}
+table{border-collapse:collapse}th,td{padding:4px 8px;border-bottom:1px solid #e3e3e3;text-align:left;
+vertical-align:middle}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+#cases th{cursor:pointer;user-select:none;position:sticky;top:0;background:#fafafa}
+#cases th:hover{background:#eee}#cases th .arrow{color:#999;font-size:11px}
+#cases img{height:72px;display:block}
+td.name{white-space:nowrap;max-width:260px;overflow:hidden;text-overflow:ellipsis}
+tr.failed td{background:#fff2f2}.status-failed{color:#b00020;font-weight:600}.status-pending{color:#a60}
+.msg{max-width:420px;white-space:normal;color:#b00020;font-size:12px}
+.plots{display:flex;flex-wrap:wrap;gap:16px}.plot{border:1px solid #e3e3e3;border-radius:6px;padding:8px}
+.plot h3{font-size:13px;margin:0 0 4px;max-width:420px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+svg text{font:11px system-ui,sans-serif;fill:#444}
+.wrap{overflow-x:auto}input#filter{margin:0 0 8px;padding:4px 8px;width:320px;font:inherit}
+"""
+
+_JS = """
+(function(){
+  var table=document.getElementById('cases'); if(!table) return;
+  var body=table.tBodies[0], heads=table.tHead.rows[0].cells, state={col:-1,dir:1};
+  function key(row,col){var c=row.cells[col], v=c.getAttribute('data-v'); if(v===null) v=c.textContent;
+    var f=parseFloat(v); return (v!=='' && !isNaN(f) && isFinite(v)) ? [0,f] : [v==='' ? 2 : 1, v.toLowerCase()];}
+  function sortBy(col){
+    state.dir = (state.col===col) ? -state.dir : 1; state.col=col;
+    var rows=Array.prototype.slice.call(body.rows);
+    rows.sort(function(a,b){var x=key(a,col), y=key(b,col);
+      if(x[0]!==y[0]) return x[0]-y[0];
+      return (x[1]<y[1] ? -1 : x[1]>y[1] ? 1 : 0)*state.dir;});
+    rows.forEach(function(r){body.appendChild(r);});
+    for(var i=0;i<heads.length;i++){var a=heads[i].querySelector('.arrow');
+      if(a) a.textContent = i===col ? (state.dir>0 ? ' \\u25B2' : ' \\u25BC') : '';}
+  }
+  for(var i=0;i<heads.length;i++){(function(i){ if(heads[i].hasAttribute('data-nosort')) return;
+    heads[i].addEventListener('click',function(){sortBy(i);});})(i);}
+  var filter=document.getElementById('filter');
+  if(filter) filter.addEventListener('input',function(){var q=filter.value.toLowerCase();
+    Array.prototype.forEach.call(body.rows,function(r){
+      r.style.display = r.textContent.toLowerCase().indexOf(q)>=0 ? '' : 'none';});});
+})();
+"""
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _href(relative: str) -> str:
+    """A relative URL to a file inside the report folder, percent-encoded and HTML-escaped."""
+    return _e(quote(relative, safe="/"))
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def render_html(report: Report) -> str:
+    """index.html: summary per model, DI distribution per model (inline SVG), sortable case table."""
+    o = report.config.options
+    summaries = report.summaries()
+    all_dis = [d for s in summaries for d in s.dis]
+    lo, hi = _axis_range(all_dis)
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             "<title>onnxlam report</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>Local attribution maps: report</h1>",
+             f'<p class="meta">{len(report.rows)} cases · {report.failed} failed · {report.pending} pending · '
+             f"path <code>{_e(o.path)}</code> · sigma {_e(f'{o.sigma:g}')} · fold {o.fold} · "
+             f"kernel {o.kernel_size}{' · LR input' if o.lr else ''} · onnxlam {_e(__version__)} · "
+             f"started {_e(report.started)}</p>",
+             '<p class="meta">Files: <a href="results.csv">results.csv</a> · '
+             '<a href="results.json">results.json</a>. DI: diffusion index (higher: more input pixels '
+             "contribute). Range: LR pixels holding 50/90/99% of the attribution, and the radius (LR pixels) "
+             "around the window centre holding 90%.</p>"]
+    parts += _summary_table(summaries)
+    parts.append("<h2>DI distribution per model</h2><div class=\"plots\">")
+    for s in summaries:
+        parts.append(f'<div class="plot"><h3 title="{_e(s.model)}">{_e(s.model)}</h3>'
+                     f"{_histogram_svg(s.dis, lo, hi)}</div>")
+    parts.append("</div>")
+    parts += _case_table(report.rows)
+    parts.append(f"<script>{_JS}</script></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _summary_table(summaries: Sequence[ModelSummary]) -> list[str]:
+    lines = ["<h2>Summary per model</h2>", "<table><thead><tr><th>model</th><th class=n>cases</th>"
+             "<th class=n>failures</th><th class=n>DI mean</th><th class=n>DI median</th><th class=n>DI std</th>"
+             "<th class=n>radius 90% (mean)</th></tr></thead><tbody>"]
+    for s in summaries:
+        lines.append(f"<tr><td>{_e(s.model)}</td><td class=n>{s.cases}</td><td class=n>{s.failures}</td>"
+                     f"<td class=n>{_fmt(s.di_mean)}</td><td class=n>{_fmt(s.di_median)}</td>"
+                     f"<td class=n>{_fmt(s.di_std)}</td><td class=n>{_fmt(s.radius_90_mean)}</td></tr>")
+    lines.append("</tbody></table>")
+    return lines
+
+
+def _case_table(rows: Sequence[CaseRow]) -> list[str]:
+    heads = [("panel", False), ("model", False), ("image", False), ("x", True), ("y", True), ("size", True),
+             ("DI", True), ("Gini", True), ("px 50%", True), ("px 90%", True), ("px 99%", True),
+             ("radius 90%", True), ("seconds", True), ("status", False), ("message", False)]
+    lines = ["<h2>Cases</h2>", '<input id="filter" type="search" placeholder="Filter cases…" '
+             'aria-label="Filter cases">', '<div class="wrap"><table id="cases"><thead><tr>']
+    for name, numeric in heads:
+        extra = ' data-nosort=""' if name == "panel" else ""
+        lines.append(f'<th{" class=n" if numeric else ""}{extra}>{_e(name)}<span class="arrow"></span></th>')
+    lines.append("</tr></thead><tbody>")
+    for r in rows:
+        c = r.case
+        if r.status == "ok":
+            panel = f"{r.folder}/panel.png"
+            thumb = (f'<a href="{_href(panel)}"><img src="{_href(panel)}" loading="lazy" '
+                     f'alt="{_e(c.label)}"></a>')
+        else:
+            thumb = ""
+        rng = r.range
+
+        def num(v, digits=2):
+            return f'<td class=n data-v="{"" if v is None else _e(v)}">{_fmt(v, digits)}</td>'
+
+        folder_link = f'<a href="{_href(r.folder + "/")}">{_e(r.status)}</a>' if r.status != "pending" \
+            else _e(r.status)
+        lines.append(
+            f'<tr class="{_e(r.status)}"><td>{thumb}</td><td class="name" title="{_e(c.model)}">'
+            f'{_e(_stem(c.model))}</td><td class="name" title="{_e(c.image)}">{_e(Path(c.image).name)}</td>'
+            f"{num(c.x)}{num(c.y)}{num(c.size)}"
+            f"{num(r.di)}{num(r.gini, 4)}{num(rng.get('pixels_50'))}{num(rng.get('pixels_90'))}"
+            f"{num(rng.get('pixels_99'))}{num(rng.get('radius_90'), 1)}{num(r.seconds, 1)}"
+            f'<td class="status-{_e(r.status)}">{folder_link}</td><td class="msg">{_e(r.message)}</td></tr>')
+    lines.append("</tbody></table></div>")
+    return lines
+
+
+def _axis_range(values: Sequence[float]) -> tuple[float, float]:
+    """A DI axis shared by every model's plot, on round numbers around the values."""
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1.0, hi + 1.0
+    step = _nice_step((hi - lo) / 5)
+    return math.floor(lo / step) * step, math.ceil(hi / step) * step
+
+
+def _nice_step(raw: float) -> float:
+    power = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * power >= raw:
+            return m * power
+    return 10 * power
+
+
+def _histogram_svg(values: Sequence[float], lo: float, hi: float, bins: int = 20) -> str:
+    """A DI histogram with a rug of the individual cases and the mean marked, as inline SVG."""
+    width, height, left, right, top, bottom = 420, 150, 34, 10, 8, 40
+    pw, ph = width - left - right, height - top - bottom
+    parts = [f'<svg width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="DI histogram">']
+    if not values:
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no completed case</text></svg>')
+        return "".join(parts)
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, max(0, int((v - lo) / (hi - lo) * bins)))] += 1
+    peak = max(counts)
+
+    def sx(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * pw
+
+    bw = pw / bins
+    for i, n in enumerate(counts):
+        if n:
+            h = n / peak * ph
+            a, b = lo + i * (hi - lo) / bins, lo + (i + 1) * (hi - lo) / bins
+            parts.append(f'<rect x="{left + i * bw + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw - 1:.1f}" '
+                         f'height="{h:.1f}" fill="#4a78b5"><title>DI {a:.2f}–{b:.2f}: {n} '
+                         f'case{"s" if n > 1 else ""}</title></rect>')
+    base = top + ph
+    parts.append(f'<line x1="{left}" y1="{base}" x2="{left + pw}" y2="{base}" stroke="#888"/>')
+    for v in values:  # rug: one tick per case
+        parts.append(f'<line x1="{sx(v):.1f}" y1="{base + 3}" x2="{sx(v):.1f}" y2="{base + 11}" '
+                     f'stroke="#c0392b" stroke-opacity="0.6"/>')
+    mean = statistics.fmean(values)
+    parts.append(f'<line x1="{sx(mean):.1f}" y1="{top}" x2="{sx(mean):.1f}" y2="{base}" stroke="#c0392b" '
+                 f'stroke-dasharray="3,3"><title>mean DI {mean:.2f}</title></line>')
+    step = _nice_step((hi - lo) / 5)
+    t = lo
+    while t <= hi + 1e-9:
+        parts.append(f'<line x1="{sx(t):.1f}" y1="{base + 11}" x2="{sx(t):.1f}" y2="{base + 14}" stroke="#888"/>'
+                     f'<text x="{sx(t):.1f}" y="{base + 25}" text-anchor="middle">{t:g}</text>')
+        t += step
+    parts.append(f'<text x="{left + pw / 2}" y="{height - 2}" text-anchor="middle">DI  (n = {len(values)}, '
+                 f"mean {mean:.2f})</text>")
+    parts.append(f'<text x="{left - 4}" y="{top + 9}" text-anchor="end">{peak}</text>'
+                 f'<text x="{left - 4}" y="{base}" text-anchor="end">0</text></svg>')
+    return "".join(parts)
