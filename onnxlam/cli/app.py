@@ -14,7 +14,7 @@ from rich.console import Console
 
 from onnxlam.errors import OnnxlamError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Local Attribution Maps (LAM) for super-resolution networks in ONNX.")
 err = Console(stderr=True)
 out = Console()
