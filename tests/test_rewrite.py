@@ -10,7 +10,7 @@ import pytest
 import onnxlam.engine.program as program_module
 from onnxlam.graph.model import open_model
 from onnxlam.engine.program import GradientProgram, gradient_graph, program_key
-from onnxlam.graph.rewrite import _shapes
+from onnxlam.graph.model import static_shapes
 
 
 def _both(path, batch, size, windows, monkeypatch):
@@ -26,7 +26,7 @@ def _both(path, batch, size, windows, monkeypatch):
 
 def _five_d_elementwise(model: onnx.ModelProto) -> int:
     inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = _shapes(inferred)
+    shapes = static_shapes(inferred)
     return sum(1 for n in inferred.graph.node if n.op_type in ("Mul", "Add", "Sum", "Where", "Neg")
                and len(shapes.get(n.output[0]) or ()) == 5)
 

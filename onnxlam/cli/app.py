@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from onnxlam.errors import OnnxlamError
+from onnxlam.render.text import fmt  # noqa: F401  (the commands' table cells)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Local Attribution Maps (LAM) for super-resolution networks in ONNX.")
@@ -63,11 +64,6 @@ def progress(elapsed: bool = False):
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TimeElapsedColumn(), TextColumn("eta")] if elapsed else []
     return Progress(*columns, TimeRemainingColumn(), console=err, transient=True)
-
-
-def fmt(value, digits: int = 2) -> str:
-    """A table cell: – for None, integers as they are, floats to `digits` places."""
-    return "–" if value is None else (str(value) if isinstance(value, int) else f"{value:.{digits}f}")
 
 
 def pair(text: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from onnxlam.cli.app import app, err, fmt as _fmt, handled, out, progress as _bar, resolve_model
+from onnxlam.cli.app import app, fmt as _fmt, handled, out, progress as _bar, resolve_model
 from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Debug, Device, Fold, GivenCrop, GivenDevice,
                                  GivenFold, GivenKernelSize, GivenLr, GivenPath, GivenSigma, GivenSize,
                                  KernelSize, Lr, MaxMemory, Path as PathKind, Sigma, Size, ValueRange)

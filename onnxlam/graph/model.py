@@ -113,17 +113,35 @@ def _all_initializers(graph: onnx.GraphProto):
                 yield from _all_initializers(attr.g)
 
 
-def _dims(value: onnx.ValueInfoProto) -> tuple:
-    shape = value.type.tensor_type.shape
-    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim)
+def dims(value: onnx.ValueInfoProto, symbolic: bool = True) -> tuple | None:
+    """A value's dimensions: ints, and for unknown ones the dim_param name (None without one, or
+    always None when not `symbolic`); None when the value has no shape at all."""
+    t = value.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else ((d.dim_param or None) if symbolic else None)
+                 for d in t.shape.dim)
+
+
+def static_shapes(model: onnx.ModelProto, complete: bool = False) -> dict[str, tuple]:
+    """Inferred shapes of the graph's inputs, values and outputs (unknown dims None); with `complete`,
+    only the fully known ones."""
+    shapes = {}
+    for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        d = dims(v, symbolic=False)
+        if d is not None and (not complete or all(x is not None for x in d)):
+            shapes[v.name] = d
+    return shapes
+
+
+def opset_version(model: onnx.ModelProto) -> int:
+    """The model's default-domain opset (a model without one is taken as the newest onnx knows)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                onnx.defs.onnx_opset_version())
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
-    return TensorSpec(value.name, value.type.tensor_type.elem_type, _dims(value))
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return TensorSpec(value.name, value.type.tensor_type.elem_type, dims(value))
 
 
 def _metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -170,7 +188,7 @@ def inspect_model(model: onnx.ModelProto, path: str | Path = "<memory>", sha256:
     histogram = collections.Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
                                     for n in _all_nodes(graph))
     params = sum(int(np.prod(t.dims)) for t in _all_initializers(graph))
-    return ModelInfo(path=str(path), sha256=sha256, input=inp, output=out, opset=_opset(model),
+    return ModelInfo(path=str(path), sha256=sha256, input=inp, output=out, opset=opset_version(model),
                      channels=channels, value_range=value_range, channel_order=order,
                      parameters=params, op_histogram=dict(histogram.most_common()))
 
@@ -289,8 +307,8 @@ def normalise(model: onnx.ModelProto, info: ModelInfo, value_range: float | None
     del graph.node[:]
     graph.node.extend(nodes)
     old_in = graph.input[0]
-    new_in = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, list(_dims(old_in)))
-    new_out = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(_dims(graph.output[0])))
+    new_in = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, list(dims(old_in)))
+    new_out = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(dims(graph.output[0])))
     del graph.input[:]
     graph.input.append(new_in)
     del graph.output[:]
@@ -340,5 +358,5 @@ def fix_input_shape(model: onnx.ModelProto, dims: tuple[int, int, int, int]) -> 
 def output_dims(model: onnx.ModelProto, name: str = OUTPUT) -> tuple | None:
     for v in list(model.graph.output) + list(model.graph.value_info):
         if v.name == name and v.type.tensor_type.HasField("shape"):
-            return _dims(v)
+            return dims(v)
     return None

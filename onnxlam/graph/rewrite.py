@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxlam.graph.model import opset_version, static_shapes
+
 NUMPY_PAD_MODE = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 
 
@@ -29,14 +31,6 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
                 if attr.name == "value":
                     values[node.output[0]] = numpy_helper.to_array(attr.t)
     return values
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
-    shapes = {}
-    for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
-        shapes[v.name] = dims
-    return shapes
 
 
 def pad_indices(length: int, before: int, after: int, mode: str) -> np.ndarray:
@@ -170,8 +164,8 @@ def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     operands are all 4-D values with a unit axis appended (or one-element constants) runs on the 4-D
     values, and an Unsqueeze gives the 5-D name to whatever still needs it; `prune` drops the rest.
     """
-    shapes, constants = _shapes(model), _constants(model)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    shapes, constants = static_shapes(model), _constants(model)
+    opset = opset_version(model)
     if opset < 13:
         return model
     low: dict[str, str] = {}  # 5-D name -> a 4-D name holding the same values
@@ -277,8 +271,8 @@ def _outer_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def _apply(model: onnx.ModelProto, rules: dict[str, Callable]) -> onnx.ModelProto:
-    constants, shapes = _constants(model), _shapes(model)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    constants, shapes = _constants(model), static_shapes(model)
+    opset = opset_version(model)
     nodes, changed = [], False
     for node in model.graph.node:
         rule = rules.get(node.op_type) if node.domain in ("", "ai.onnx") else None

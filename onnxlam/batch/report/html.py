@@ -12,6 +12,7 @@ from urllib.parse import quote
 from onnxlam._version import __version__
 from onnxlam.batch.report.config import _stem
 from onnxlam.batch.report.store import CaseRow, ModelSummary, Report
+from onnxlam.render.text import fmt as _fmt
 
 
 
@@ -70,14 +71,6 @@ def _e(value) -> str:
 def _href(relative: str) -> str:
     """A relative URL to a file inside the report folder, percent-encoded and HTML-escaped."""
     return _e(quote(relative, safe="/"))
-
-
-def _fmt(value, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
 
 
 def render_html(report: Report) -> str:

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxlam.graph.model import dims, opset_version, static_shapes
+
 from onnxlam.graph.receptive_field.field import ReceptiveField
 from onnxlam.graph.receptive_field.intervals import COLS, ROWS, _Broken, _Global, _Grid, _LR_NAMES, _Local, _Unsupported, _attrs, _reduce
 from onnxlam.graph.receptive_field.rules import RULES, SHAPE_ONLY
@@ -27,13 +29,6 @@ def _graph_input(model: onnx.ModelProto, input_name: str | None) -> onnx.ValueIn
     raise ValueError(f"no graph input named {input_name!r}; inputs: {[i.name for i in inputs]}")
 
 
-def _dims(v: onnx.ValueInfoProto) -> tuple | None:
-    t = v.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-
-
 def prepare(model: onnx.ModelProto, height: int, width: int, input_name: str | None = None,
             channels: int | None = None) -> onnx.ModelProto:
     """A copy with the input fixed to 1×C×height×width, shapes inferred and shape arithmetic folded."""
@@ -42,7 +37,7 @@ def prepare(model: onnx.ModelProto, height: int, width: int, input_name: str | N
     m = onnx.ModelProto()
     m.CopyFrom(model)
     inp = _graph_input(m, input_name)
-    old = _dims(inp) or (None, None, None, None)
+    old = dims(inp, symbolic=False) or (None, None, None, None)
     if len(old) != 4:
         raise ValueError(f"input {inp.name!r} has rank {len(old)}; expected N×C×H×W")
     c = channels or old[1] or 3
@@ -66,10 +61,10 @@ class _Analysis:
         self.model = model
         self.graph = model.graph
         self.input = input_name
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+        self.opset = opset_version(model)
         self.shapes: dict[str, tuple] = {}
         for v in list(self.graph.input) + list(self.graph.value_info) + list(self.graph.output):
-            d = _dims(v)
+            d = dims(v, symbolic=False)
             if d is not None and all(x is not None for x in d):
                 self.shapes[v.name] = d
         self.consts: dict[str, np.ndarray] = {}
@@ -297,17 +292,8 @@ class _SizeResult:
     col_phase: tuple = ()
 
 
-def _shapes(model: onnx.ModelProto) -> dict:
-    out = {}
-    for v in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        d = _dims(v)
-        if d is not None and all(x is not None for x in d):
-            out[v.name] = d
-    return out
-
-
 def _imgsized(a: onnx.ModelProto, b: onnx.ModelProto) -> dict:
-    sa, sb = _shapes(a), _shapes(b)
+    sa, sb = static_shapes(a, complete=True), static_shapes(b, complete=True)
     return {k: tuple(x != y for x, y in zip(sa[k], sb[k]))
             for k in sa.keys() & sb.keys() if len(sa[k]) == len(sb[k])}
 
@@ -398,9 +384,9 @@ def receptive_field(model: onnx.ModelProto, input_name: str | None = None, *,
     A model that accepts only its own static size is analysed there alone (`confirmed` False).
     """
     inp = _graph_input(model, input_name)
-    dims = _dims(inp) or ()
+    shape = dims(inp, symbolic=False) or ()
     if size is None:
-        size = (dims[2], dims[3]) if len(dims) == 4 and dims[2] and dims[3] else (32, 32)
+        size = (shape[2], shape[3]) if len(shape) == 4 and shape[2] and shape[3] else (32, 32)
     out_name = output_name or model.graph.output[0].name
     h, w = size
     current = prepare(model, h, w, inp.name)
