@@ -80,7 +80,7 @@ def test_models_command_lists_the_collection():
     import subprocess
     import sys
 
-    repo = pathlib.Path(__file__).resolve().parents[1]
+    repo = pathlib.Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, "-m", "onnxlam", "models", "--json"], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(repo)})
     assert r.returncode == 0, r.stderr

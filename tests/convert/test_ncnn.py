@@ -23,7 +23,7 @@ from onnxlam.convert import ncnn as conv
 from onnxlam.errors import InputError
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
-DATA = pathlib.Path(__file__).resolve().parent.parent / "onnxlam" / "data"
+DATA = pathlib.Path(__file__).resolve().parents[2] / "onnxlam" / "data"
 RNG = np.random.default_rng(0)
 
 
@@ -397,7 +397,7 @@ def test_collection_model_matches_ncnn(entry, tmp_path):
 def test_fetched_realesrgan_x4plus_matches_ncnn(tmp_path):
     entry = next(e for e in collection.list_models() if e.name == "realesrgan-x4plus")
     if not entry.available:
-        script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "fetch_models.py"
+        script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "fetch_models.py"
         subprocess.run([sys.executable, str(script), entry.name], check=True)
     compare_with_ncnn(entry, tmp_path)
 
@@ -432,7 +432,7 @@ def test_import_ncnn_command_then_lam(tmp_path):
     param, binf = write_net(tmp_path, ["Convolution conv 1 1 data c 0=12 1=3 4=1 5=1 6=324 9=2 -23310=1,0.1",
                                        "PixelShuffle ps 1 1 c out 0=2"], [tagged(w), f32(b)])
     out = tmp_path / "net.onnx"
-    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])}
     cli = [sys.executable, "-m", "onnxlam"]
     r = subprocess.run(cli + ["import-ncnn", str(param), str(binf), "-o", str(out), "--value-range", "1"],
                        capture_output=True, text=True, env=env)

@@ -17,7 +17,7 @@ import architectures as arch
 import onnxlam
 from onnx_models import tiny_sr
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HR = REPO / "onnxlam" / "data" / "astronaut.png"
 LR = arch.LR_SIZE
 

@@ -164,7 +164,7 @@ def test_max_memory_bounds_the_batch_and_the_process(big_image):
     from outside; the map is the same."""
     folder, hr, model = big_image
     loose = run_cli("lam", model, hr, "--window", 240, 240, "--fold", 12, "--no-crop", "--device", "cpu",
-                    "--out", folder / "loose", "--max-memory", "16G")
+                    "--out", folder / "loose", "--max-memory", "16G", process=True)
     assert loose.returncode == 0, loose.stderr
     rl = json.loads((folder / "loose" / "result.json").read_text())
     per_step = rl["memory"]["probes"][-1]
@@ -197,7 +197,7 @@ def test_one_step_too_big_is_cropped_and_said(big_image):
     folder, _, model = big_image
     hr, n = folder / "hr1536.png", 384
     args = ["--window", 760, 760, "--fold", 4, "--no-crop", "--device", "cpu"]
-    whole = run_cli("lam", model, hr, *args, "--out", folder / "whole", "--max-memory", "16G", "--json")
+    whole = run_cli("lam", model, hr, *args, "--out", folder / "whole", "--max-memory", "16G", "--json", process=True)
     assert whole.returncode == 0, whole.stderr
     rw = json.loads(whole.stdout)
     mem = rw["memory"]
@@ -229,10 +229,10 @@ def test_one_step_too_big_is_cropped_and_said(big_image):
 def test_limit_too_small_is_one_clear_line(big_image, tmp_path):
     folder, hr, model = big_image
     res = run_cli("lam", model, hr, "--window", 240, 240, "--fold", 4, "--device", "cpu",
-                  "--out", tmp_path / "none", "--max-memory", "1M")
+                  "--out", tmp_path / "none", "--max-memory", "1M", process=True)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "raise --max-memory" in lines[0]
     assert not (tmp_path / "none").exists()
-    bad = run_cli("lam", model, hr, "--window", 240, 240, "--out", tmp_path / "bad", "--max-memory", "lots")
+    bad = run_cli("lam", model, hr, "--window", 240, 240, "--out", tmp_path / "bad", "--max-memory", "lots", process=True)
     assert bad.returncode == 2 and "--max-memory" in bad.stderr and "Traceback" not in bad.stderr

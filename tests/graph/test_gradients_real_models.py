@@ -38,7 +38,7 @@ from onnxlam.graph.model import INPUT, open_model
 from onnxlam.engine.program import SEED, build_program
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "exported_models"
 LR = 16
 TOLERANCE = 1e-4

@@ -26,7 +26,7 @@ from onnxlam.graph.receptive_field import (analyse_file, crop_box, dependence_bo
                                      receptive_field)
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT / "exported_models" / "animevideov3-x4.onnx"
 LR = (24, 20)           # LR height, width for the empirical checks (not square on purpose)
 LR4 = (14, 12)          # the same for ×4 models (their SR-resolution convolutions cost 4× more)
