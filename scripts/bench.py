@@ -2,13 +2,16 @@
 
     python scripts/bench.py [--runs 3] [--out BENCHMARKS.md] [--markdown-only]
 
-Every timing is a whole process (imports, model loading, path, integration; the gradient program
-comes from a cache warmed beforehand, as on any second run), started in this one run so the ratios
-compare like with like on the same machine. Peak memory is each process's maximum resident set.
+Every timing is a whole process (imports, model loading, path, integration), started in this one run
+so the ratios compare like with like on the same machine, both cold (an empty program cache: the
+program is built, checked and its memory measured, as on CI or a first look at a model) and warm
+(the gradient program from a cache filled beforehand, as on any second run). Peak memory is each
+process's maximum resident set. `--profile` also writes cProfile's top functions of one cold run.
 Cases:
   A. EDSR-baseline size (64 channels, 16 blocks, ×4) at LR 48×48, fold 50, one 16×16 window;
   B. the same network at LR 128×128 (onnxlam crops exactly to the window's receptive field);
-  C. four windows sharing each forward pass, against four separate runs.
+  C. four windows sharing each forward pass, against four separate runs;
+  D. a 32×32 toy network (3 convolutions, ×2), LR 32×32, fold 10: the cold process against the warm one.
 The maps are compared too: onnxlam's against the PyTorch loop's (max |ΔM|, |ΔDI|).
 """
 from __future__ import annotations
@@ -57,13 +60,17 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
     return {"di": diffusion_index(M)}
 
 
-def worker_lam(model: str, hr: str, out: str, *window_coords: int) -> dict:
-    """What `onnxlam lam MODEL HR --window X Y [--window ...] --out OUT --device cpu` does."""
+def worker_lam(model: str, hr: str, out: str, *window_coords) -> dict:
+    """What `onnxlam lam MODEL HR --window X Y [--window ...] [--fold N] --out OUT --device cpu` does."""
     from onnxlam.engine.analyzer import Analyzer
     from onnxlam.render.outputs import write_results
 
-    windows = list(zip(window_coords[::2], window_coords[1::2]))
-    results = Analyzer(model, device="cpu").run_windows(hr, windows)
+    coords, fold = list(window_coords), 50
+    if "--fold" in coords:
+        fold = int(coords[coords.index("--fold") + 1])
+        del coords[coords.index("--fold"):coords.index("--fold") + 2]
+    windows = list(zip(coords[::2], coords[1::2]))
+    results = Analyzer(model, device="cpu").run_windows(hr, windows, fold=fold)
     write_results(results, out)
     first = results[0].to_json()
     return {"seconds": first["seconds"], "di": first["di"], "batch_size": first["batch_size"],
@@ -115,18 +122,41 @@ def worker_ratio(model_dir: str, batch: int, size: int) -> dict:
     return {"program_s": t_program, "forward_s": t_forward, "ratio": t_program / t_forward, "batch": batch}
 
 
-def run_worker(kind: str, *args) -> dict:
+def profile_cold(model, hr, work: Path, top: int = 25) -> list[dict]:
+    """cProfile of one cold `lam` run (fresh cache), in a child: the top functions by cumulative time."""
+    out = work / "profile.txt"
+    code = (f"import cProfile, pstats, sys; sys.argv = ['bench', '--worker', 'lam', {str(model)!r}, {str(hr)!r}, "
+            f"{str(work / 'prof-out')!r}, '{WINDOW[0]}', '{WINDOW[1]}']; import runpy; "
+            f"cProfile.run(\"runpy.run_path({__file__!r}, run_name='__main__')\", {str(out)!r})")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ONNXLAM_CACHE": tempfile.mkdtemp(prefix="onnxlam-prof-")}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    import pstats
+
+    stats = pstats.Stats(str(out))
+    rows = []
+    for (file, line, fn), (cc, nc, tt, ct, callers) in stats.stats.items():
+        rows.append({"function": f"{Path(file).name}:{line}:{fn}", "cumulative_s": round(ct, 3)})
+    return sorted(rows, key=lambda r: -r["cumulative_s"])[:top]
+
+
+def run_worker(kind: str, *args, cache: str | None = None) -> dict:
+    """One worker process; `cache`: its program cache (default: the shared, warm one)."""
     start = time.perf_counter()
     argv = [sys.executable, __file__, "--worker", kind, *map(str, args)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if cache is not None:
+        env["ONNXLAM_CACHE"] = cache
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed: {proc.stderr[-2000:]}")
     return {"seconds": seconds, "result": json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
-def median_run(runs: int, kind: str, *args) -> dict:
-    results = [run_worker(kind, *args) for _ in range(runs)]
+def median_run(runs: int, kind: str, *args, cold: bool = False) -> dict:
+    """Medians of `runs` processes; `cold`: each with a new, empty program cache."""
+    results = [run_worker(kind, *args, cache=tempfile.mkdtemp(prefix="onnxlam-cold-") if cold else None)
+               for _ in range(runs)]
     times = [r["seconds"] for r in results]
     return {"median": float(np.median(times)), "runs": times, "result": results[-1]["result"]}
 
@@ -138,6 +168,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--worker")
+    parser.add_argument("--profile", action="store_true", help="cProfile one cold run of case A too")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rewrite BENCHMARKS.md from benchmarks/*.json without running anything")
     args, rest = parser.parse_known_args()
@@ -156,7 +187,7 @@ def main() -> None:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from torch_lam import EDSRBaseline, export
+    from torch_lam import EDSRBaseline, ToySR, export
 
     work = Path(tempfile.mkdtemp(prefix="onnxlam-bench-"))
     os.environ["ONNXLAM_CACHE"] = str(work / "cache")
@@ -181,23 +212,28 @@ def main() -> None:
     print("ratio", json.dumps(cases["ratio"]), flush=True)
     for name, hr in (("A_lr48", hr48), ("B_lr128", hr128)):
         lam_args = [model, hr, work / f"out-{name}", *WINDOW]
-        run_worker("lam", *lam_args)  # warm the program cache (build + finite-difference check)
+        cold = median_run(args.runs, "lam", *lam_args, cold=True)
+        run_worker("lam", *lam_args)  # warm the program cache (build + check + memory probe)
         lam = median_run(args.runs, "lam", *lam_args)
         batch = lam["result"]["batch_size"]
         ref = median_run(args.runs, "torch", work, hr, WINDOW[0], WINDOW[1], 50)
         fwd = median_run(args.runs, "forward", work, hr, 50, batch)
         M = np.load(work / f"out-{name}" / "attribution.npy")
         M_ref = np.load(work / f"torch-M-{lam['result']['lr_size'][0]}.npy")
-        cases[name] = {"onnxlam": lam["median"], "onnxlam_in_process": lam["result"]["seconds"],
+        cases[name] = {"onnxlam": lam["median"], "onnxlam_cold": cold["median"],
+                       "onnxlam_in_process": lam["result"]["seconds"],
+                       "speedup_cold_vs_torch": ref["median"] / cold["median"],
                        "torch_demo_loop": ref["median"], "forward_only": fwd["median"],
                        "speedup_vs_torch": ref["median"] / lam["median"],
                        "crop": lam["result"].get("crop"), "batch": batch,
                        "max_abs_M_diff": float(np.abs(M - M_ref).max()),
                        "di_diff": abs(lam["result"]["di"] - ref["result"]["di"]),
                        "peak_rss_mb": {"onnxlam": lam["result"]["peak_rss_mb"],
+                                       "onnxlam_cold": cold["result"]["peak_rss_mb"],
                                        "torch": ref["result"]["peak_rss_mb"],
                                        "forward": fwd["result"]["peak_rss_mb"]},
-                       "runs": {"onnxlam": lam["runs"], "torch": ref["runs"], "forward": fwd["runs"]}}
+                       "runs": {"onnxlam": lam["runs"], "onnxlam_cold": cold["runs"], "torch": ref["runs"],
+                                "forward": fwd["runs"]}}
         print(name, json.dumps(cases[name]), flush=True)
     # C. four windows in one run against four single runs (in-process seconds, warm programs)
     four_args = [model, hr48, work / "four"] + [v for w in FOUR for v in w]
@@ -212,6 +248,21 @@ def main() -> None:
                                "speedup": sum(singles) / together["median"],
                                "together_in_process": together["result"]["seconds"]}
     print("C", json.dumps(cases["C_four_windows"]), flush=True)
+    # D. a toy network: what a cold start costs on top of a warm one, imports included
+    toy = work / "toy.onnx"
+    export(ToySR().eval(), toy, size=32)
+    hr32 = work / "hr32.png"
+    Image.fromarray(photo[:64, :64]).save(hr32)
+    toy_args = [toy, hr32, work / "toy-out", 8, 8, "--fold", 10]
+    toy_cold = median_run(args.runs, "lam", *toy_args, cold=True)
+    run_worker("lam", *toy_args)
+    toy_warm = median_run(args.runs, "lam", *toy_args)
+    cases["D_toy32"] = {"cold": toy_cold["median"], "warm": toy_warm["median"],
+                        "cold_minus_warm": toy_cold["median"] - toy_warm["median"],
+                        "runs": {"cold": toy_cold["runs"], "warm": toy_warm["runs"]}}
+    print("D", json.dumps(cases["D_toy32"]), flush=True)
+    if args.profile:
+        cases["profile_cold_A"] = profile_cold(model, hr48, work)
     report["cases"] = cases
     (REPO / "benchmarks").mkdir(exist_ok=True)
     (REPO / "benchmarks" / "cpu.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -223,25 +274,41 @@ def write_markdown(report: dict, path: Path) -> None:
     lines = ["# Benchmarks", "",
              f"Generated by `python scripts/bench.py` on {report['machine']}, Python {report['python']}, "
              f"onnxruntime {report['versions']['onnxruntime']}, torch {report['versions']['torch']}. "
-             "Whole-process medians (imports included; gradient programs from a warm cache).", "",
+             "Whole-process medians, imports included: cold with an empty program cache (the program is "
+             "built, checked and its memory measured), warm with the program from a cache filled "
+             "beforehand.", "",
              "## CPU", "",
-             "| case | onnxlam (s) | PyTorch demo loop (s) | forward only (s) | speed-up | max abs ΔM | ΔDI | crop | peak RSS onnxlam / torch (MB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| case | onnxlam cold (s) | onnxlam warm (s) | PyTorch demo loop (s) | forward only (s) | "
+             "speed-up cold / warm | max abs ΔM | ΔDI | crop | peak RSS cold / warm / torch (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, label in (("A_lr48", "EDSR-baseline ×4, LR 48×48, fold 50"),
                         ("B_lr128", "EDSR-baseline ×4, LR 128×128, fold 50")):
         r = c[name]
         crop = r["crop"]["box"] if r["crop"] else "none"
-        lines.append(f"| {label} | {r['onnxlam']:.2f} | {r['torch_demo_loop']:.2f} | {r['forward_only']:.2f} | "
-                     f"{r['speedup_vs_torch']:.2f}× | {r['max_abs_M_diff']:.1e} | {r['di_diff']:.1e} | {crop} | "
-                     f"{r['peak_rss_mb']['onnxlam']:.0f} / {r['peak_rss_mb']['torch']:.0f} |")
+        cold = r.get("onnxlam_cold")
+        rss = r["peak_rss_mb"]
+        lines.append(f"| {label} | {cold if cold is None else f'{cold:.2f}'} | {r['onnxlam']:.2f} | "
+                     f"{r['torch_demo_loop']:.2f} | {r['forward_only']:.2f} | "
+                     f"{r.get('speedup_cold_vs_torch', float('nan')):.2f}× / {r['speedup_vs_torch']:.2f}× | "
+                     f"{r['max_abs_M_diff']:.1e} | {r['di_diff']:.1e} | {crop} | "
+                     f"{rss.get('onnxlam_cold', float('nan')):.0f} / {rss['onnxlam']:.0f} / {rss['torch']:.0f} |")
     f = c["C_four_windows"]
     lines += ["", f"Four windows sharing each forward pass: {f['together']:.2f} s against {f['separately']:.2f} s "
-              f"for four separate runs ({f['speedup']:.2f}×).", ""]
+              f"for four separate runs ({f['speedup']:.2f}×; warm).", ""]
+    if "D_toy32" in c:
+        d = c["D_toy32"]
+        lines += [f"A toy ×2 network (three convolutions), LR 32×32, fold 10: cold {d['cold']:.2f} s, warm "
+                  f"{d['warm']:.2f} s, **{d['cold_minus_warm']:+.2f} s** for the cold start (target ≤ 1.5 s).", ""]
     if "ratio" in c:
         r = c["ratio"]
         lines += [f"Gradient program against the forward pass of the same batch ({r['batch']} images of 48×48, "
                   f"one process, medians of 7): {r['program_s']:.3f} s against {r['forward_s']:.3f} s = "
                   f"**{r['ratio']:.2f}×** the forward time (the bound is 2×; target ≤ 2.3×).", ""]
+    if "profile_cold_A" in c:
+        lines += ["Profile of one cold run of case A (cProfile, cumulative seconds of the top functions):", "",
+                  "| function | cumulative (s) |", "|---|---|"]
+        lines += [f"| `{r['function']}` | {r['cumulative_s']:.2f} |" for r in c["profile_cold_A"][:15]]
+        lines += [""]
     lines += memory_section()
     lines += gpu_section()
     path.write_text("\n".join(lines) + "\n")

@@ -27,6 +27,19 @@ class EDSRBaseline(nn.Module):
         return self.up(self.tail(r) + h)
 
 
+class ToySR(nn.Module):
+    """A toy ×2 network (three 3×3 convolutions and a PixelShuffle): what a cold start costs when the
+    network itself costs nothing."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(c, 12, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
 class _RDB(nn.Module):
     """ESRGAN's residual dense block: five 3×3 convolutions, each seeing all earlier features."""
 

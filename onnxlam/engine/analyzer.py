@@ -140,16 +140,26 @@ class Analyzer:
             try:
                 self._programs[key] = self.build(batch, h, w, windows)
             except InputError:
-                if batch == 1 or self.batch_size is not None or self.info.fixed_batch not in (None, 1):
+                if not self._may_fall_back(batch):
                     raise
-                # The file fixes (or silently assumes) a batch of 1: run the steps one at a time.
-                self._programs[key] = self._programs.get((1, h, w, windows)) or self.build(1, h, w, windows)
+                self._programs[key] = self._one_at_a_time(key)
         return self._programs[key]
+
+    def _may_fall_back(self, batch: int) -> bool:
+        return batch > 1 and self.batch_size is None and self.info.fixed_batch in (None, 1)
+
+    def _one_at_a_time(self, key: tuple) -> GradientProgram:
+        """The batch-1 program that replaces the batched one of `key`: the file fixes (or silently
+        assumes) a batch of 1, or its batched program failed its confirmation."""
+        _, h, w, windows = key
+        single = self._programs.get((1, h, w, windows)) or self.build(1, h, w, windows)
+        self._programs[key] = single
+        return single
 
     def build(self, batch: int, h: int, w: int, windows: int, verify: bool = True) -> GradientProgram:
         return build_program((self.source, self.info), batch, h, w, self.value_range,
                              self.channel_order == "bgr", cache=self.cache and verify, device=self.device,
-                             windows=windows, verify=verify)
+                             windows=windows, verify=verify, confirm_on_use=True)
 
     @property
     def receptive_field(self) -> ReceptiveField:
@@ -267,7 +277,15 @@ class Analyzer:
         hp, wp = steps.images.shape[-2:]
         with memory.PeakMeter(self.run_device) as meter:
             prog = self._program_for(program, hp, wp, fold, k, max(group.plan.batch, 1))
-            result = integrate(prog, steps, masks, self.device, done)
+            try:
+                result = integrate(prog, steps, masks, self.device, done)
+            except Exception:
+                # A batched program is confirmed on its first batch (`GradientProgram.confirm`): one that
+                # fails there (a batch baked into the file's reshapes, say) runs one step at a time.
+                if prog.pending is None or program is not None or not self._may_fall_back(prog.batch):
+                    raise
+                prog = self._one_at_a_time((prog.batch, hp, wp, k))
+                result = integrate(prog, steps, masks, self.device, done)
         part = result.attribution[:len(members)]
         if region is not None:
             part = uncrop(part, region, inputs.lr.shape[1:])

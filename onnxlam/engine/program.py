@@ -29,6 +29,7 @@ from onnxlam.engine.runtime import Session, create_session
 
 FORMAT = "2"
 CHECK_SIDE = 64  # gradient checks run on programs of at most this many LR pixels a side (see _verify)
+BATCH_TOLERANCE = 1e-4  # a batched program against the checked batch-1 program, relative to its largest value
 SEED = "adj_" + OBJECTIVE
 GRADIENT = "adj_" + INPUT
 DETECTOR = "gradient-magnitude sum over a runtime window mask (LAM-SPEC §2)"
@@ -62,6 +63,10 @@ class GradientProgram:
     fd_error: float | None = None
     build_seconds: float = 0.0
     _sessions: dict = field(default_factory=dict, repr=False)
+    # A batched program of the checked program's size is confirmed on its first real batch (see
+    # `confirm`): until then `pending` holds the checked batch-1 program, and it is not cached.
+    pending: GradientProgram | None = field(default=None, repr=False)
+    _store: ProgramCache | None = field(default=None, repr=False)
 
     @property
     def batch(self) -> int:
@@ -88,6 +93,34 @@ class GradientProgram:
             {INPUT: np.ascontiguousarray(x, np.float32), MASK: np.ascontiguousarray(mask, np.float32),
              SEED: seed})
         return objective, np.moveaxis(gradient, -1, 1)
+
+    def confirm(self, x: np.ndarray, mask: np.ndarray, gradient: np.ndarray, device: str = "auto",
+                used: int | None = None) -> None:
+        """Check a batched program on its first real batch, before any of its gradients is used.
+
+        The first and the last real element of the batch (`used` of them) must get exactly the
+        gradient that the checked batch-1 program (`pending`) gives each on its own: a program whose
+        graph mixes batch elements, or whose batched differentiation went wrong, differs there. Then
+        the program counts as verified and goes to the cache. This replaces a separate check of the
+        batched program on random images (one batched run and one single run per element) by two
+        single runs.
+        """
+        if self.pending is None:
+            return
+        used = x.shape[0] if used is None else used
+        worst = 0.0
+        for b in sorted({0, used - 1}):
+            _, single = self.pending.objective_and_gradient(x[b:b + 1], mask[b:b + 1], device)
+            scale = max(float(np.abs(single).max()), 1e-30)
+            worst = max(worst, float(np.abs(gradient[b] - single[0]).max()) / scale)
+        if not worst <= BATCH_TOLERANCE:
+            raise NumericalError(f"the batched gradient program (batch {self.batch}) gives other gradients than "
+                                 f"the checked batch-1 program on the same input (relative difference "
+                                 f"{worst:.2e} > {BATCH_TOLERANCE:.0e}); please report this model to onnxlam")
+        self.fd_error = max(self.pending.fd_error, worst * FD_TOLERANCE / BATCH_TOLERANCE)
+        self.pending = None
+        if self._store is not None:
+            self._store.save(self)
 
     def metadata(self) -> dict[str, str]:
         k = self.key
@@ -119,13 +152,16 @@ def program_key(info: ModelInfo, batch: int, height: int, width: int, value_rang
 
 def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: int, height: int, width: int,
                   value_range: float | None = None, bgr: bool | None = None, cache: bool = True,
-                  verify: bool = True, device: str = "auto", windows: int = 1) -> GradientProgram:
+                  verify: bool = True, device: str = "auto", windows: int = 1,
+                  confirm_on_use: bool = False) -> GradientProgram:
     """The gradient program of `model` for input batch×C×height×width and `windows` windows.
 
     From the cache when there.
 
-    A program is verified against finite differences before it is first used (and cached); a
-    mismatch is a NumericalError naming the model.
+    A program is verified before it is first used (and cached); a mismatch is a NumericalError naming
+    the model. With `confirm_on_use`, a batched program of the check size is left to be confirmed on
+    its first real batch (`GradientProgram.confirm`, which `integrate` calls) instead of on random
+    images now; it is cached once confirmed.
     """
     source, info = open_model(model) if isinstance(model, (str, Path)) else model
     key = program_key(info, batch, height, width, value_range, bgr, windows)
@@ -140,7 +176,7 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
     program = GradientProgram(graph, key, scale)
     if verify:
         try:
-            program.fd_error = _verify(program, (source, info), value_range, bgr, cache, device)
+            program.fd_error = _verify(program, (source, info), value_range, bgr, cache, device, confirm_on_use)
         except OnnxlamError:
             raise
         except Exception as exc:  # onnxruntime's own failures: a batch the file does not allow, say
@@ -153,7 +189,9 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
                 f"differences: relative error "
                 f"{program.fd_error:.2e} > {FD_TOLERANCE:.0e}); please report this model to onnxlam")
     program.build_seconds = time.perf_counter() - start
-    if store is not None:
+    if program.pending is not None:
+        program._store = store  # cached once confirmed
+    elif store is not None:
         store.save(program)
     return program
 
@@ -165,7 +203,8 @@ def check_size(info: ModelInfo, height: int, width: int) -> tuple[int, int]:
     return min(height, CHECK_SIDE), min(width, CHECK_SIDE)
 
 
-def _verify(program: GradientProgram, model, value_range, bgr, cache: bool, device: str) -> float:
+def _verify(program: GradientProgram, model, value_range, bgr, cache: bool, device: str,
+            confirm_on_use: bool = False) -> float:
     """The check of `gradcheck.py`, run where it costs little memory (it needs ~4× the program's).
 
     A batch-1 program of at most CHECK_SIDE² pixels is checked as it is. A larger one is built by the
@@ -184,9 +223,13 @@ def _verify(program: GradientProgram, model, value_range, bgr, cache: bool, devi
     except InputError:  # the model refuses the check size (a minimum size, say): check the program itself
         check_batch_independence(program, info, device)
         return check_finite_differences(program, device)
+    if size == (k.height, k.width) and confirm_on_use:
+        program.pending = reference  # `confirm` compares the first real batch with it
+        return reference.fd_error
     check_batch_independence(program, info, device)
     if size == (k.height, k.width):
-        return max(reference.fd_error, check_against(program, reference, device) * FD_TOLERANCE / 1e-4)
+        return max(reference.fd_error,
+                   check_against(program, reference, device) * FD_TOLERANCE / BATCH_TOLERANCE)
     return reference.fd_error
 
 

@@ -44,6 +44,8 @@ def integrate(program: GradientProgram, steps: PathSteps, masks: np.ndarray, dev
             x = np.concatenate([x, np.repeat(x[-1:], b - used, axis=0)])
             batch_masks = np.concatenate([batch_masks, np.zeros((b - used,) + masks.shape, np.float32)])
         objective, gradient = program.objective_and_gradient(x, batch_masks, device)
+        if start == 0:  # a batched program not yet confirmed is, before any of its gradients counts
+            program.confirm(x, batch_masks, gradient, device, used)
         objective, gradient = objective[:used], gradient[:used]
         if not np.all(np.isfinite(objective)):
             bad = start + int(np.argmin(np.all(np.isfinite(objective), axis=1)))
