@@ -156,12 +156,12 @@ def corrupt_kernel(model: onnx.ModelProto, how: str, which: int = -1) -> onnx.Mo
     """One adjoint convolution's kernel (by default the last, nearest the input) negated, spatially
     transposed or left unflipped. (Negating all of them would cancel out in tiny_sr: two in series.)"""
     m = _copy(model)
-    for conv in [_adjoint_convs(m)[which]]:
-        w = _get_tensor(m, conv.input[1])
-        changed = {"negated": lambda: -w, "transposed": lambda: np.swapaxes(w, 2, 3),
-                   "unflipped": lambda: w[:, :, ::-1, ::-1]}[how]()
-        assert not np.array_equal(changed, w)
-        _set_tensor(m, conv.input[1], changed)
+    weight = _adjoint_convs(m)[which].input[1]
+    w = _get_tensor(m, weight)
+    changed = {"negated": lambda: -w, "transposed": lambda: np.swapaxes(w, 2, 3),
+               "unflipped": lambda: w[:, :, ::-1, ::-1]}[how]()
+    assert not np.array_equal(changed, w)
+    _set_tensor(m, weight, changed)
     return m
 
 
@@ -196,10 +196,8 @@ def wrong_unary_reverse(model: onnx.ModelProto, op_type: str) -> onnx.ModelProto
     d = mul.input[1]
     # the derivative is computed from primal values only, never from the seed
     assert P.SEED not in _ancestors(m, d) and P.SEED in _ancestors(m, mul.input[0])
-    two = numpy_helper.from_array(np.array(2.0, np.float32), "lam_fault/two")
-    one = numpy_helper.from_array(np.array(1.0, np.float32), "lam_fault/one")
-    factor = numpy_helper.from_array(np.array(1.05, np.float32), "lam_fault/factor")
-    m.graph.initializer.extend([two, one, factor])
+    m.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), f"lam_fault/{name}")
+                               for name, v in (("one", 1.0), ("two", 2.0), ("factor", 1.05)))
     if op_type == "LeakyRelu":  # d is 1 (x > 0) or alpha: alpha → 2·alpha
         nodes = lambda v: [helper.make_node("Less", [v, "lam_fault/one"], ["lam_fault/slope"]),
                            helper.make_node("Mul", [v, "lam_fault/two"], ["lam_fault/double"]),
@@ -228,7 +226,7 @@ def leak_between_elements(model: onnx.ModelProto, into: int, source: int, eps: f
     m = _copy(model)
     (out,) = [o for o in m.graph.output if o.name == P.GRADIENT]
     assert out.type.tensor_type.shape.dim[0].dim_value == 2
-    m.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), f"lam_fault/i{v}") for v in (0, 1, 2))
+    m.graph.initializer.extend(numpy_helper.from_array(np.array([v], np.int64), f"lam_fault/i{v}") for v in (0, 1, 2))
     m.graph.initializer.append(numpy_helper.from_array(np.array(eps, np.float32), "lam_fault/eps"))
 
     def nodes(v):
@@ -239,9 +237,6 @@ def leak_between_elements(model: onnx.ModelProto, into: int, source: int, eps: f
                 helper.make_node("Concat", ["lam_fault/moved", "lam_fault/g1"] if into == 0
                                  else ["lam_fault/g0", "lam_fault/moved"], [P.GRADIENT], axis=0)]
     _insert_after(m, P.GRADIENT, nodes)
-    for a in (0, 1, 2):  # Slice wants 1-D starts/ends/axes
-        t = next(t for t in m.graph.initializer if t.name == f"lam_fault/i{a}")
-        t.CopyFrom(numpy_helper.from_array(np.array([a], np.int64), t.name))
     return m
 
 
