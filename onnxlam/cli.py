@@ -398,6 +398,7 @@ def main() -> None:
 
 
 from . import report_cli  # noqa: E402,F401  (registers report/check/compare)
+from . import cli_cem  # noqa: E402,F401  (registers cem)
 
 if __name__ == "__main__":
     main()
