@@ -26,6 +26,10 @@ def _summary(result, folder: Path) -> Table:
             ("parameters", f"{p.task}  block {p.block} (input {result.block_input})  samples {p.samples}  "
                            f"refine {p.refine}  tol {p.tol:g}  seed {p.seed}"),
             ("provider", f"{result.provider}  (batch {result.batch_size}, {result.forward_passes} forward passes)"),
+            ("crop", "none (the whole input)" if result.crop is None else
+             "LR rows {0}–{2}, cols {1}–{3} (the ROI's receptive field)".format(*result.crop["box"][:2],
+                                                                                result.crop["box"][2] - 1,
+                                                                                result.crop["box"][3] - 1)),
             ("seconds", f"{result.seconds:.2f}"),
             ("written to", str(folder))]
     for k, v in rows:
@@ -57,6 +61,8 @@ def cem(model: str = typer.Argument(..., help="ONNX model file (or a collection 
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder "
                                                "(default cem-<model>-<image>-<X>-<Y>)."),
         as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout, nothing else."),
+        crop: bool = typer.Option(True, "--crop/--no-crop", help="Run a local network only on the LR crop the "
+                                  "ROI depends on (exact; the default)."),
         max_memory: Optional[str] = MAX_MEMORY,
         device: str = DEVICE,
         debug: bool = DEBUG):
@@ -71,7 +77,7 @@ def cem(model: str = typer.Argument(..., help="ONNX model file (or a collection 
     with _progress() as progress:
         bar = progress.add_task("CEM", total=1)
         result = runner.run(image, roi, size, block=block, samples=samples, refine=refine, tol=tol, task=task,
-                            patches=patches, bank_size=bank_size, seed=seed, noise=noise,
+                            patches=patches, bank_size=bank_size, seed=seed, noise=noise, crop=crop,
                             progress=lambda done, total: progress.update(bar, completed=done, total=total))
     write_result(result, folder)
     if as_json:

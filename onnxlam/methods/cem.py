@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..cropping import choose_crop
 from ..errors import InputError, NumericalError
 
 TASKS = ("sr", "dn")
@@ -159,6 +160,7 @@ class CemResult:
     forward_passes: int
     memory: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    crop: dict | None = None      # the LR box the interventions ran on (cropping.Crop.to_json), None: all
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -182,7 +184,7 @@ class CemResult:
                 "sr_size": list(self.truth.shape[:2]), "model": self.model, "model_sha256": self.model_sha256,
                 "image": self.image, "provider": self.provider, "seconds": round(self.seconds, 4),
                 "batch_size": self.batch_size, "forward_passes": self.forward_passes,
-                "memory": self.memory, "warnings": list(self.warnings)}
+                "memory": self.memory, "crop": self.crop, "warnings": list(self.warnings)}
 
 
 # --- pure numpy: metric, patches, the coarse-to-fine statistics, the picture ----------------------------
@@ -205,11 +207,12 @@ def psnr(output: np.ndarray, truth: np.ndarray) -> np.ndarray:
         return 20.0 * np.log10(255.0 / np.sqrt(mse))
 
 
-def roi_psnr(outputs: np.ndarray, truth: np.ndarray, roi: Roi) -> np.ndarray:
-    """P(y) for a batch of model outputs N×C×H×W (float) against the ground truth I (H×W×C uint8)."""
-    x, y, r = roi.x, roi.y, roi.size
+def roi_psnr(outputs: np.ndarray, truth_window: np.ndarray, x: int, y: int) -> np.ndarray:
+    """P(y) for a batch of model outputs N×C×H×W (float): their R×R window at column x, row y against
+    the ground truth's ROI pixels I[h:h+R, w:w+R] (`truth_window`, R×R×C uint8)."""
+    r = truth_window.shape[0]
     window = outputs[:, :, y:y + r, x:x + r].transpose(0, 2, 3, 1)
-    return psnr(quantise(window), truth[y:y + r, x:x + r])
+    return psnr(quantise(window), truth_window)
 
 
 def _cubic_weights(t: np.ndarray) -> np.ndarray:
@@ -263,6 +266,11 @@ def paste(x: np.ndarray, content: np.ndarray, i: int, j: int, side: int) -> np.n
     region = out[i * side:(i + 1) * side, j * side:(j + 1) * side]
     region[...] = content[:region.shape[0], :region.shape[1]]
     return out
+
+
+def touches(i: int, j: int, side: int, box: tuple[int, int, int, int]) -> bool:
+    """Whether input block (i, j) overlaps the LR box (top, left, bottom, right; bottom/right exclusive)."""
+    return i * side < box[2] and (i + 1) * side > box[0] and j * side < box[3] and (j + 1) * side > box[1]
 
 
 def grid_shape(lr_size: tuple[int, int], side: int) -> tuple[int, int]:
@@ -506,14 +514,15 @@ class CemRunner:
                         else "device memory held by onnxlam's sessions"}
         return y
 
-    def evaluate(self, x: np.ndarray, contents: list[tuple[int, int, np.ndarray]], truth: np.ndarray, roi: Roi,
-                 side: int, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """P(F(x with block (i, j) := content)) for each (i, j, content), in batches."""
+    def evaluate(self, scene: "_Scene", contents: list[tuple[int, int, np.ndarray]],
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """P(F(x with block (i, j) := content)) for each (i, j, content), in batches, on the scene's crop."""
+        t, l, b, r = scene.box
         out = np.empty(len(contents))
         n = 0
         while n < len(contents):
             part = contents[n:n + self._batch]
-            batch = _to_model(np.stack([paste(x, c, i, j, side) for i, j, c in part]))
+            batch = _to_model(np.stack([paste(scene.x, c, i, j, scene.side)[t:b, l:r] for i, j, c in part]))
             try:
                 y = self._forward(batch)
             except InputError:
@@ -521,21 +530,42 @@ class CemRunner:
                     raise
                 self._batch = 1  # the file assumes a batch of 1 somewhere: run one at a time
                 continue
-            out[n:n + len(part)] = roi_psnr(y, truth, roi)
+            out[n:n + len(part)] = roi_psnr(y, scene.truth_window, *scene.roi_at)
             n += len(part)
             if progress:
                 progress(len(part))
+        return out
+
+    def _pass(self, scene: "_Scene", blocks, count: int, phase: str, draw: DrawFn, tick) -> np.ndarray:
+        """Every intervention of one pass (blocks × count draws, drawn in order), evaluated in batches.
+
+        Draws are taken a chunk at a time (the sequence depends neither on the batch size nor on the
+        crop) so that the pasted copies never all sit in memory. A block outside the crop cannot reach
+        the ROI: its interventions leave the ROI's output untouched, so their PSNR is O, with no run.
+        """
+        jobs = [(i, j, k) for i, j in blocks for k in range(count)]
+        out = np.full(len(jobs), scene.reference)
+        step = max(self._batch * 8, 64)
+        for n in range(0, len(jobs), step):
+            part = [(m, i, j, draw(phase, i, j, k)) for m, (i, j, k) in enumerate(jobs[n:n + step], n)]
+            live = [(m, i, j, d) for m, i, j, d in part if touches(i, j, scene.side, scene.box)]
+            if live:
+                contents = [(i, j, intervention_content(d, scene.side)) for _, i, j, d in live]
+                out[[m for m, *_ in live]] = self.evaluate(scene, contents, tick)
+            tick(len(part) - len(live), ran=False)
         return out
 
     def run(self, image: str | Path | np.ndarray, roi: tuple[int, int] | Roi, size: int = 32, *,
             block: int = 8, samples: int = 3, refine: int = 50, tol: float = 0.01, task: str = "auto",
             patches: str | Path | None = None, bank_size: int = BANK_SIZE, seed: int = 0,
             noise: float = NOISE_SIGMA, draw: DrawFn | None = None,
-            progress: Callable[[int, int], None] | None = None) -> CemResult:
+            crop: bool = True, progress: Callable[[int, int], None] | None = None) -> CemResult:
         """The causal effect map of the ROI at `roi` = (x, y) (output pixels, top-left) of side `size`.
 
         `draw` supplies the interventions' patches (and DN noise) instead of the seeded bank: called as
         draw(pass, row, col, k) in the order of §3. The DN input noise always comes from RandomState(seed).
+        With `crop` (default) a local network runs only on the LR crop the ROI depends on (see
+        `cropping.choose_crop`): the same PSNRs to the bit, and blocks outside it need no run at all.
         """
         from .. import image as images
 
@@ -580,27 +610,34 @@ class CemRunner:
         if y.shape[2:] != (H, W):
             raise InputError(f"{self.model_path}: the output is {y.shape[3]}×{y.shape[2]}, the ground truth "
                              f"{W}×{H}")
-        reference = float(roi_psnr(y, truth, r)[0])
+        truth_window = truth[r.y:r.y + r.size, r.x:r.x + r.size]
+        reference = float(roi_psnr(y, truth_window, r.x, r.y)[0])
         if not math.isfinite(reference):
             raise NumericalError(f"the ROI's PSNR is infinite: the output equals the ground truth there, so "
                                  "its causal effects are undefined; choose another ROI")
         n_blocks = grid[0] * grid[1]
         total = [n_blocks * samples]
-        done = [0]
+        done, runs = [0], [0]
 
-        def tick(k: int) -> None:
+        def tick(k: int, ran: bool = True) -> None:
             done[0] += k
+            runs[0] += k if ran else 0
             if progress:
                 progress(done[0], total[0])
 
+        region = None
+        if crop and not a.info.fixed_size:  # a local network: run on the ROI's cone only (exact)
+            region = choose_crop(a.receptive_field, [(r.x, r.y, r.size)], s, x.shape[:2], worth_it=1.0)
+        box = (region.top, region.left, region.bottom, region.right) if region else (0, 0) + x.shape[:2]
+        scene = _Scene(x, truth_window, (r.x - box[1] * s, r.y - box[0] * s), box, side, reference)
         blocks = [(i, j) for i in range(grid[0]) for j in range(grid[1])]
-        coarse = self._pass(x, truth, r, side, blocks, samples, "coarse", draw, tick).reshape(grid + (samples,))
+        coarse = self._pass(scene, blocks, samples, "coarse", draw, tick).reshape(grid + (samples,))
         refined = refinement_set(reference, coarse, tol) if refine else np.zeros(grid, bool)
         chosen = [(i, j) for i, j in blocks if refined[i, j]]
         total[0] += len(chosen) * refine
         fine = np.full(grid + (refine,), np.nan)
         if chosen:
-            values = self._pass(x, truth, r, side, chosen, refine, "fine", draw, tick).reshape(len(chosen), refine)
+            values = self._pass(scene, chosen, refine, "fine", draw, tick).reshape(len(chosen), refine)
             for (i, j), v in zip(chosen, values):
                 fine[i, j] = v
         for name, values in (("coarse", coarse), ("fine", fine[refined])):
@@ -620,22 +657,21 @@ class CemRunner:
             scale=s, block_input=side, input_image=x, truth=truth, model=self.model_path,
             model_sha256=a_info.sha256, image=str(image) if isinstance(image, (str, Path)) else "<array>",
             provider=self.session().provider, seconds=time.perf_counter() - start, batch_size=self._batch,
-            forward_passes=1 + total[0], memory=dict(self._memory), warnings=list(self._warnings))
+            forward_passes=1 + runs[0], memory=dict(self._memory), warnings=list(self._warnings),
+            crop=region.to_json() if region else None)
 
-    def _pass(self, x, truth, roi, side, blocks, count, phase, draw, tick) -> np.ndarray:
-        """Every intervention of one pass (blocks × count draws, drawn in order), evaluated in batches.
 
-        Draws are taken batch by batch (the sequence does not depend on the batch size) so that the
-        pasted copies never all sit in memory at once.
-        """
-        jobs = [(i, j, k) for i, j in blocks for k in range(count)]
-        out = np.empty(len(jobs))
-        step = max(self._batch * 8, 64)
-        for n in range(0, len(jobs), step):
-            part = jobs[n:n + step]
-            contents = [(i, j, intervention_content(draw(phase, i, j, k), side)) for i, j, k in part]
-            out[n:n + len(part)] = self.evaluate(x, contents, truth, roi, side, tick)
-        return out
+@dataclass(frozen=True)
+class _Scene:
+    """What every intervention of a run shares: the input, the ROI's truth, where the ROI lies in the
+    crop's output (column, row), the crop (LR top, left, bottom, right), b, and O."""
+
+    x: np.ndarray
+    truth_window: np.ndarray
+    roi_at: tuple[int, int]
+    box: tuple[int, int, int, int]
+    side: int
+    reference: float
 
 
 def _to_model(batch_hwc: np.ndarray) -> np.ndarray:
