@@ -260,11 +260,15 @@ def intervention_content(draw: Draw, side: int) -> np.ndarray:
     return content if draw.noise is None else add_noise(content, draw.noise)
 
 
-def paste(x: np.ndarray, content: np.ndarray, i: int, j: int, side: int) -> np.ndarray:
-    """A copy of x (h×w×C uint8) with block (i, j) replaced; the last row/column of blocks may be partial."""
+def paste(x: np.ndarray, content: np.ndarray, top: int, left: int) -> np.ndarray:
+    """A copy of x (h×w×C uint8) with `content` placed with its top-left at (top, left); what falls
+    outside x is cut off (the last row/column of blocks may be partial, a crop may cut a block)."""
     out = x.copy()
-    region = out[i * side:(i + 1) * side, j * side:(j + 1) * side]
-    region[...] = content[:region.shape[0], :region.shape[1]]
+    h, w = content.shape[:2]
+    t, l = max(top, 0), max(left, 0)
+    b, r = min(top + h, x.shape[0]), min(left + w, x.shape[1])
+    if b > t and r > l:
+        out[t:b, l:r] = content[t - top:b - top, l - left:r - left]
     return out
 
 
@@ -481,10 +485,15 @@ class CemRunner:
         return y
 
     def reference(self, x: np.ndarray) -> np.ndarray:
-        """F(x) at batch 1, measuring what one forward pass needs (for the batch size)."""
+        """F(x) at batch 1, measuring what one forward pass needs, which sizes the batch: the growth of
+        the resident set (CUDA: device memory in use) during the run, plus the batch's input copies. The
+        interventions run on the ROI's crop, no larger than x, so this bounds their need per image."""
         from .. import memory
 
         a = self.analyzer
+        if a.info.fixed_batch not in (None, 1):
+            raise InputError(f"{self.model_path} fixes its batch at {a.info.fixed_batch}; CEM needs a batch of 1 "
+                             "or a dynamic batch")
         a.budget()  # fixes the limit (and, on CUDA, what was in use before the session)
         device = a.run_device
         self.session()
@@ -494,9 +503,6 @@ class CemRunner:
         per_image = None if meter.peak is None or before is None else max(meter.peak - before, 0) + 8 * x.size
         in_use = memory.in_use(device)
         in_use = None if in_use is None else in_use - a._budget[1]
-        if a.info.fixed_batch not in (None, 1):
-            raise InputError(f"{self.model_path} fixes its batch at {a.info.fixed_batch}; CEM needs a batch of 1 "
-                             "or a dynamic batch")
         if self.batch_size is not None:
             self._batch = self.batch_size
         elif a.info.fixed_batch == 1:
@@ -518,11 +524,12 @@ class CemRunner:
                  progress: Callable[[int], None] | None = None) -> np.ndarray:
         """P(F(x with block (i, j) := content)) for each (i, j, content), in batches, on the scene's crop."""
         t, l, b, r = scene.box
+        x = scene.x[t:b, l:r]
         out = np.empty(len(contents))
         n = 0
         while n < len(contents):
             part = contents[n:n + self._batch]
-            batch = _to_model(np.stack([paste(scene.x, c, i, j, scene.side)[t:b, l:r] for i, j, c in part]))
+            batch = _to_model(np.stack([paste(x, c, i * scene.side - t, j * scene.side - l) for i, j, c in part]))
             try:
                 y = self._forward(batch)
             except InputError:
