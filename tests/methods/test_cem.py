@@ -11,9 +11,11 @@ same model outputs:
   exactly; only log10/sqrt may differ in the last ulp between numpy and PyTorch), and refinement
   sets, effects, counts, ranges and pictures are identical;
 - with the model run by PyTorch itself, float32 outputs differ from onnxruntime's by ~1e-7, which
-  flips Q(y) = round(255·y) for a value only when 255·y lies that close to a half-integer; a flip
-  moves the MSE by at most (2·255 + 1)/(3R²), so PSNRs agree to FLIP_TOL unless many values flip,
-  and almost all interventions agree to float64 precision.
+  flips Q(y) = round(255·y) for a value only when 255·y lies within ~3e-5 of a half-integer (a
+  chance of ~6e-5 per value, so ~0.05 per 16×16×3 ROI). A flip of a value whose error is e moves the
+  MSE by (2|e| + 1)/(3R²), i.e. the PSNR by 4.34·(2|e| + 1)/(3R²·MSE) dB: ≤ 1.8e-3 dB for |e| ≤ 20
+  at the test models' MSE ≥ 130 (PSNR ≤ 27 dB). FLIP_TOL allows two or three such flips; at least
+  80% of the interventions must agree to float64 precision (here all of them do).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from clitools import run_cli
 
 DATA = Path(__file__).resolve().parents[2] / "onnxlam" / "data"
 EXACT = 1e-12   # dB: float64 precision of a PSNR (see the module docstring)
-FLIP_TOL = 2e-3  # dB: a handful of one-level flips in a 16×16 ROI at these PSNRs
+FLIP_TOL = 5e-3  # dB: two or three one-level flips in a 16×16 ROI at these PSNRs (module docstring)
 
 
 # --- the reference: CEM-SPEC in PyTorch ------------------------------------------------------------
