@@ -620,7 +620,7 @@ class CemRunner:
         truth_window = truth[r.y:r.y + r.size, r.x:r.x + r.size]
         reference = float(roi_psnr(y, truth_window, r.x, r.y)[0])
         if not math.isfinite(reference):
-            raise NumericalError(f"the ROI's PSNR is infinite: the output equals the ground truth there, so "
+            raise NumericalError("the ROI's PSNR is infinite: the output equals the ground truth there, so "
                                  "its causal effects are undefined; choose another ROI")
         n_blocks = grid[0] * grid[1]
         total = [n_blocks * samples]
