@@ -502,7 +502,7 @@ class CemRunner:
             y = self._forward(_to_model(x[None]))
         per_image = None if meter.peak is None or before is None else max(meter.peak - before, 0) + 8 * x.size
         in_use = memory.in_use(device)
-        in_use = None if in_use is None else in_use - a._budget[1]
+        in_use = None if in_use is None else in_use - a.planner.origin
         if self.batch_size is not None:
             self._batch = self.batch_size
         elif a.info.fixed_batch == 1:
