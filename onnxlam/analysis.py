@@ -367,21 +367,23 @@ class Analyzer:
             lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50, kernel_size: int = 9,
             program: str | Path | GradientProgram | None = None,
             progress: Callable[[int, int], None] | None = None, crop: bool = True,
-            context: int | None = None) -> LamResult:
+            context: int | None = None, lr_input: np.ndarray | None = None) -> LamResult:
         """LAM of the window at `window` = (x, y) (SR pixels, top-left) of side `size` on `image`."""
         return self.run_windows(image, [window], size, lr=lr, path=path, sigma=sigma, fold=fold,
                                 kernel_size=kernel_size, program=program, progress=progress, crop=crop,
-                                context=context)[0]
+                                context=context, lr_input=lr_input)[0]
 
     def run_windows(self, image: str | Path | np.ndarray, windows: Sequence[tuple[int, int] | Window],
                     size: int = 16, *, lr: bool = False, path: str = "blur", sigma: float = 1.2, fold: int = 50,
                     kernel_size: int = 9, program: str | Path | GradientProgram | None = None,
                     progress: Callable[[int, int], None] | None = None, crop: bool = True,
-                    context: int | None = None) -> list[LamResult]:
+                    context: int | None = None, lr_input: np.ndarray | None = None) -> list[LamResult]:
         """LAM of several windows of one image; up to MAX_WINDOWS of them share each forward pass.
 
         With `crop` (default) a local network runs only on the LR crop its windows depend on, which
         gives the same maps exactly; `context` forces a crop margin (approximate for global networks).
+        `lr_input` (C×h×w, the shape `image` gives) is analysed instead of the image's own LR input,
+        path and baseline included (the noise tunnel's noisy copies); `image` still gives the HR image.
         """
         start = time.perf_counter()
         self.budget()  # fixes the limit and, on CUDA, what was in use before this Analyzer's sessions
@@ -390,6 +392,8 @@ class Analyzer:
             raise InputError("no window given; pass --window X Y")
         _check_parameters(path, sigma, fold, kernel_size)
         x, hr = self.prepare(image, lr)
+        if lr_input is not None:
+            x = _given_lr(lr_input, x.shape)
         c, h, w = x.shape
         s = self.scale
         H, W = h * s, w * s
@@ -479,6 +483,9 @@ class Analyzer:
             return self.program(h, w, fold, windows, batch)
         prog = program if isinstance(program, GradientProgram) else load_program(program)
         k = prog.key
+        if k.detector != "lam":
+            raise InputError(f"the program's objective is the {k.detector!r} detector, not LAM's; "
+                             "export one with `onnxlam export`")
         if k.source_sha256 != self.info.sha256:
             raise InputError(f"the program was built from another model (sha256 {k.source_sha256[:12]}…, "
                              f"this one is {self.info.sha256[:12]}…); export it again from this model")
@@ -494,6 +501,17 @@ class Analyzer:
 def window_centre_lr(window: Window, scale: int) -> tuple[float, float]:
     """The window's centre (x, y) in LR pixel coordinates (pixel centres at integers)."""
     return ((window.x + window.size / 2) / scale - 0.5, (window.y + window.size / 2) / scale - 0.5)
+
+
+def _given_lr(lr_input: np.ndarray, shape: tuple) -> np.ndarray:
+    """`run_windows`'s `lr_input` as float32 C×h×w, checked against the image's own LR shape."""
+    x = np.asarray(lr_input, np.float32)
+    if x.shape != tuple(shape):
+        raise InputError(f"the given LR input is {'×'.join(map(str, x.shape))}; the image gives "
+                         f"{'×'.join(map(str, shape))}")
+    if not np.all(np.isfinite(x)):
+        raise InputError("the given LR input holds NaN or inf")
+    return np.ascontiguousarray(x)
 
 
 def _check_parameters(path: str, sigma: float, fold: int, kernel_size: int) -> None:

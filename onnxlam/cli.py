@@ -112,6 +112,10 @@ def _summary(result, folder: Path | None) -> Table:
 
         limit = f" of {format_size(mem['limit'])}" if mem.get("limit") else ""
         rows.append(("memory", f"peak {format_size(mem['measured_peak'])}{limit} ({mem['counts']})"))
+    tunnel = result.extra.get("noise_tunnel")
+    if tunnel:
+        rows.append(("noise tunnel", f"{tunnel['kind']}  samples={tunnel['samples']} stdev={tunnel['stdev']:g} "
+                                     f"seed={tunnel['seed']}"))
     if folder is not None:
         rows.append(("written to", str(folder)))
     for k, v in rows:
@@ -122,7 +126,8 @@ def _summary(result, folder: Path | None) -> Table:
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, lr: bool, path: str, sigma: float,
             fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
             bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool,
-            crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None):
+            crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None,
+            tunnel=None):
     from .analysis import Analyzer
     from .outputs import check_out_dir, window_folder, write_results
 
@@ -135,10 +140,14 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
                         max_memory=max_memory)
     with _progress() as progress:
         task = progress.add_task("LAM", total=fold)
-        results = analyzer.run_windows(image, windows, size, lr=lr, path=path, sigma=sigma, fold=fold,
-                                       kernel_size=kernel_size, program=program, crop=crop, context=context,
-                                       progress=lambda done, total: progress.update(task, completed=done,
-                                                                                    total=total))
+        options = dict(lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size, program=program, crop=crop,
+                       context=context, progress=lambda done, total: progress.update(task, completed=done, total=total))
+        if tunnel is None:
+            results = analyzer.run_windows(image, windows, size, **options)
+        else:  # LAM of noisy copies, combined (methods/noise_tunnel.py)
+            from .methods.noise_tunnel import noise_tunnel
+
+            results = noise_tunnel(analyzer, image, windows, tunnel, size, **options)
     write_results(results, folder)
     if as_json:
         data = [r.to_json() for r in results]
@@ -181,11 +190,27 @@ def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection 
                                               "windows: approximate for global networks, and how images "
                                               "too large for memory still run."),
         max_memory: Optional[str] = MAX_MEMORY,
+        noise_tunnel: Optional[str] = typer.Option(None, "--noise-tunnel", help="smoothgrad, smoothgrad_sq or "
+                                                   "vargrad: LAM of noisy copies of the LR input, combined as "
+                                                   "Captum's NoiseTunnel does; DI of the combined map."),
+        samples: Optional[int] = typer.Option(None, "--samples", help="Noisy copies (default 10)."),
+        stdev: Optional[float] = typer.Option(None, "--stdev", help="Noise standard deviation in [0, 1] "
+                                              "units (default 0.1)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the noise (default 0)."),
         debug: bool = DEBUG):
     """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
+    tunnel = None
+    if noise_tunnel is not None:
+        from .methods.noise_tunnel import NoiseTunnel, SAMPLES, SEED, STDEV
+
+        tunnel = NoiseTunnel(noise_tunnel, SAMPLES if samples is None else samples,
+                             STDEV if stdev is None else stdev, SEED if seed is None else seed)
+    elif (samples, stdev, seed) != (None, None, None):
+        raise InputError("--samples, --stdev and --seed belong to the noise tunnel: add --noise-tunnel "
+                         "smoothgrad|smoothgrad_sq|vargrad")
     run_lam(model, image, [window] + [_pair(w) for w in more_windows], size, lr, path, sigma, fold,
             kernel_size, batch_size, device, value_range, bgr, program, out_dir, as_json, crop, context,
-            max_memory)
+            max_memory, tunnel)
 
 
 @app.command()
@@ -398,6 +423,7 @@ def main() -> None:
 
 
 from . import report_cli  # noqa: E402,F401  (registers report/check/compare)
+from . import cli_methods  # noqa: E402,F401  (registers erf)
 
 if __name__ == "__main__":
     main()

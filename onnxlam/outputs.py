@@ -5,6 +5,7 @@ interrupted run never leaves a half-written output folder.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -72,20 +73,29 @@ def write_result(result: LamResult, out: str | Path) -> Path:
 def write_results(results: list[LamResult], out: str | Path) -> Path:
     """One result into `out` itself; several into `out/window-X-Y-SIZE/` each. All or nothing."""
     out = Path(out)
-    check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         if len(results) == 1:
             _write_files(results[0], tmp)
         else:
             for result in results:
                 _write_files(result, tmp / window_folder(result))
+    return out
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | Path):
+    """A temporary sibling folder to write into, renamed to `out` when the block ends without error
+    (replacing an existing folder only then), removed otherwise."""
+    out = Path(out)
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def replace_dir(new: Path, target: Path) -> None:

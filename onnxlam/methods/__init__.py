@@ -1,0 +1,1 @@
+"""Interpretation methods beyond LAM (issue 12): one method per module."""
