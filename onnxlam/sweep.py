@@ -89,7 +89,7 @@ def sweep_picture(sweep: Sweep) -> np.ndarray:
     sr = np.clip(sweep.sr_image, 0, 1).transpose(1, 2, 0)
     sr = pictures.to_uint8(np.repeat(sr, 3, axis=2) if sr.shape[2] == 1 else sr)
     return pictures.panel([sr, heat_map(sweep, sr), colour_bar(sweep, sr.shape[0])],
-                          ["SR", f"DI of {sweep.size}×{sweep.size} windows every {sweep.stride} px", "DI"])
+                          ["SR", f"DI of {sweep.size}x{sweep.size} windows every {sweep.stride} px", "DI"])
 
 
 def write_sweep(sweep: Sweep, out: Path) -> None:
