@@ -130,3 +130,14 @@ def test_cli_noise_tunnel_bad_input(cli_files, tmp_path, args, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert not out.exists()
+
+
+def test_given_inputs_are_checked(case):
+    from onnxlam.errors import InputError
+    hr, lr, noises, _, analyzer = case
+    with pytest.raises(InputError, match="samples of the"):
+        noise_tunnel(analyzer, hr, [WINDOW], NoiseTunnel("smoothgrad", SAMPLES + 1), SIZE, noises=noises, fold=2)
+    with pytest.raises(InputError, match="the given LR input"):
+        analyzer.run_windows(hr, [WINDOW], SIZE, fold=2, lr_input=lr[:, :-1])
+    with pytest.raises(InputError, match="NaN"):
+        analyzer.run_windows(hr, [WINDOW], SIZE, fold=2, lr_input=np.full_like(lr, np.nan))
