@@ -141,3 +141,13 @@ def test_given_inputs_are_checked(case):
         analyzer.run_windows(hr, [WINDOW], SIZE, fold=2, lr_input=lr[:, :-1])
     with pytest.raises(InputError, match="NaN"):
         analyzer.run_windows(hr, [WINDOW], SIZE, fold=2, lr_input=np.full_like(lr, np.nan))
+
+
+def test_several_windows_equal_one_at_a_time(case):
+    hr, _, noises, _, analyzer = case
+    tunnel = NoiseTunnel("smoothgrad_sq", SAMPLES, STDEV)
+    both = noise_tunnel(analyzer, hr, [WINDOW, (2, 3)], tunnel, SIZE, noises=noises, fold=4)
+    for window, result in zip([WINDOW, (2, 3)], both):
+        (alone,) = noise_tunnel(analyzer, hr, [window], tunnel, SIZE, noises=noises, fold=4)
+        assert (result.window.x, result.window.y) == window
+        np.testing.assert_allclose(result.attribution, alone.attribution, rtol=0, atol=1e-6)
