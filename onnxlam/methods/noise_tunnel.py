@@ -1,10 +1,12 @@
 """The noise tunnel over LAM: LAM of noisy copies of the input, combined (SmoothGrad, SmoothGrad², VarGrad).
 
 Sources: D. Smilkov, N. Thorat, B. Kim, F. Viégas and M. Wattenberg, "SmoothGrad: removing noise by
-adding noise", 2017 (SmoothGrad); J. Adebayo, J. Gilmer, I. Goodfellow and B. Kim, "Local Explanation
-Methods for Deep Neural Networks Lack Sensitivity to Parameter Values", ICLR workshop 2018
-(SmoothGrad², VarGrad); Captum's `NoiseTunnel` (captum/attr/_core/noise_tunnel.py), whose
-combination rules these are.
+adding noise", 2017 (arXiv:1706.03825; SmoothGrad); J. Adebayo, J. Gilmer, I. Goodfellow and B. Kim,
+"Local Explanation Methods for Deep Neural Networks Lack Sensitivity to Parameter Values", ICLR
+workshop 2018 (arXiv:1810.03307; VarGrad) and J. Adebayo et al., "Sanity Checks for Saliency Maps",
+NeurIPS 2018 (arXiv:1810.03292), the papers Captum cites; SmoothGrad² is the squared variant of
+S. Hooker et al., "A Benchmark for Interpretability Methods in Deep Neural Networks", NeurIPS 2019.
+The combination rules are those of Captum's `NoiseTunnel` (captum/attr/_core/noise_tunnel.py).
 
 For the LR input x (C×h×w in [0, 1], prepared as for LAM, spec §1), S samples of Gaussian noise
 ε_i ~ N(0, σ²) per value (σ = `stdev` in [0, 1] units, drawn by `numpy.random.default_rng(seed)`;
