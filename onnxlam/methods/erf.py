@@ -21,10 +21,10 @@ The mass radii are `metrics.mass_radius` around the window's centre in LR coordi
 and the pixel counts `metrics.mass_count`; they sit next to the static receptive field
 (`Analyzer.receptive_field`), the reach the graph allows: LAM's paper finding 3 ("the theoretical
 receptive field is far larger than the range that contributes") as numbers. For a local network the
-window's static box is the LR pixels under it widened by the reach (top, bottom, left, right; the
-reach is the maximum over output phases, so the box may be a little larger than the exact cone), and
-its radius is measured as the mass radii are: the distance from the window's centre to the box's
-farthest pixel (the radius holding all of a map that is 1 on the box).
+window's static box is the LR pixels under it widened by the reach (top, bottom, left, right; per
+output phase where the analysis knows it, else the maximum over phases), and its radius is measured
+as the mass radii are: the distance from the window's centre to the box's farthest pixel (the
+radius holding all of a map that is 1 on the box).
 
 The gradient comes from a gradient program with the intensity detector, built, cached and
 gradient-checked by `program.build_program` like LAM's; images run one at a time at batch 1.
@@ -32,6 +32,7 @@ gradient-checked by `program.build_program` like LAM's; images run one at a time
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,6 +45,7 @@ from ..detector import INTENSITY
 from ..errors import InputError, NumericalError
 from ..metrics import mass_count, mass_radius
 from ..program import GradientProgram, build_program
+from ..receptive_field import ReceptiveField, _cone  # the cone of SR rows/cols a..b, per-phase reach
 
 FRACTIONS = (0.5, 0.9, 0.99)
 DECADES = 4  # the picture's log scale spans this many powers of ten below the ERF's maximum
@@ -105,16 +107,20 @@ def intensity_mask(height: int, width: int, window: Window) -> np.ndarray:
     return mask
 
 
-def static_box(reach: tuple[int, int, int, int] | None, window: Window, scale: int,
+def static_box(rf: ReceptiveField, window: Window, scale: int,
                lr_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """The LR box (top, left, bottom, right; bottom/right exclusive) the window's pixels can depend on:
-    the LR pixels under it widened by the static reach (top, bottom, left, right), clipped to the image."""
-    if reach is None:
+    """The LR box (top, left, bottom, right; bottom/right exclusive) the window's SR pixels can depend
+    on: the LR pixels under them widened by the static reach (per output phase where the analysis
+    knows it), clipped to the image; None for a global network. Unlike `receptive_field.dependence_box`
+    it leaves out the LAM detector's neighbour pixels, which the intensity sum does not read."""
+    if rf.global_ or rf.reach is None:
         return None
-    t, b, l, r = reach
     h, w = lr_size
-    return (max(0, window.y // scale - t), max(0, window.x // scale - l),
-            min(h, (window.y + window.size - 1) // scale + 1 + b), min(w, (window.x + window.size - 1) // scale + 1 + r))
+    t, b, l, r = rf.reach
+    s = Fraction(scale)
+    top, bottom = _cone(window.y, window.y + window.size - 1, s, t, b, rf.row_phase_reach)
+    left, right = _cone(window.x, window.x + window.size - 1, s, l, r, rf.col_phase_reach)
+    return max(0, top), max(0, left), min(h, bottom + 1), min(w, right + 1)
 
 
 def gradient_map(program: GradientProgram, x: np.ndarray, mask: np.ndarray, device: str = "auto") -> np.ndarray:
@@ -173,7 +179,7 @@ def effective_receptive_field(analyzer: Analyzer, images: Sequence[str | Path | 
     erf = combine(maps, names)
     centre = window_centre_lr(window, s)
     rf = analyzer.receptive_field
-    box = static_box(None if rf.global_ else rf.reach, window, s, (h, w))
+    box = static_box(rf, window, s, (h, w))
     if box is not None:
         inside = np.zeros((h, w))
         inside[box[0]:box[2], box[1]:box[3]] = 1.0

@@ -80,6 +80,8 @@ def test_erf_matches_autograd(zoo, astronaut, chelsea, pixel, size):
     support = np.argwhere(expected > 0)
     assert support[:, 0].min() >= t and support[:, 0].max() < b
     assert support[:, 1].min() >= l and support[:, 1].max() < r
+    # and it is tight here: the gradient reaches every side of the box
+    assert (support[:, 0].min(), support[:, 1].min(), support[:, 0].max() + 1, support[:, 1].max() + 1) == (t, l, b, r)
     assert result.radii["99"] <= result.static_radius
 
 
