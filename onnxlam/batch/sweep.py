@@ -73,13 +73,31 @@ def heat_map(sweep: Sweep, background: np.ndarray, alpha: float = 0.5) -> np.nda
     return pictures.blend(pictures.seismic(0.5 + 0.5 * values), background, alpha)
 
 
+TICKS = 5  # DI labels on the colour bar: the lowest, the highest and evenly between
+
+
+def colour_bar(sweep: Sweep, height: int) -> np.ndarray:
+    """The heat map's scale: seismic(0.5 + 0.5·t), t from 1 (top: the highest DI) to 0 (bottom: the
+    lowest), labelled with the DI values `heat_map` paints at those colours (before the blend)."""
+    low, high = float(sweep.di.min()), float(sweep.di.max())
+    t = np.linspace(1.0, 0.0, height)
+    ticks = [(f, f"{low + f * (high - low):.2f}") for f in np.linspace(0.0, 1.0, TICKS if high > low else 1)]
+    return pictures.colour_bar(pictures.seismic(0.5 + 0.5 * t), ticks)
+
+
+def sweep_picture(sweep: Sweep) -> np.ndarray:
+    """The SR image, the DI heat map over it and the colour bar in DI values, side by side and labelled."""
+    sr = np.clip(sweep.sr_image, 0, 1).transpose(1, 2, 0)
+    sr = pictures.to_uint8(np.repeat(sr, 3, axis=2) if sr.shape[2] == 1 else sr)
+    return pictures.panel([sr, heat_map(sweep, sr), colour_bar(sweep, sr.shape[0])],
+                          ["SR", f"DI of {sweep.size}x{sweep.size} windows every {sweep.stride} px", "DI"])
+
+
 def write_sweep(sweep: Sweep, out: Path) -> None:
-    """`sweep.npy`, `sweep.json` and `sweep.png` (the heat map over the SR image) into folder `out`."""
+    """`sweep.npy`, `sweep.json` and `sweep.png` (`sweep_picture`) into folder `out`."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "sweep.npy", sweep.di.astype(np.float32))
     (out / "sweep.json").write_text(json.dumps(sweep.to_json(), indent=2) + "\n")
-    sr = np.clip(sweep.sr_image, 0, 1).transpose(1, 2, 0)
-    sr = np.repeat(sr, 3, axis=2) if sr.shape[2] == 1 else sr
-    pictures.save(str(out / "sweep.png"), heat_map(sweep, pictures.to_uint8(sr)))
+    pictures.save(str(out / "sweep.png"), sweep_picture(sweep))

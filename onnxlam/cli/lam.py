@@ -45,6 +45,9 @@ def _summary(result, folder: Path | None):
 
         limit = f" of {format_size(mem.limit)}" if mem.limit else ""
         rows.append(("memory", f"peak {format_size(mem.measured_peak)}{limit} ({mem.counts})"))
+    if result.noise_tunnel is not None:
+        t = result.noise_tunnel.tunnel
+        rows.append(("noise tunnel", f"{t.kind}  samples={t.samples} stdev={t.stdev:g} seed={t.seed}"))
     if folder is not None:
         rows.append(("written to", str(folder)))
     for k, v in rows:
@@ -53,8 +56,10 @@ def _summary(result, folder: Path | None):
 
 
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None, *,
-            program: Optional[Path] = None, out_dir: Optional[Path] = None, as_json: bool = False):
-    """`onnxlam lam` as a function: analyse, write the folder, print the summary (or JSON)."""
+            program: Optional[Path] = None, out_dir: Optional[Path] = None, as_json: bool = False, tunnel=None):
+    """`onnxlam lam` as a function: analyse, write the folder, print the summary (or JSON).
+
+    `tunnel` (a `methods.noise_tunnel.NoiseTunnel`): LAM of noisy copies of the input, combined."""
     from onnxlam.engine.analyzer import Analyzer
     from onnxlam.lam.options import LamOptions
     from onnxlam.render.outputs import check_out_dir, window_folder, write_results
@@ -68,9 +73,15 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
     analyzer = Analyzer(model, **options.model_arguments())
     with progress() as bar:
         task = bar.add_task("LAM", total=options.fold)
-        results = analyzer.run_windows(image, windows, options.size, program=program,
-                                       progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                       **options.run_arguments())
+        step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        if tunnel is None:
+            results = analyzer.run_windows(image, windows, options.size, program=program, progress=step,
+                                           **options.run_arguments())
+        else:
+            from onnxlam.methods.noise_tunnel import noise_tunnel
+
+            results = noise_tunnel(analyzer, image, windows, tunnel, options.size, program=program,
+                                   progress=step, **options.run_arguments())
     write_results(results, folder)
     if as_json:
         data = [r.to_json() for r in results]
@@ -103,15 +114,32 @@ def lam(model: ModelArg,
                                                         "(default lam-<model>-<image>-<X>-<Y>).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print result.json on stdout, nothing else.")] = False,
         crop: Crop = D.crop, context: Context = D.context, max_memory: MaxMemory = D.max_memory,
+        noise_tunnel: Annotated[Optional[str], typer.Option(
+            "--noise-tunnel", help="smoothgrad, smoothgrad_sq or vargrad: LAM of noisy copies of the LR input, "
+            "combined as Captum's NoiseTunnel does; DI of the combined map.")] = None,
+        samples: Annotated[Optional[int], typer.Option("--samples", help="Noisy copies (default 10).")] = None,
+        stdev: Annotated[Optional[float], typer.Option(
+            "--stdev", help="Noise standard deviation in [0, 1] units (default 0.1).")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the noise (default 0).")] = None,
         debug: Debug = False):
     """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
     from onnxlam.lam.options import LamOptions
+
+    tunnel = None
+    if noise_tunnel is not None:
+        from onnxlam.methods.noise_tunnel import SAMPLES, SEED, STDEV, NoiseTunnel
+
+        tunnel = NoiseTunnel(noise_tunnel, SAMPLES if samples is None else samples,
+                             STDEV if stdev is None else stdev, SEED if seed is None else seed)
+    elif (samples, stdev, seed) != (None, None, None):
+        raise InputError("--samples, --stdev and --seed belong to the noise tunnel: add --noise-tunnel "
+                         "smoothgrad|smoothgrad_sq|vargrad")
 
     options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop,
                          context=context, max_memory=max_memory)
     run_lam(model, image, [window] + [pair(w) for w in more_windows], options, program=program,
-            out_dir=out_dir, as_json=as_json)
+            out_dir=out_dir, as_json=as_json, tunnel=tunnel)
 
 
 @app.command()

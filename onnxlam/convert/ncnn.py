@@ -1090,7 +1090,7 @@ def convert(param_path, bin_path) -> onnx.ModelProto:
         b.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="onnxlam.convert.ncnn")
+                              producer_name="onnxlam.ncnn")
     model.ir_version = 8
     set_metadata(model, {"onnxlam.source": f"ncnn:{param_path.name}+{bin_path.name}",
                          "onnxlam.params": str(mb.values)})

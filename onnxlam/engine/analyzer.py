@@ -191,22 +191,24 @@ class Analyzer:
             lr: bool = D.lr, path: str = D.path, sigma: float = D.sigma, fold: int = D.fold,
             kernel_size: int = D.kernel_size, program: str | Path | GradientProgram | None = None,
             progress: Callable[[int, int], None] | None = None, crop: bool = D.crop,
-            context: int | None = D.context) -> LamResult:
+            context: int | None = D.context, lr_input: np.ndarray | None = None) -> LamResult:
         """LAM of the window at `window` = (x, y) (SR pixels, top-left) of side `size` on `image`."""
         return self.run_windows(image, [window], size, lr=lr, path=path, sigma=sigma, fold=fold,
                                 kernel_size=kernel_size, program=program, progress=progress, crop=crop,
-                                context=context)[0]
+                                context=context, lr_input=lr_input)[0]
 
     def run_windows(self, image: str | Path | np.ndarray, windows: Sequence[tuple[int, int] | Window],
                     size: int = D.size, *, lr: bool = D.lr, path: str = D.path, sigma: float = D.sigma,
                     fold: int = D.fold, kernel_size: int = D.kernel_size,
                     program: str | Path | GradientProgram | None = None,
                     progress: Callable[[int, int], None] | None = None, crop: bool = D.crop,
-                    context: int | None = D.context) -> list[LamResult]:
+                    context: int | None = D.context, lr_input: np.ndarray | None = None) -> list[LamResult]:
         """LAM of several windows of one image; up to MAX_WINDOWS of them share each forward pass.
 
         With `crop` (default) a local network runs only on the LR crop its windows depend on, which
         gives the same maps exactly; `context` forces a crop margin (approximate for global networks).
+        `lr_input` (C×h×w, the shape `image` gives) is analysed instead of the image's own LR input,
+        path and baseline included (the noise tunnel's noisy copies); `image` still gives the HR image.
         """
         start = time.perf_counter()
         options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
@@ -215,7 +217,7 @@ class Analyzer:
         wins = [w if isinstance(w, Window) else Window(int(w[0]), int(w[1]), int(size)) for w in windows]
         if not wins:
             raise InputError("no window given; pass --window X Y")
-        inputs = self._inputs(image, wins, options)
+        inputs = self._inputs(image, wins, options, lr_input)
         k = min(len(wins), MAX_WINDOWS) if program is None else self._program_for(program, *inputs.lr.shape[1:],
                                                                                    fold, 1).windows
         c, h, w = inputs.lr.shape
@@ -236,9 +238,11 @@ class Analyzer:
         return self._results(image, wins, inputs, options, attribution, nan_gradients, groups, usage, provider,
                              prog.batch, time.perf_counter() - start)
 
-    def _inputs(self, image, wins: list[Window], options: LamOptions) -> Inputs:
+    def _inputs(self, image, wins: list[Window], options: LamOptions, lr_input: np.ndarray | None = None) -> Inputs:
         """Stage 1: LR input, masks, F(x), and the objective at the input and at the path's baseline."""
         x, hr = self.prepare(image, options.lr)
+        if lr_input is not None:
+            x = _given_lr(lr_input, x.shape)
         s = self.scale
         H, W = x.shape[1] * s, x.shape[2] * s
         masks = np.stack([window_mask(H, W, win.x, win.y, win.size) for win in wins])
@@ -323,6 +327,9 @@ class Analyzer:
             return self.program(h, w, fold, windows, batch)
         prog = program if isinstance(program, GradientProgram) else load_program(program)
         k = prog.key
+        if k.detector != "lam":
+            raise InputError(f"the program's objective is the {k.detector!r} detector, not LAM's; "
+                             "export one with `onnxlam export`")
         if k.source_sha256 != self.info.sha256:
             raise InputError(f"the program was built from another model (sha256 {k.source_sha256[:12]}…, "
                              f"this one is {self.info.sha256[:12]}…); export it again from this model")
@@ -333,6 +340,17 @@ class Analyzer:
             raise InputError(f"the program was exported for value range {k.value_range:g} / {k.channel_order}, "
                              f"this run uses {self.value_range:g} / {self.channel_order}")
         return prog
+
+
+def _given_lr(lr_input: np.ndarray, shape: tuple) -> np.ndarray:
+    """`run_windows`'s `lr_input` as float32 C×h×w, checked against the image's own LR shape."""
+    x = np.asarray(lr_input, np.float32)
+    if x.shape != tuple(shape):
+        raise InputError(f"the given LR input is {'×'.join(map(str, x.shape))}; the image gives "
+                         f"{'×'.join(map(str, shape))}")
+    if not np.all(np.isfinite(x)):
+        raise InputError("the given LR input holds NaN or inf")
+    return np.ascontiguousarray(x)
 
 
 def analyze(model: str | Path, image: str | Path | np.ndarray, window: tuple[int, int], size: int = D.size, *,

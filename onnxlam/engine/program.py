@@ -20,7 +20,7 @@ import onnx_ad
 
 from onnxlam._version import __version__ as onnxlam_version
 from onnxlam.engine.cache import ProgramCache
-from onnxlam.graph.detector import MASK, OBJECTIVE, append_detector
+from onnxlam.graph.detector import DESCRIPTIONS, KINDS, LAM, MASK, OBJECTIVE, append_detector, mask_size
 from onnxlam.errors import InputError, NumericalError, OnnxlamError
 from onnxlam.graph.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
 from onnxlam.graph.gradcheck import FD_TOLERANCE, check_gradient
@@ -32,7 +32,7 @@ CHECK_SIDE = 64  # gradient checks run on programs of at most this many LR pixel
 BATCH_TOLERANCE = 1e-4  # a batched program against the checked batch-1 program, relative to its largest value
 SEED = "adj_" + OBJECTIVE
 GRADIENT = "adj_" + INPUT
-DETECTOR = "gradient-magnitude sum over a runtime window mask (LAM-SPEC §2)"
+DETECTOR = DESCRIPTIONS[LAM]
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,12 @@ class ProgramKey:
     value_range: float
     channel_order: str
     windows: int = 1
+    detector: str = LAM  # the objective's kind (detector.KINDS)
 
     def slug(self) -> str:
+        kind = "" if self.detector == LAM else f"-d{self.detector}"  # LAM programs keep their old slugs
         return (f"{self.source_sha256[:32]}-b{self.batch}-k{self.windows}-c{self.channels}-{self.height}x{self.width}"
-                f"-r{self.value_range:g}-{self.channel_order}-ad{onnx_ad.__version__}-f{FORMAT}")
+                f"-r{self.value_range:g}-{self.channel_order}{kind}-ad{onnx_ad.__version__}-f{FORMAT}")
 
 
 @dataclass
@@ -84,6 +86,11 @@ class GradientProgram:
     @property
     def windows(self) -> int:
         return self.key.windows
+
+    @property
+    def mask_size(self) -> tuple[int, int]:
+        """The spatial size of `lam_mask`: (H−1)×(W−1) for the LAM detector, H×W for the intensity sum."""
+        return mask_size(self.key.detector, *self.output_size)
 
     def objective_and_gradient(self, x: np.ndarray, mask: np.ndarray, device: str = "auto"):
         """D ([B, K]) and ∇_x D ([B, K, C, h, w]) for images `x` ([B, C, h, w]) and masks ([B, K, H−1, W−1])."""
@@ -131,7 +138,7 @@ class GradientProgram:
                 "onnxlam.windows": str(k.windows),
                 "onnxlam.output_shape": f"{k.batch},{k.channels},{H},{W}", "onnxlam.scale": str(self.scale),
                 "onnxlam.value_range": f"{k.value_range:g}", "onnxlam.channel_order": k.channel_order,
-                "onnxlam.graph.detector": DETECTOR,
+                "onnxlam.detector": DESCRIPTIONS[k.detector], "onnxlam.detector_kind": k.detector,
                 "onnxlam.fd_relative_error": "" if self.fd_error is None else f"{self.fd_error:.3e}"}
 
     def save(self, path: str | Path) -> None:
@@ -144,17 +151,21 @@ class GradientProgram:
 
 
 def program_key(info: ModelInfo, batch: int, height: int, width: int, value_range: float | None = None,
-                bgr: bool | None = None, windows: int = 1) -> ProgramKey:
+                bgr: bool | None = None, windows: int = 1, detector: str = LAM) -> ProgramKey:
     value_range = info.value_range if value_range is None else value_range
     order = info.channel_order if bgr is None else ("bgr" if bgr else "rgb")
-    return ProgramKey(info.sha256, batch, info.channels, height, width, value_range, order, windows)
+    if detector not in KINDS:
+        raise InputError(f"unknown detector {detector!r}; choose one of {', '.join(KINDS)}")
+    return ProgramKey(info.sha256, batch, info.channels, height, width, value_range, order, windows, detector)
 
 
 def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: int, height: int, width: int,
                   value_range: float | None = None, bgr: bool | None = None, cache: bool = True,
                   verify: bool = True, device: str = "auto", windows: int = 1,
-                  confirm_on_use: bool = False) -> GradientProgram:
+                  detector: str = LAM, confirm_on_use: bool = False) -> GradientProgram:
     """The gradient program of `model` for input batch×C×height×width and `windows` windows.
+
+    `detector` is the objective (`detector.KINDS`): the LAM detector, or the window's intensity sum.
 
     From the cache when there.
 
@@ -164,7 +175,7 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
     images now; it is cached once confirmed.
     """
     source, info = open_model(model) if isinstance(model, (str, Path)) else model
-    key = program_key(info, batch, height, width, value_range, bgr, windows)
+    key = program_key(info, batch, height, width, value_range, bgr, windows, detector)
     store = ProgramCache() if cache else None
     if store is not None:
         cached = store.load(key)
@@ -219,7 +230,7 @@ def _verify(program: GradientProgram, model, value_range, bgr, cache: bool, devi
         return check_finite_differences(program, device)
     try:
         reference = build_program(model, 1, size[0], size[1], value_range, bgr, cache=cache, device=device,
-                                  windows=k.windows)
+                                  windows=k.windows, detector=k.detector)
     except InputError:  # the model refuses the check size (a minimum size, say): check the program itself
         check_batch_independence(program, info, device)
         return check_finite_differences(program, device)
@@ -237,14 +248,14 @@ def check_against(program: GradientProgram, reference: GradientProgram, device: 
     """Largest relative difference between a batched program's gradients and those of a checked batch-1
     program of the same size, each element on its own random image (the others' windows empty)."""
     k = program.key
-    H, W = program.output_size
+    Hm, Wm = program.mask_size
     rng = np.random.default_rng(2)
     x = rng.uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
-    mask = np.zeros((k.batch, k.windows, H - 1, W - 1), np.float32)
-    size = min(16, H - 1, W - 1)
+    mask = np.zeros((k.batch, k.windows, Hm, Wm), np.float32)
+    size = min(16, Hm, Wm)
     for b in range(k.batch):  # a window in a different place for each element and window slot
         for j in range(k.windows):
-            top, left = rng.integers(0, H - size), rng.integers(0, W - size)
+            top, left = rng.integers(0, Hm - size + 1), rng.integers(0, Wm - size + 1)
             mask[b, j, top:top + size, left:left + size] = 1.0
     _, batched = program.objective_and_gradient(x, mask, device)
     worst = 0.0
@@ -265,7 +276,7 @@ def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) ->
         raise InputError(f"{info.path}: no gradient rule for {', '.join(missing[:5])}"
                          f"{' and more' if len(missing) > 5 else ''}; onnxlam cannot differentiate "
                          "through these ops (re-export the model without them)")
-    with_detector = append_detector(fixed, keep_sr=False, windows=key.windows)
+    with_detector = append_detector(fixed, keep_sr=False, windows=key.windows, kind=key.detector)
     try:
         with_detector = onnx.shape_inference.infer_shapes(with_detector, strict_mode=True, data_prop=True)
         with_detector = make_differentiable(with_detector)
@@ -285,8 +296,9 @@ def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) ->
 def _scale_of(graph: onnx.ModelProto, key: ProgramKey) -> int:
     """The scale, read off the mask input, whose (H−1)×(W−1) follows the inferred SR output."""
     mask = next(v for v in graph.graph.input if v.name == MASK)
-    hm1, wm1 = (d.dim_value for d in mask.type.tensor_type.shape.dim[2:])
-    return infer_scale(key.height, key.width, hm1 + 1, wm1 + 1)
+    hm, wm = (d.dim_value for d in mask.type.tensor_type.shape.dim[2:])
+    extra = 0 if key.detector != LAM else 1  # the LAM mask is (H−1)×(W−1)
+    return infer_scale(key.height, key.width, hm + extra, wm + extra)
 
 
 def infer_scale(h: int, w: int, H: int, W: int) -> int:
@@ -315,11 +327,10 @@ def check_batch_independence(program: GradientProgram, info: ModelInfo, device: 
     k = program.key
     if k.batch == 1:
         return
-    H, W = program.output_size
     x = np.random.default_rng(1).uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
     first = np.arange(k.batch) == 0
     for on in (first, ~first):
-        mask = np.zeros((k.batch, k.windows, H - 1, W - 1), np.float32)
+        mask = np.zeros((k.batch, k.windows) + program.mask_size, np.float32)
         mask[on] = 1.0
         _, gradient = program.objective_and_gradient(x, mask, device)
         if np.any(gradient[~on] != 0):
@@ -343,7 +354,8 @@ def load_program(path: str | Path) -> GradientProgram:
     try:
         b, c, h, w = (int(v) for v in meta["onnxlam.input_shape"].split(","))
         key = ProgramKey(meta["onnxlam.source_sha256"], b, c, h, w, float(meta["onnxlam.value_range"]),
-                         meta["onnxlam.channel_order"], int(meta.get("onnxlam.windows", "1")))
+                         meta["onnxlam.channel_order"], int(meta.get("onnxlam.windows", "1")),
+                         meta.get("onnxlam.detector_kind", LAM))
         scale = int(meta["onnxlam.scale"])
         fd = float(meta["onnxlam.fd_relative_error"]) if meta.get("onnxlam.fd_relative_error") else None
     except (KeyError, ValueError) as exc:

@@ -7,6 +7,15 @@
 The windows are not baked in: `lam_mask` (N×K×(H−1)×(W−1), 1 inside window k) is a runtime input,
 so one program serves every window of an input shape, and K windows share one forward pass. `sqrt` is guarded with a double `Where`
 so that where `dh + dw = 0` both the value and its derivative are exactly 0, never NaN.
+
+A second kind, `"intensity"`, replaces D by the sum of the window's intensities (for the effective
+receptive field, `methods/erf.py`; Luo et al., NeurIPS 2016):
+
+    D  = Σ_{c, rows, cols} y · mask_k                                  mask N×K×H×W
+
+Its mask covers the whole H×W output (a window may touch the last row and column). The kind is part
+of a program's cache key and metadata (`program.py`); the inputs and output keep their names, so the
+same integration and gradient checks run on either.
 """
 from __future__ import annotations
 
@@ -20,6 +29,16 @@ from onnxlam.graph.model import OUTPUT
 MASK = "lam_mask"
 OBJECTIVE = "lam_objective"
 INT64_MAX = np.iinfo(np.int64).max
+LAM = "lam"              # the LAM detector of spec §2
+INTENSITY = "intensity"  # the sum of the window's intensities
+KINDS = (LAM, INTENSITY)
+DESCRIPTIONS = {LAM: "gradient-magnitude sum over a runtime window mask (LAM-SPEC §2)",
+                INTENSITY: "intensity sum over a runtime window mask (effective receptive field)"}
+
+
+def mask_size(kind: str, height: int, width: int) -> tuple[int, int]:
+    """The mask's spatial size for an H×W output: (H−1)×(W−1) for LAM, H×W for the intensity sum."""
+    return (height, width) if kind == INTENSITY else (height - 1, width - 1)
 
 
 def window_mask(height: int, width: int, x: int, y: int, size: int) -> np.ndarray:
@@ -76,22 +95,37 @@ def detector_nodes(sr: str = OUTPUT) -> list[onnx.NodeProto]:
     return n
 
 
-def append_detector(model: onnx.ModelProto, keep_sr: bool = True, windows: int | str = "K") -> onnx.ModelProto:
+def intensity_nodes(sr: str = OUTPUT) -> list[onnx.NodeProto]:
+    """Nodes computing `lam_objective` = Σ_{c,rows,cols} sr · lam_mask (mask N×K×H×W) from the SR output."""
+    p = "lam_int_"
+    return [_const(p + "spatial", [2, 3]), _const(p + "channels", [1]),
+            helper.make_node("ReduceSum", [sr, p + "channels"], [p + "y_sum"], keepdims=1),   # N×1×H×W
+            helper.make_node("Mul", [p + "y_sum", MASK], [p + "masked"]),                     # N×K×H×W
+            helper.make_node("ReduceSum", [p + "masked", p + "spatial"], [OBJECTIVE], keepdims=0)]
+
+
+def append_detector(model: onnx.ModelProto, keep_sr: bool = True, windows: int | str = "K",
+                    kind: str = LAM) -> onnx.ModelProto:
     """A copy of a normalised model (see `model.normalise`) with `lam_mask` in and `lam_objective` out.
 
     The mask's batch and spatial dims follow the (fixed or symbolic) output shape; `windows` is the
-    number of windows K (symbolic by default).
+    number of windows K (symbolic by default); `kind` is the detector (LAM or INTENSITY).
     """
+    if kind not in KINDS:
+        raise InputError(f"unknown detector {kind!r}; choose one of {', '.join(KINDS)}")
     m = onnx.ModelProto()
     m.CopyFrom(model)
     out = m.graph.output[0]
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in out.type.tensor_type.shape.dim]
     n, h, w = dims[0], dims[2], dims[3]
-    mask_dims = [n if n is not None else "N", windows,
-                 h - 1 if isinstance(h, int) else "Hm1", w - 1 if isinstance(w, int) else "Wm1"]
+    if kind == INTENSITY:
+        mask_dims = [n if n is not None else "N", windows, h if h is not None else "H", w if w is not None else "W"]
+    else:
+        mask_dims = [n if n is not None else "N", windows,
+                     h - 1 if isinstance(h, int) else "Hm1", w - 1 if isinstance(w, int) else "Wm1"]
     m.graph.input.append(helper.make_tensor_value_info(MASK, TensorProto.FLOAT, mask_dims))
-    m.graph.node.extend(detector_nodes())
+    m.graph.node.extend(intensity_nodes() if kind == INTENSITY else detector_nodes())
     objective = helper.make_tensor_value_info(OBJECTIVE, TensorProto.FLOAT, mask_dims[:2])
     if not keep_sr:
         del m.graph.output[:]

@@ -42,11 +42,11 @@ def _probe(program, seed):
     """The check's image (uniform in [0.2, 0.8]) and a 16×16 window at the centre, in every window slot."""
     k = program.key
     rng = np.random.default_rng(seed)
-    H, W = program.output_size
+    Hm, Wm = program.mask_size  # (H−1)×(W−1) for the LAM detector, H×W for the intensity sum
     x = rng.uniform(0.2, 0.8, (k.batch, k.channels, k.height, k.width)).astype(np.float32)
-    mask = np.zeros((k.batch, k.windows, H - 1, W - 1), np.float32)
-    size = min(16, H - 1, W - 1)
-    top, left = (H - 1 - size) // 2, (W - 1 - size) // 2
+    mask = np.zeros((k.batch, k.windows, Hm, Wm), np.float32)
+    size = min(16, Hm, Wm)
+    top, left = (Hm - size) // 2, (Wm - size) // 2
     mask[:, :, top:top + size, left:left + size] = 1.0
     return rng, x, mask
 

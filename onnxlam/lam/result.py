@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the later stages' result types; only their to_json() is use
     from onnxlam.engine.cropping import Crop
     from onnxlam.engine.memory import MemoryUsage
     from onnxlam.graph.receptive_field import ReceptiveField
+    from onnxlam.methods.noise_tunnel import TunnelRecord
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,15 @@ class LamResult:
     receptive_field: ReceptiveField | None = None
     crop: Crop | None = None         # the LR box analysed, where not the whole image
     memory: MemoryUsage | None = None
+    noise_tunnel: TunnelRecord | None = None  # the map combines noisy copies' (methods/noise_tunnel.py)
 
     @property
     def sr_size(self) -> tuple[int, int]:
         return int(self.sr_image.shape[1]), int(self.sr_image.shape[2])
 
     def to_json(self) -> dict:
-        data = {f.name: to_json_value(getattr(self, f.name)) for f in fields(self) if not f.metadata.get("array")}
+        data = {f.name: to_json_value(getattr(self, f.name)) for f in fields(self) if not f.metadata.get("array")
+                and not (f.name == "noise_tunnel" and self.noise_tunnel is None)}
         data["sr_size"] = list(self.sr_size)
         data["seconds"] = round(self.seconds, 4)
         return data

@@ -29,7 +29,9 @@ def render(result: LamResult) -> dict[str, np.ndarray]:
     kde_blend = pictures.blend(pictures.kde_picture(result.attribution, s), lr_up)
     window = pictures.draw_window(reference, win.x, win.y, win.size)
     row = [window, lam, lam_blend, kde_blend, sr]
-    labels = ["HR + window" if result.hr_image is not None else "SR + window", "LAM",
+    tunnel = result.noise_tunnel
+    labels = ["HR + window" if result.hr_image is not None else "SR + window",
+              f"LAM, {tunnel.kind} x{tunnel.samples}" if tunnel else "LAM",
               "LAM blend", f"KDE blend  DI {result.di:.2f}", "SR"]
     return {"sr.png": sr, "window.png": window, "lam.png": lam, "lam_blend.png": lam_blend,
             "kde_blend.png": kde_blend, "panel.png": pictures.panel(row, labels)}

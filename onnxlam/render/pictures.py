@@ -33,6 +33,7 @@ __all__ = [
     "draw_window",
     "crop_window",
     "panel",
+    "colour_bar",
     "save",
 ]
 
@@ -380,6 +381,28 @@ def panel(images: Sequence[np.ndarray], labels: Sequence[str] | None = None, gap
             tx = left + (a.shape[1] - tw) // 2
             draw.text((tx, row_h + gap + 2), str(labels[i]), fill=(0, 0, 0), font=font)
         left += a.shape[1] + gap
+    return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def colour_bar(colours: np.ndarray, ticks: Sequence[tuple[float, str]], width: int = 14) -> np.ndarray:
+    """A vertical colour bar on white: ``colours`` (H×3 uint8, top row first) as a bar ``width`` px
+    wide, and right of it a 4-px tick and a black label (Pillow's default font) for each
+    ``(t, text)`` of ``ticks``, at the fraction ``t`` ∈ [0, 1] of the bar's height measured from
+    its bottom row (t = 0) to its top row (t = 1). Returns H×(width + 6 + widest label + 2)×3."""
+    column = _check_rgb(np.asarray(colours)[:, None, :], "colours")[:, 0]
+    height = column.shape[0]
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max((_text_size(measure, text, font)[0] for _, text in ticks), default=0)
+    canvas = Image.new("RGB", (width + 6 + text_w + 2, height), (_WHITE, _WHITE, _WHITE))
+    canvas.paste(Image.fromarray(np.repeat(column[:, None, :], width, axis=1)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for t, text in ticks:
+        row = int(round((1.0 - float(t)) * (height - 1)))
+        draw.line([(width, row), (width + 3, row)], fill=(0, 0, 0))
+        _, th = _text_size(draw, text, font)
+        top = min(max(row - th // 2 - 1, 0), max(height - th - 2, 0))  # the label stays inside the bar's height
+        draw.text((width + 6, top), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas, dtype=np.uint8).copy()
 
 
