@@ -383,3 +383,53 @@ def test_onesided_inverse_dft_rewrite_equals_onnxruntime(n, axis_as_input):
     np.testing.assert_allclose(got, want, atol=1e-5)
     spectrum = torch.complex(torch.from_numpy(x[..., 0]), torch.from_numpy(x[..., 1]))
     np.testing.assert_allclose(got[..., 0], torch.fft.irfft(spectrum, n=n, dim=1).numpy(), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- whole LAM maps
+LAM_CASES = [pytest.param(TiesPool, "torchscript", id="safmn-maxpool-torchscript"),
+             pytest.param(NegativePad, "torchscript", id="realcugan-negative-pad-torchscript"),
+             pytest.param(Flip, "dynamo", id="craft-flip-dynamo"),
+             pytest.param(InverseRealFFT, "dynamo", id="fftformer-irfft2-dynamo")]
+
+
+@pytest.mark.parametrize("cls, exporter", LAM_CASES)
+def test_lam_equals_the_torch_reference(tmp_path, astronaut, cls, exporter):
+    """`onnxlam.analyze` (receptive field, crop, program, path integral) against the independent
+    PyTorch LAM of tests/torch_reference.py: M to 1e-4, DI to 0.01."""
+    import onnxlam
+
+    module = _seeded(cls)
+    path = _export(module, tmp_path, exporter)
+    s = module.scale
+    hr = np.ascontiguousarray(astronaut[60:60 + LR * s, 100:100 + LR * s])
+    x, y, size, fold = 4, 5, 8, 6
+    res = onnxlam.analyze(path, hr, window=(x, y), size=size, path="blur", sigma=1.2, kernel_size=9, fold=fold)
+    r = ref.reference_lam(module, ref.prepare_lr(hr, s), x, y, size, "blur", 1.2, fold, 9)
+    dM = float(np.abs(np.asarray(res.attribution, np.float64) - r["M"]).max())
+    dDI = abs(res.di - r["di"])
+    print(f"\n{cls.__name__}-{exporter}: max|dM| {dM:.2e}, |dDI| {dDI:.2e} (DI {r['di']:.3f})")
+    assert res.nan_gradients == 0
+    assert dM <= 1e-4 and dDI <= 0.01
+
+
+@pytest.mark.parametrize("cls, exporter, local", [(TiesPool, "torchscript", True), (NegativePad, "torchscript", True),
+                                                  (Flip, "torchscript", False), (CeilPool, "torchscript", True),
+                                                  (InverseRealFFT, "dynamo", False)])
+def test_receptive_field_of_the_reproducers(tmp_path, cls, exporter, local):
+    """The static receptive-field analysis runs on every reproducer, before and after the rewrites:
+    what it cannot analyse (a DFT, a flip of a whole image axis) makes the model global, never an error."""
+    from onnxlam.model import INPUT, open_model, normalise, fix_input_shape
+    from onnxlam.receptive_field import receptive_field
+
+    path = _export(_seeded(cls), tmp_path, exporter)
+    source, info = open_model(path)
+    normalised = normalise(source, info)
+    rf = receptive_field(normalised, INPUT, size=(LR, LR))
+    assert rf.local == local, rf.to_json()
+    fixed = onnx.shape_inference.infer_shapes(fix_input_shape(normalised, (1, 3, LR, LR)), strict_mode=True,
+                                              data_prop=True)
+    rewritten = rewrite.make_differentiable(fixed)
+    # its constants (indices, divisor maps) are for LR × LR, so at 2·LR the analysis cannot follow
+    # them: it must say global then (no crop: safe), never raise, and never report another reach
+    after = receptive_field(rewritten, INPUT, size=(LR, LR))
+    assert after.global_ or after.reach == rf.reach, (rf.to_json(), after.to_json())
