@@ -38,14 +38,26 @@ def _plksr():
     return PLKSR(dim=8, n_blocks=2, kernel_size=7, upscaling_factor=2)
 
 
+class _ImageOnly(torch.nn.Module):
+    """The model called on the image alone (Real-CUGAN's `alpha` at its default): the TorchScript
+    exporter would otherwise make alpha a second input, which is issue 10's extra-inputs part."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
 def _realcugan():
     from spandrel.architectures.RealCUGAN import UpCunet2x
-    return UpCunet2x(in_channels=3, out_channels=3)
+    return _ImageOnly(UpCunet2x(in_channels=3, out_channels=3))
 
 
 def _craft():
     from spandrel.architectures.CRAFT import CRAFT
-    return CRAFT(window_size=8, embed_dim=12, depths=[1], num_heads=[2], split_size_0=2, split_size_1=8, upscale=2)
+    return CRAFT(window_size=8, embed_dim=32, depths=[1], num_heads=[4], split_size_0=2, split_size_1=8, upscale=2)
 
 
 def _mirnet2():
@@ -69,7 +81,7 @@ ARCHITECTURES = {
     "PLKSR": (_plksr, 2, 16),          # x[:, :k] = conv(…): Transpose + ScatterND, names (2)
     "Uformer": (_uformer, 1, 128),     # names (2)
     "RealCUGAN": (_realcugan, 2, 32),  # negative Pad (3)
-    "CRAFT": (_craft, 2, 24),          # torch.flip mirror padding (4)
+    "CRAFT": (_craft, 2, 20),          # torch.flip mirror padding to a multiple of the window (4)
     "MIRNet2": (_mirnet2, 1, 20),      # AvgPool2d(ceil_mode=True) (5)
     "FFTformer": (_fftformer, 1, 32),  # irfft2 (6, dynamo)
 }
