@@ -71,10 +71,11 @@ def handled(command):
     return wrapper
 
 
-def _resolve_model(model: str) -> str:
+def _resolve_model(model: str, image: str | None = None, lr: bool = False) -> str:
     from .collection import resolve
 
-    return str(resolve(model))
+    return str(resolve(model, image=image, lr=lr,
+                       notify=lambda note: err.print(f"note: {note}", highlight=False, soft_wrap=True)))
 
 
 def _progress() -> Progress:
@@ -128,7 +129,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
 
     if not windows:
         raise InputError("no window given; pass --window X Y (repeatable)")
-    model = _resolve_model(model)
+    model = _resolve_model(model, image, lr)
     folder = out_dir or _default_out(model, image, *windows[0])
     check_out_dir(folder)
     analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size,
@@ -223,8 +224,13 @@ def inspect(model: str = typer.Argument(..., help="ONNX model file or collection
             debug: bool = DEBUG):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
     from .analysis import Analyzer
+    from .convert.pytorch import is_checkpoint
     from .program import ungradable_ops
 
+    if is_checkpoint(model):
+        from .cli_pytorch import inspect_checkpoint
+
+        return inspect_checkpoint(model, as_json)
     analyzer = Analyzer(_resolve_model(model), device="cpu", check_ops=False)
     info = analyzer.info
     try:
@@ -283,7 +289,7 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
     from .sweep import run_sweep, write_sweep
 
     check_out_dir(out_dir)
-    analyzer = Analyzer(_resolve_model(model), device=device, value_range=value_range, bgr=bgr,
+    analyzer = Analyzer(_resolve_model(model, image, lr), device=device, value_range=value_range, bgr=bgr,
                         batch_size=batch_size, max_memory=max_memory)
     with _progress() as progress:
         task = progress.add_task("sweep", total=1)
@@ -398,6 +404,7 @@ def main() -> None:
 
 
 from . import report_cli  # noqa: E402,F401  (registers report/check/compare)
+from . import cli_pytorch  # noqa: E402,F401  (registers import-pth)
 
 if __name__ == "__main__":
     main()

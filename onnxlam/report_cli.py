@@ -339,7 +339,7 @@ def _analyse_all(models: List[str], image: str, window: tuple[int, int], size: i
 
     if max_memory is not None:
         parse_size(max_memory)  # before any model is loaded
-    analyzers = [Analyzer(_resolve_model(m), device=device, value_range=value_range, bgr=bgr,
+    analyzers = [Analyzer(_resolve_model(m, image, lr), device=device, value_range=value_range, bgr=bgr,
                           batch_size=batch_size, max_memory=max_memory) for m in models]
     scales = [a.scale for a in analyzers]
     if same_scale and len(set(scales)) > 1:
