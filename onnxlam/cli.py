@@ -129,8 +129,11 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
 
     if not windows:
         raise InputError("no window given; pass --window X Y (repeatable)")
-    model = _resolve_model(model, image, lr)
-    folder = out_dir or _default_out(model, image, *windows[0])
+    from .convert.pytorch import is_checkpoint
+
+    given, model = model, _resolve_model(model, image, lr)
+    # a checkpoint's folder is named after it, not after its cached export
+    folder = out_dir or _default_out(given if is_checkpoint(given) else model, image, *windows[0])
     check_out_dir(folder)
     analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size,
                         max_memory=max_memory)

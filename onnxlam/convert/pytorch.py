@@ -247,30 +247,36 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:240]}"
 
 
-def _export(module, dummy, path: Path, exporter: str, dynamic: bool) -> None:
+def _export(module, dummy, path: Path, exporter: str, dynamic: bool, batch: bool) -> None:
+    """Export with a symbolic batch (when `batch`) and symbolic height and width (when `dynamic`)."""
     import torch
 
+    names = {0: "batch"} if batch else {}
+    if dynamic:
+        names.update({2: "height", 3: "width"})
     # The dynamo exporter prints its progress on stdout; stdout is reserved for --json.
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            axes = {"input": {2: "height", 3: "width"}, "output": {2: "out_height", 3: "out_width"}}
+            out_names = {k: f"out_{v}" if k else v for k, v in names.items()}
             torch.onnx.export(module, (dummy,), str(path), dynamo=False, input_names=["input"],
                               output_names=["output"], opset_version=OPSET,
-                              dynamic_axes=axes if dynamic else None)
+                              dynamic_axes={"input": names, "output": out_names} if names else None)
         else:
-            shapes = None
-            if dynamic:
-                dim = torch.export.Dim
-                shapes = ({2: dim("height", min=1, max=1 << 14), 3: dim("width", min=1, max=1 << 14)},)
+            dims = {k: torch.export.Dim(v, min=1, max=1 << 14) for k, v in names.items()}
             program = torch.onnx.export(module, (dummy,), dynamo=True, input_names=["input"],
                                         output_names=["output"], opset_version=max(OPSET, 18),
-                                        dynamic_shapes=shapes, verbose=False)
+                                        dynamic_shapes=(dims,) if dims else None, verbose=False)
             program.save(str(path))
 
 
-def _check(module, path: Path, sizes, channels: int) -> float:
-    """max |onnxruntime − PyTorch| over `sizes`; raises ExportError where they disagree."""
+class _BatchMismatch(ExportError):
+    """The export runs at batch 1 but not at batch 2 (a reshape baked the trace's batch)."""
+
+
+def _check(module, path: Path, sizes, channels: int, batch: bool) -> float:
+    """max |onnxruntime − PyTorch| over `sizes` at batch 1, then (with `batch`) at batch 2 at the first
+    size; raises ExportError where they disagree (_BatchMismatch when only batch 2 does)."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -278,24 +284,26 @@ def _check(module, path: Path, sizes, channels: int) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     worst = 0.0
-    for i, (h, w) in enumerate(sizes):
-        x = torch.rand(1, channels, h, w, generator=torch.Generator().manual_seed(i))
-        with torch.no_grad():
-            ref = module(x).numpy()
+    runs = [(1, h, w) for h, w in sizes] + ([(2, *sizes[0])] if batch else [])
+    for i, (n, h, w) in enumerate(runs):
+        where, fail = (f"{h}×{w}", ExportError) if n == 1 else (f"batch {n}", _BatchMismatch)
+        x = torch.rand(n, channels, h, w, generator=torch.Generator().manual_seed(i))
+        with torch.no_grad():  # the PyTorch call is per image (spandrel's takes one)
+            ref = torch.cat([module(x[k:k + 1]) for k in range(n)]).numpy()
         try:
             got = session.run(None, {name: x.numpy()})[0]
         except Exception as exc:
-            raise ExportError(f"onnxruntime cannot run it at {h}×{w} ({_first_line(exc)[:160]})") from None
+            raise fail(f"onnxruntime cannot run it at {where} ({_first_line(exc)[:160]})") from None
         if got.shape != ref.shape:
-            raise ExportError(f"at {h}×{w} onnxruntime gives {got.shape}, PyTorch {ref.shape}")
+            raise fail(f"at {where} onnxruntime gives {got.shape}, PyTorch {ref.shape}")
         err = float(np.abs(got.astype(np.float64) - ref).max())
         if not err <= TOLERANCE * max(1.0, float(np.abs(ref).max())):
-            raise ExportError(f"at {h}×{w} onnxruntime differs from PyTorch by {err:.2g}")
+            raise fail(f"at {where} onnxruntime differs from PyTorch by {err:.2g}")
         worst = max(worst, err)
     return worst
 
 
-def _metadata(info: CheckpointInfo, exporter: str, dynamic: bool, size) -> dict[str, str]:
+def _metadata(info: CheckpointInfo, exporter: str, dynamic: bool, size, batch: bool) -> dict[str, str]:
     import torch
 
     spandrel = _spandrel()
@@ -316,6 +324,7 @@ def _metadata(info: CheckpointInfo, exporter: str, dynamic: bool, size) -> dict[
         "onnxlam.params": str(info.parameters),
         "onnxlam.exporter": f"{exporter} (torch {torch.__version__}, spandrel {spandrel.__version__})",
         "onnxlam.dynamic": "true" if dynamic else "false",
+        "onnxlam.dynamic_batch": "true" if batch else "false",
         **({"onnxlam.input_size": f"{size[0]} {size[1]}"} if size else {}),
     }
 
@@ -354,32 +363,43 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
     sizes = _check_sizes(info, size)
     dummy = torch.rand(1, info.input_channels, *sizes[0], generator=torch.Generator().manual_seed(0))
     rejected: list[str] = []
-    stopped: list[str] = []
+    stopped: dict[str, str] = {}   # exporter -> what stopped it
+    exported: set[str] = set()
     output = Path(output)
     with tempfile.TemporaryDirectory(prefix="onnxlam-pth-") as tmp:
-        for exporter in exporters:
-            path = Path(tmp) / f"{exporter}.onnx"
+        # A symbolic batch lets onnxlam run several path steps per pass; a model whose export
+        # cannot batch is exported again at batch 1 by the same exporter.
+        attempts = [(e, b) for e in exporters for b in (True, False)]
+        for exporter, batch in attempts:
+            path = Path(tmp) / f"{exporter}-{batch}.onnx"
+            if not batch and not (rejected and rejected[-1].startswith(f"{exporter} batch")):
+                continue  # batch 1 is retried only after a batch mismatch
             try:
-                _export(module, dummy, path, exporter, dynamic)
+                _export(module, dummy, path, exporter, dynamic, batch)
             except Exception as exc:
                 op = stopping_op(str(exc))
-                stopped.append(f"{exporter} stopped at {op}" if op else f"{exporter}: {_first_line(exc)}")
-                rejected.append(stopped[-1])
+                stopped[exporter] = f"{exporter} stopped at {op}" if op else f"{exporter}: {_first_line(exc)}"
+                rejected.append(stopped[exporter])
                 continue
+            exported.add(exporter)
             try:
-                error = _check(module, path, sizes, info.input_channels)
+                error = _check(module, path, sizes, info.input_channels, batch)
+            except _BatchMismatch as exc:
+                rejected.append(f"{exporter} batch: {exc}")
+                continue
             except ExportError as exc:
                 rejected.append(f"{exporter}{' dynamic' if dynamic else ''}: {exc}")
                 continue
             model = onnx.load(str(path))
-            set_metadata(model, _metadata(info, exporter, dynamic, size))
+            set_metadata(model, _metadata(info, exporter, dynamic, size, batch))
             output.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(output, model.SerializeToString())
             return ImportResult(str(output), info, exporter, dynamic, tuple(size) if size else None,
                                 sizes, error, tuple(rejected))
     what = f"{checkpoint} ({info.architecture_name})"
-    if len(stopped) == len(exporters):
-        raise ExportError(f"{what}: neither PyTorch exporter could export it: {'; '.join(stopped)}")
+    if not exported:
+        raise ExportError(f"{what}: {'neither PyTorch exporter' if len(stopped) > 1 else 'the exporter'} could "
+                          f"export it: {'; '.join(stopped.values())}")
     if dynamic:
         raise FixedSizeOnly(f"{what} exports at a fixed size only ({'; '.join(rejected)}); give the LR size "
                             "(import-pth --size H W)")
