@@ -44,7 +44,9 @@ BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message may hold brackets: pip install "onnxlam[torch]"
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -75,7 +77,8 @@ def _resolve_model(model: str, image: str | None = None, lr: bool = False) -> st
     from .collection import resolve
 
     return str(resolve(model, image=image, lr=lr,
-                       notify=lambda note: err.print(f"note: {note}", highlight=False, soft_wrap=True)))
+                       notify=lambda note: err.print(f"note: {note}", markup=False, highlight=False,
+                                                    soft_wrap=True)))
 
 
 def _progress() -> Progress:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .cli import DEBUG, app, err, handled, out
@@ -41,9 +42,9 @@ def import_pth(checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint: 
     checked = " and ".join(f"{h}×{w}" for h, w in result.checked_sizes)
     err.print(f"wrote {output}: {info.architecture_name} ×{info.scale} ({info.purpose}), {shape}, "
               f"size requirements {info.size_requirements.text()}; {result.exporter} exporter, onnxruntime "
-              f"vs PyTorch max |Δ| {result.max_error:.1e} at {checked}", highlight=False, soft_wrap=True)
+              f"vs PyTorch max |Δ| {result.max_error:.1e} at {checked}", markup=False, highlight=False, soft_wrap=True)
     for note in result.rejected:
-        err.print(f"note: not used: {note}", highlight=False, soft_wrap=True)
+        err.print(f"note: not used: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def inspect_checkpoint(model: str, as_json: bool) -> None:
@@ -72,5 +73,5 @@ def inspect_checkpoint(model: str, as_json: bool) -> None:
             ("pixels", f"range {info.value_range:g}, {info.channel_order.upper()}"),
             ("ONNX export", export), ("sha256", info.sha256)]
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, escape(v))
     out.print(table)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 import tempfile
@@ -233,13 +234,36 @@ def _call_module(desc):
 
 
 # --------------------------------------------------------------------------------------------- export
-_OP = re.compile(r"\b(?:aten|prims|torchvision|quantized)(?:::|\.)[A-Za-z_]\w*(?:\.\w+)?")
+_OP = r"(?:aten|prims|torchvision|quantized|[a-z_]+)(?:::|\.)[A-Za-z_]\w*"
+# The TorchScript exporter: "Exporting the operator 'aten::foo' to ONNX opset version 17 is not supported";
+# the dynamo exporter: "No ONNX function found for <OpOverload(op='aten.foo', overload='default')>".
+_NAMED = re.compile(rf"(?:operator |op=)'({_OP})'")
+_ANY = re.compile(rf"\b((?:aten|prims|torchvision|quantized)(?:::|\.)[A-Za-z_]\w*)")
 
 
 def stopping_op(message: str) -> Optional[str]:
-    """The PyTorch op an exporter error names (`aten::foo`, `aten.foo.default`, `torchvision::nms`…)."""
-    m = _OP.search(message)
-    return m.group(0) if m else None
+    """The PyTorch op an exporter error names (`aten::foo`, `aten.foo`, `torchvision::nms`…), or None."""
+    m = _NAMED.search(message) or _ANY.search(message)
+    return m.group(1) if m else None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send stdout to stderr, at the file-descriptor level too: the exporters print progress and, on
+    failure, graphs from C++; stdout is reserved for --json."""
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            sys.__stdout__.flush()
+            saved = os.dup(1)
+        except (AttributeError, OSError, ValueError):
+            yield
+            return
+        os.dup2(2, 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -254,8 +278,7 @@ def _export(module, dummy, path: Path, exporter: str, dynamic: bool, batch: bool
     names = {0: "batch"} if batch else {}
     if dynamic:
         names.update({2: "height", 3: "width"})
-    # The dynamo exporter prints its progress on stdout; stdout is reserved for --json.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+    with warnings.catch_warnings(), _stdout_to_stderr():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             out_names = {k: f"out_{v}" if k else v for k, v in names.items()}
@@ -346,13 +369,13 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
     that onnxruntime runs like PyTorch at two sizes. With `size` (LR height, width): a fixed-size export.
     Raises ExportError naming the PyTorch op that stopped the exporters when no export works.
     """
+    desc, info = load_checkpoint(checkpoint)  # first: a missing torch extra is reported there
     import onnx
     import torch
 
     from ..cache import _atomic_write
     from ..ncnn import set_metadata
 
-    desc, info = load_checkpoint(checkpoint)
     for e in exporters:
         if e not in EXPORTERS:
             raise InputError(f"unknown exporter {e!r}; choose from {', '.join(EXPORTERS)}")
@@ -398,8 +421,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
                                 sizes, error, tuple(rejected))
     what = f"{checkpoint} ({info.architecture_name})"
     if not exported:
-        raise ExportError(f"{what}: {'neither PyTorch exporter' if len(stopped) > 1 else 'the exporter'} could "
-                          f"export it: {'; '.join(stopped.values())}")
+        who = "neither PyTorch exporter could" if len(stopped) > 1 else "the exporter could not"
+        raise ExportError(f"{what}: {who} export it: {'; '.join(stopped.values())}")
     if dynamic:
         raise FixedSizeOnly(f"{what} exports at a fixed size only ({'; '.join(rejected)}); give the LR size "
                             "(import-pth --size H W)")

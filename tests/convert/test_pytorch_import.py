@@ -275,18 +275,33 @@ def test_bad_checkpoints_are_one_error_line(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+BLOCK_TORCH = """
+import sys
+
+class NoTorch:  # an install without the torch extra: importing torch or spandrel fails
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "spandrel", "spandrel_extra_arches"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NoTorch())
+from onnxlam.cli import main
+sys.argv = ["onnxlam"] + sys.argv[1:]
+main()
+"""
+
+
 def test_missing_torch_extra_names_the_install_command(tmp_path):
-    ckpt = tmp_path / "m.pth"
-    ckpt.write_bytes(b"x")
-    code = ("import sys; sys.modules['torch'] = None; from onnxlam.cli import main; "
-            f"sys.argv = ['onnxlam', 'import-pth', {str(ckpt)!r}, '-o', {str(tmp_path / 'o.onnx')!r}]; main()")
     import subprocess
 
     from clitools import REPO
 
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    _one_error(r, 'pip install "onnxlam[torch]"')
+    ckpt = tmp_path / "m.pth"
+    ckpt.write_bytes(b"x")
+    for args in (["import-pth", ckpt, "-o", tmp_path / "o.onnx"], ["inspect", ckpt]):
+        r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, *map(str, args)], capture_output=True, text=True,
+                           cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        _one_error(r, 'pip install "onnxlam[torch]"')
+        assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr
 
 
 def test_fixed_size_only_models_export_at_the_images_size(checkpoints, hr, tmp_path, monkeypatch):
@@ -320,9 +335,19 @@ def test_fixed_size_only_models_export_at_the_images_size(checkpoints, hr, tmp_p
     assert float(np.abs(got.attribution - want["M"]).max()) <= 1e-4
 
 
-def test_stopping_op_is_named():
-    assert pt.stopping_op("Exporting the operator 'aten::fft_rfft2' to ONNX opset version 17 is not "
-                          "supported.") == "aten::fft_rfft2"
-    assert pt.stopping_op("No ONNX function found for <OpOverload(op='aten.roll', overload='default')>: "
-                          "aten.roll.default") == "aten.roll"
-    assert pt.stopping_op("something else") is None
+def test_when_both_exporters_fail_the_error_names_the_op(checkpoints, tmp_path, monkeypatch):
+    """A network calling an op neither exporter converts (an eigen-decomposition): the error names it,
+    for each exporter, from the exporters' own messages."""
+
+    class Eig(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.linalg.eigvals(x[0, 0, :4, :4]).real.sum()
+
+    monkeypatch.setattr(pt, "_call_module", lambda desc: Eig())
+    with pytest.raises(pt.ExportError) as caught:
+        pt.export_checkpoint(checkpoints["hat", ".pth"], tmp_path / "x.onnx")
+    message = str(caught.value)
+    assert "neither PyTorch exporter could export it" in message
+    assert "torchscript stopped at aten::linalg_eigvals" in message
+    assert "dynamo stopped at aten.linalg_eig" in message
+    assert not (tmp_path / "x.onnx").exists()
