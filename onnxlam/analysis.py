@@ -340,6 +340,10 @@ class Analyzer:
     @property
     def receptive_field(self) -> ReceptiveField:
         """The model's static receptive field (computed once; see `receptive_field.py`)."""
+        from .convert.pytorch import size_dependent_padding
+
+        if self._rf is None and size_dependent_padding(self.source):
+            self._rf = ReceptiveField(True, None, size_dependent_padding(self.source))
         if self._rf is None:
             try:
                 self._rf = receptive_field(self.normalised, INPUT, output_name=OUTPUT,

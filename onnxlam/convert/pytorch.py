@@ -429,6 +429,24 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
     raise ExportError(f"{what}: no export reproduces the PyTorch call: {'; '.join(rejected)}")
 
 
+def size_dependent_padding(model) -> Optional[str]:
+    """Why a crop of the input would change what an imported model computes, or None.
+
+    The baked padding depends on the input size (how many rows reach the next multiple, or the
+    minimum), so the network run on a crop is padded differently from the network run on the image:
+    the receptive-field crop, exact for shift-equivariant networks, is not exact here.
+    """
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        req = SizeRequirements(**json.loads(meta["onnxlam.size_requirements"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if req.none:
+        return None
+    return (f"the model pads its input to its size requirements ({req.text()}), by an amount that "
+            "depends on the input size: a crop would be padded differently, so it is analysed whole")
+
+
 # --------------------------------------------------------------------------------------------- the cache
 def lr_size(image: str | Path, scale: int, lr: bool = False) -> tuple[int, int]:
     """The LR height, width onnxlam feeds a ×`scale` model for `image` (spec §1: HR cropped to a

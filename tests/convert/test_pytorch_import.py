@@ -351,3 +351,44 @@ def test_when_both_exporters_fail_the_error_names_the_op(checkpoints, tmp_path, 
     assert "torchscript stopped at aten::linalg_eigvals" in message
     assert "dynamo stopped at aten.linalg_eig" in message
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_local_network_with_size_requirements_is_analysed_whole(hr, tmp_path, monkeypatch):
+    """A plain CNN (reach 3 LR px) that spandrel would pad to a multiple of 8: a receptive-field crop
+    near the bottom-right border would be padded by a different amount than the image (7 rows for a
+    9-row crop, 2 for the 14-row image), so the importer's graph is analysed whole, and the map of a
+    border window equals LAM of spandrel's padding (its own pad_tensor) around the network."""
+    import_spandrel()
+    from spandrel.__helpers.size_req import SizeRequirements, pad_tensor
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 3 * SCALE * SCALE, 3, padding=1), torch.nn.PixelShuffle(SCALE)).eval()
+    req = SizeRequirements(multiple_of=8)
+
+    class Descriptor:
+        model, scale, size_requirements = net, SCALE, req
+
+        @staticmethod
+        def _call_fn(model, x):
+            return model(x)
+
+    info = pt.CheckpointInfo(str(tmp_path / "cnn.pth"), "0" * 64, "CNN", "CNN", "SR", SCALE, 3, 3,
+                             pt.SizeRequirements(0, 8, False), "supported", (), 0)
+    monkeypatch.setattr(pt, "load_checkpoint", lambda path: (Descriptor(), info))
+    result = pt.export_checkpoint(tmp_path / "cnn.pth", tmp_path / "cnn.onnx")
+    analyzer = onnxlam.Analyzer(result.output, device="cpu")
+    assert analyzer.receptive_field.global_ and "size requirements" in analyzer.receptive_field.reason
+    window = (SCALE * LR_W - SIZE - 1, SCALE * LR_H - SIZE - 1)  # the bottom-right corner of the map
+    got = analyzer.run(hr, window, SIZE, fold=FOLD)
+    assert got.extra.get("crop") is None
+
+    class Reference(torch.nn.Module):
+        def forward(self, x):
+            h, w = x.shape[2:]
+            return net(pad_tensor(x, req)[1])[..., : SCALE * h, : SCALE * w]
+
+    want = ref.reference_lam(Reference(), ref.prepare_lr(hr, SCALE), *window, size=SIZE, fold=FOLD)
+    assert float(np.abs(got.attribution - want["M"]).max()) <= 1e-4
+    assert abs(got.di - want["di"]) <= 0.01
