@@ -238,7 +238,7 @@ _OP = r"(?:aten|prims|torchvision|quantized|[a-z_]+)(?:::|\.)[A-Za-z_]\w*"
 # The TorchScript exporter: "Exporting the operator 'aten::foo' to ONNX opset version 17 is not supported";
 # the dynamo exporter: "No ONNX function found for <OpOverload(op='aten.foo', overload='default')>".
 _NAMED = re.compile(rf"(?:operator |op=)'({_OP})'")
-_ANY = re.compile(rf"\b((?:aten|prims|torchvision|quantized)(?:::|\.)[A-Za-z_]\w*)")
+_ANY = re.compile(r"\b((?:aten|prims|torchvision|quantized)(?:::|\.)[A-Za-z_]\w*)")
 
 
 def stopping_op(message: str) -> Optional[str]:
@@ -361,6 +361,36 @@ def _check_sizes(info: CheckpointInfo, size) -> tuple[tuple[int, int], ...]:
     return ((base + 3, base + 5), (base - 3, base + 10) if base > 8 else (base + 9, base + 2))
 
 
+def _attempt(module, dummy, tmp: Path, exporter: str, dynamic: bool, sizes, channels: int,
+             rejected: list[str], stopped: dict[str, str]):
+    """(path, symbolic batch?, max error) of `exporter`'s export that passes the check, or None.
+
+    A symbolic batch lets onnxlam run several path steps per pass; where the exporter cannot give one
+    (it fails, or its graph mixes the batch) it is asked again for batch 1. Why attempts failed goes to
+    `rejected`; an exporter that could not export at all goes to `stopped`, with the op it names.
+    """
+    failures = []
+    for batch in (True, False):
+        path = tmp / f"{exporter}-{'batch' if batch else 'one'}.onnx"
+        try:
+            _export(module, dummy, path, exporter, dynamic, batch)
+        except Exception as exc:
+            op = stopping_op(str(exc))
+            failures.append(f"{exporter} stopped at {op}" if op else f"{exporter}: {_first_line(exc)}")
+            rejected.append(failures[-1] + (" (symbolic batch)" if batch else ""))
+            continue
+        try:
+            return path, batch, _check(module, path, sizes, channels, batch)
+        except _BatchMismatch as exc:
+            rejected.append(f"{exporter} with a symbolic batch: {exc}")
+        except ExportError as exc:
+            rejected.append(f"{exporter}{' dynamic' if dynamic else ''}: {exc}")
+            return None  # at batch 1 already: a batch-1 export fails the same way
+    if len(failures) == 2:
+        stopped[exporter] = failures[-1]
+    return None
+
+
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optional[Sequence[int]] = None,
                       exporters: Sequence[str] = EXPORTERS) -> ImportResult:
     """Export `checkpoint` to `output` (written atomically).
@@ -386,33 +416,15 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
     sizes = _check_sizes(info, size)
     dummy = torch.rand(1, info.input_channels, *sizes[0], generator=torch.Generator().manual_seed(0))
     rejected: list[str] = []
-    stopped: dict[str, str] = {}   # exporter -> what stopped it
-    exported: set[str] = set()
+    stopped: dict[str, str] = {}   # exporter -> the op (or error) that stopped it
     output = Path(output)
     with tempfile.TemporaryDirectory(prefix="onnxlam-pth-") as tmp:
-        # A symbolic batch lets onnxlam run several path steps per pass; a model whose export
-        # cannot batch is exported again at batch 1 by the same exporter.
-        attempts = [(e, b) for e in exporters for b in (True, False)]
-        for exporter, batch in attempts:
-            path = Path(tmp) / f"{exporter}-{batch}.onnx"
-            if not batch and not (rejected and rejected[-1].startswith(f"{exporter} batch")):
-                continue  # batch 1 is retried only after a batch mismatch
-            try:
-                _export(module, dummy, path, exporter, dynamic, batch)
-            except Exception as exc:
-                op = stopping_op(str(exc))
-                stopped[exporter] = f"{exporter} stopped at {op}" if op else f"{exporter}: {_first_line(exc)}"
-                rejected.append(stopped[exporter])
+        for exporter in exporters:
+            found = _attempt(module, dummy, Path(tmp), exporter, dynamic, sizes, info.input_channels,
+                             rejected, stopped)
+            if found is None:
                 continue
-            exported.add(exporter)
-            try:
-                error = _check(module, path, sizes, info.input_channels, batch)
-            except _BatchMismatch as exc:
-                rejected.append(f"{exporter} batch: {exc}")
-                continue
-            except ExportError as exc:
-                rejected.append(f"{exporter}{' dynamic' if dynamic else ''}: {exc}")
-                continue
+            path, batch, error = found
             model = onnx.load(str(path))
             set_metadata(model, _metadata(info, exporter, dynamic, size, batch))
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -420,7 +432,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
             return ImportResult(str(output), info, exporter, dynamic, tuple(size) if size else None,
                                 sizes, error, tuple(rejected))
     what = f"{checkpoint} ({info.architecture_name})"
-    if not exported:
+    # An op no exporter converts stops a fixed-size export too; anything else (a dynamic-shape
+    # constraint the dynamo exporter cannot prove, say) may not.
+    if len(stopped) == len(exporters) and (not dynamic or all(" stopped at " in m for m in stopped.values())):
         who = "neither PyTorch exporter could" if len(stopped) > 1 else "the exporter could not"
         raise ExportError(f"{what}: {who} export it: {'; '.join(stopped.values())}")
     if dynamic:

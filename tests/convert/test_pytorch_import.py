@@ -206,6 +206,7 @@ def test_import_pth_cli_writes_metadata(checkpoints, tmp_path):
     assert int(meta["onnxlam.params"]) == sum(p.numel() for p in _swinir().parameters())
 
 
+@pytest.mark.slow  # the fixed-size export itself is covered fast by test_fixed_size_only_models_…
 def test_import_pth_fixed_size(checkpoints, tmp_path):
     r = run_cli("import-pth", checkpoints["hat", ".pth"], "-o", tmp_path / "f.onnx", "--size", LR_H, LR_W)
     assert r.returncode == 0, r.stderr
@@ -238,6 +239,22 @@ def test_lam_takes_a_checkpoint_and_reuses_the_cached_export(checkpoints, hr, tm
                              fold=FOLD)
     assert abs(a["di"] - want["di"]) <= 0.01
     np.testing.assert_allclose(np.load(tmp_path / "a" / "attribution.npy"), want["M"], atol=1e-4)
+
+
+def test_check_gate_takes_a_checkpoint(checkpoints, hr, tmp_path):
+    """`onnxlam check CKPT IMAGE`: the gate resolves the checkpoint like `lam` (one shared resolver)."""
+    from PIL import Image
+
+    image = tmp_path / "hr.png"
+    Image.fromarray(hr).save(image)
+    ckpt = checkpoints["hat", ".safetensors"]
+    r = run_cli("check", ckpt, image, "--window", *WINDOW, "--size", SIZE, "--fold", FOLD, "--device", "cpu",
+                "--min-di", 1, "--json", env_extra={"ONNXLAM_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    verdict = json.loads(r.stdout)
+    want = ref.reference_lam(SpandrelCall(_descriptor(ckpt)), ref.prepare_lr(hr, SCALE), *WINDOW, size=SIZE,
+                             fold=FOLD)
+    assert verdict["passed"] and abs(verdict["checks"][0]["di"] - want["di"]) <= 0.01
 
 
 def test_inspect_checkpoint(checkpoints, tmp_path):
