@@ -46,6 +46,8 @@ OPSET = 17
 INSTALL = 'pip install "onnxlam[torch]"'
 # onnxruntime against PyTorch: float32 exporters agree to ~1e-6 on images in [0, 1].
 TOLERANCE = 1e-4
+# Part of the cache key: bump when the exported graph changes, so old cached exports are not reused.
+EXPORT_VERSION = 1
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -479,8 +481,8 @@ def resolve_checkpoint(path: str | Path, image: str | Path | None = None, lr: bo
                        notify: Optional[Callable[[str], None]] = None) -> Path:
     """The cached ONNX export of checkpoint `path`, exported now if not cached yet.
 
-    Cache entries: `<sha256>.onnx` (dynamic), or, when only a fixed size exports, `<sha256>.fixed.json`
-    (why) and `<sha256>-<h>x<w>.onnx` per LR size, which needs `image` (and `lr`) to know the size.
+    Cache entries (`<key>` = the checkpoint's sha256 and EXPORT_VERSION): `<key>.onnx` (dynamic), or, when
+    only a fixed size exports, `<key>.fixed.json` (why) and `<key>-<h>x<w>.onnx` per LR size, which needs `image` (and `lr`) to know the size.
     Files are written atomically: a concurrent or killed run leaves no partial export.
     """
     from ..cache import _atomic_write, cache_dir
@@ -489,7 +491,7 @@ def resolve_checkpoint(path: str | Path, image: str | Path | None = None, lr: bo
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
-    sha = file_sha256(path)
+    sha = f"{file_sha256(path)}.v{EXPORT_VERSION}"
     root = cache_dir() / "checkpoints"
     dynamic, marker = root / f"{sha}.onnx", root / f"{sha}.fixed.json"
     if dynamic.is_file():
