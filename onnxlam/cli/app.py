@@ -22,7 +22,9 @@ out = Console()
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message may hold brackets: pip install "onnxlam[torch]"
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -49,11 +51,13 @@ def handled(command):
     return wrapper
 
 
-def resolve_model(model: str) -> str:
-    """A model as given (file or collection name) → its file."""
+def resolve_model(model: str, image: str | None = None, lr: bool = False) -> str:
+    """A model as given (file, collection name or PyTorch checkpoint) → its ONNX file; `image` and `lr`
+    give the LR size a checkpoint that exports at a fixed size only is exported at."""
     from onnxlam.convert.collection import resolve_model
 
-    return resolve_model(model)
+    return resolve_model(model, image=image, lr=lr,
+                         notify=lambda note: err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True))
 
 
 def progress(elapsed: bool = False):

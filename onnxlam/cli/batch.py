@@ -293,7 +293,7 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,
                          max_memory=max_memory).validate()
     check_out_dir(out_dir)
-    analyzer = Analyzer(resolve_model(model), **options.model_arguments())
+    analyzer = Analyzer(resolve_model(model, image, lr), **options.model_arguments())
     with _bar() as bar:
         task = bar.add_task("sweep", total=1)
         result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,

@@ -42,7 +42,7 @@ def _analyse_all(models: List[str], image: str, window: tuple[int, int], options
     from onnxlam.engine.analyzer import Analyzer
 
     options.validate()  # before any model is loaded
-    analyzers = [Analyzer(resolve_model(m), **options.model_arguments()) for m in models]
+    analyzers = [Analyzer(resolve_model(m, image, options.lr), **options.model_arguments()) for m in models]
     scales = [a.scale for a in analyzers]
     if same_scale and len(set(scales)) > 1:
         raise InputError(f"the models have different scales ({', '.join(f'×{s}' for s in scales)}); their "

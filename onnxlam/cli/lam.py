@@ -67,8 +67,11 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
     options = (options or LamOptions()).validate()
     if not windows:
         raise InputError("no window given; pass --window X Y (repeatable)")
-    model = resolve_model(model)
-    folder = out_dir or _default_out(model, image, *windows[0])
+    from onnxlam.convert.pytorch import is_checkpoint
+
+    given, model = model, resolve_model(model, image, options.lr)
+    # a checkpoint's folder is named after it, not after its cached export
+    folder = out_dir or _default_out(given if is_checkpoint(given) else model, image, *windows[0])
     check_out_dir(folder)
     analyzer = Analyzer(model, **options.model_arguments())
     with progress() as bar:
@@ -174,9 +177,14 @@ def inspect(model: ModelArg, as_json: Json = False, debug: Debug = False):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
     from rich.table import Table
 
+    from onnxlam.convert.pytorch import is_checkpoint
     from onnxlam.engine.analyzer import Analyzer
     from onnxlam.engine.program import ungradable_ops
 
+    if is_checkpoint(model):
+        from onnxlam.cli.convert import inspect_checkpoint
+
+        return inspect_checkpoint(model, as_json)
     analyzer = Analyzer(resolve_model(model), device="cpu", check_ops=False)
     info = analyzer.info
     try:

@@ -70,9 +70,15 @@ def list_models() -> list[ModelEntry]:
     return [ModelEntry(**{k: e[k] for k in fields}) for e in entries]
 
 
-def resolve(name_or_path: str) -> pathlib.Path:
-    """An existing file path as is, or the file of a collection model by name."""
+def resolve(name_or_path: str, image=None, lr: bool = False, notify=None) -> pathlib.Path:
+    """An existing file path as is, or the file of a collection model by name. A PyTorch checkpoint
+    becomes its cached ONNX export (see `convert.pytorch.resolve_checkpoint`; `image` and `lr` give the
+    LR size for a model that exports at a fixed size only)."""
     path = pathlib.Path(name_or_path)
+    from onnxlam.convert.pytorch import is_checkpoint, resolve_checkpoint
+
+    if is_checkpoint(path):
+        return resolve_checkpoint(path, image=image, lr=lr, notify=notify)
     if path.is_file():
         return path
     models = list_models()
@@ -88,6 +94,6 @@ def resolve(name_or_path: str) -> pathlib.Path:
     raise InputError(f"{name_or_path!r} is neither a file nor a collection model (available: {names})")
 
 
-def resolve_model(name_or_path: str) -> str:
+def resolve_model(name_or_path: str, image=None, lr: bool = False, notify=None) -> str:
     """What every command does with a model as given: its file (see `resolve`), as a string."""
-    return str(resolve(name_or_path))
+    return str(resolve(name_or_path, image=image, lr=lr, notify=notify))

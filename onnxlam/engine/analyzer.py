@@ -163,7 +163,15 @@ class Analyzer:
 
     @property
     def receptive_field(self) -> ReceptiveField:
-        """The model's static receptive field (computed once; see `receptive_field.py`)."""
+        """The model's static receptive field (computed once; see `graph/receptive_field/`).
+
+        A model whose baked padding depends on the input size (a checkpoint's size requirements, see
+        `convert.pytorch`) is global: its reach at a border changes with the image's size, which the
+        analysis at two sizes cannot see."""
+        from onnxlam.convert.pytorch import size_dependent_padding
+
+        if self._rf is None and size_dependent_padding(self.source):
+            self._rf = ReceptiveField(True, None, size_dependent_padding(self.source))
         if self._rf is None:
             try:
                 self._rf = receptive_field(self.normalised, INPUT, output_name=OUTPUT,
