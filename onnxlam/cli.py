@@ -41,6 +41,11 @@ MAX_MEMORY = typer.Option(None, "--max-memory", help="Memory limit, e.g. 24G: th
                           "does not fit, the analysis is cropped around the windows (and says so).")
 BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
                    "(default: metadata onnxlam.channel_order, else RGB).")
+CLUSTER = typer.Option(None, "--cluster", metavar="local:N", help="Run on a Dask LocalCluster of N single-"
+                       "threaded worker processes on 127.0.0.1 (needs onnxlam[cluster]).")
+SCHEDULER = typer.Option(None, "--scheduler", metavar="ADDRESS", help="Run on an existing Dask cluster: "
+                         "tcp://host:port, tls://host:port or a scheduler file; the output folder must be on a "
+                         "file system every worker reaches (needs onnxlam[cluster]).")
 
 
 def fail(message: str, code: int) -> None:
@@ -276,6 +281,7 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
           out_dir: Path = typer.Option(Path("onnxlam-sweep"), "--out", help="Output folder."),
           as_json: bool = typer.Option(False, "--json", help="Print sweep.json on stdout."),
           max_memory: Optional[str] = MAX_MEMORY,
+          cluster: Optional[str] = CLUSTER, scheduler: Optional[str] = SCHEDULER,
           debug: bool = DEBUG):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
     from .analysis import Analyzer
@@ -283,13 +289,28 @@ def sweep(model: str = typer.Argument(..., help="ONNX model file or collection n
     from .sweep import run_sweep, write_sweep
 
     check_out_dir(out_dir)
-    analyzer = Analyzer(_resolve_model(model), device=device, value_range=value_range, bgr=bgr,
-                        batch_size=batch_size, max_memory=max_memory)
-    with _progress() as progress:
-        task = progress.add_task("sweep", total=1)
-        result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,
-                           kernel_size=kernel_size,
-                           progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if cluster is not None or scheduler is not None:
+        from .batch.cluster import parse_target, run_sweep_on_cluster
+        from .report import LamOptions
+
+        target = parse_target(cluster, scheduler)
+        options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
+                             batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,
+                             max_memory=max_memory)
+        options.validate()
+        with _progress() as progress:
+            task = progress.add_task("sweep", total=1)
+            result = run_sweep_on_cluster(_resolve_model(model), image, stride, options, target,
+                                          progress=lambda done, total: progress.update(task, completed=done,
+                                                                                       total=total))
+    else:
+        analyzer = Analyzer(_resolve_model(model), device=device, value_range=value_range, bgr=bgr,
+                            batch_size=batch_size, max_memory=max_memory)
+        with _progress() as progress:
+            task = progress.add_task("sweep", total=1)
+            result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,
+                               kernel_size=kernel_size,
+                               progress=lambda done, total: progress.update(task, completed=done, total=total))
     write_sweep(result, out_dir)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")

@@ -50,7 +50,8 @@ CSV_COLUMNS = ("model", "image", "x", "y", "size", "path", "fold", "di", "gini",
                "pixels_99", "radius_90", "seconds", "status", "message", "folder")
 RANGE_KEYS = ("pixels_50", "pixels_90", "pixels_99", "radius_90")
 CONFIG_KEYS = ("models", "images", "windows", "windows_file", "out", "size", "lr", "path", "sigma", "fold",
-               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context", "max_memory")
+               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context", "max_memory",
+               "cluster", "scheduler")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,6 +153,8 @@ class ReportConfig:
     windows: tuple[WindowSpec, ...]
     out: Path
     options: LamOptions = LamOptions()
+    cluster: str | None = None     # "local:N": a Dask LocalCluster of N workers (batch/cluster.py)
+    scheduler: str | None = None   # an existing Dask scheduler: tcp://…, tls://… or a scheduler file
 
 
 @dataclass(frozen=True)
@@ -176,16 +179,20 @@ class ConfigValues:
     crop: bool | None = None
     context: int | None = None
     max_memory: int | str | None = None
+    cluster: str | None = None
+    scheduler: str | None = None
 
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
         """These values with every value that `other` gives replacing ours.
 
-        Windows are one setting: giving `--window` or `--windows-file` replaces both of the config's.
+        Windows are one setting: giving `--window` or `--windows-file` replaces both of the config's;
+        so is where the run goes: `--cluster` or `--scheduler` replaces both.
         """
         given = {k: v for k, v in asdict_shallow(other).items() if v is not None}
-        if "windows" in given or "windows_file" in given:
-            given.setdefault("windows", None)
-            given.setdefault("windows_file", None)
+        for pair in (("windows", "windows_file"), ("cluster", "scheduler")):
+            if any(k in given for k in pair):
+                for k in pair:
+                    given.setdefault(k, None)
         return replace(self, **given)
 
     def resolve(self, default_out: Path = Path("onnxlam-report")) -> ReportConfig:
@@ -203,8 +210,11 @@ class ConfigValues:
         options = LamOptions(**{k: (getattr(self, k) if getattr(self, k) is not None else getattr(defaults, k))
                                 for k in LamOptions.__dataclass_fields__})
         options.validate()
+        from .batch.cluster import parse_target
+
+        parse_target(self.cluster, self.scheduler)  # InputError for a bad or doubly given target
         return ReportConfig(tuple(self.models), tuple(self.images), tuple(windows), self.out or default_out,
-                            options)
+                            options, self.cluster, self.scheduler)
 
 
 def asdict_shallow(values: ConfigValues) -> dict:
@@ -260,7 +270,8 @@ def load_config(path: str | Path) -> ConfigValues:
 
     Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
     size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
-    max_memory (a string such as "24G", or bytes).
+    max_memory (a string such as "24G", or bytes); where it runs: cluster ("local:N") or scheduler
+    (tcp://host:port, tls://host:port or a scheduler file), not both.
     """
     try:
         import tomllib
@@ -310,6 +321,10 @@ def load_config(path: str | Path) -> ConfigValues:
         windows = tuple(WindowSpec(*w) for w in raw)
     sigma = typed("sigma", (int, float))
     value_range = typed("value_range", (int, float))
+    scheduler = typed("scheduler", str)  # a scheduler file is taken from the config's folder too
+    if scheduler is not None and "://" not in scheduler:
+        scheduler = _relative_to(base, scheduler)
+
     def one_path(key: str) -> Path | None:
         value = typed(key, str)
         return None if value is None else Path(_relative_to(base, value))
@@ -321,7 +336,8 @@ def load_config(path: str | Path) -> ConfigValues:
         sigma=None if sigma is None else float(sigma), fold=typed("fold", int),
         kernel_size=typed("kernel_size", int), batch_size=typed("batch_size", int), device=typed("device", str),
         value_range=None if value_range is None else float(value_range), bgr=typed("bgr", bool),
-        crop=typed("crop", bool), context=typed("context", int), max_memory=typed("max_memory", (str, int)))
+        crop=typed("crop", bool), context=typed("context", int), max_memory=typed("max_memory", (str, int)),
+        cluster=typed("cluster", str), scheduler=scheduler)
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
@@ -630,12 +646,14 @@ def summarise(rows: Sequence[CaseRow]) -> list[ModelSummary]:
 
 
 def run_report(config: ReportConfig, listener: ReportListener | None = None, resolve_model=None,
-               reraise_unexpected: bool = False, cases: list[Case] | None = None) -> Report:
+               reraise_unexpected: bool = False, cases: list[Case] | None = None, executor=None) -> Report:
     """Run every case of `config` not already complete in `config.out`; write the results as it goes.
 
     `resolve_model` maps a model as given to its file (default: the collection's resolver). With
     `reraise_unexpected`, an exception that is not an OnnxlamError stops the run (for --debug).
     `cases`: the result of `plan_cases(config)` when the caller has it already.
+    `executor(pending, listener, resolve_model, reraise_unexpected)` computes the pending groups and
+    fills `pending.report`'s rows (default: `run_serial`, in this process; see `batch/cluster.py`).
     """
     listener = listener or ReportListener()
     resolve_model = resolve_model or _default_resolver
@@ -645,7 +663,9 @@ def run_report(config: ReportConfig, listener: ReportListener | None = None, res
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
         remove_leftovers(out)
-        return _run_locked(config, cases, listener, resolve_model, reraise_unexpected)
+        pending = plan_run(config, cases, listener, resolve_model)
+        (executor or run_serial)(pending, listener, resolve_model, reraise_unexpected)
+        return pending.report
 
 
 def check_out(out: Path) -> None:
@@ -662,8 +682,22 @@ def _default_resolver(model: str) -> str:
     return str(resolve(model))
 
 
-def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListener, resolve_model,
-                reraise_unexpected: bool) -> Report:
+@dataclass
+class PendingRun:
+    """A report run once its completed cases are known: the report (reused rows filled in, the others
+    "pending"), every case's fingerprint, and the pending rows grouped into `run_windows` calls."""
+
+    report: Report
+    fingerprints: dict
+    groups: list[list[int]]
+
+    @property
+    def count(self) -> int:
+        return sum(map(len, self.groups))
+
+
+def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, resolve_model) -> PendingRun:
+    """Fingerprint the cases, reuse the complete ones, write the first aggregates (called under the lock)."""
     out, options = config.out, config.options
     hashes: dict[str, str] = {}
 
@@ -688,14 +722,21 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
     report.reused = len(cases) - len(todo)
     listener.planned(len(cases), report.reused)
     write_aggregates(report)
+    return PendingRun(report, fingerprints, _groups(report.rows, todo))
+
+
+def run_serial(pending: PendingRun, listener: ReportListener, resolve_model, reraise_unexpected: bool) -> None:
+    """The embedded executor: the groups one after the other in this process, one model loaded at a time."""
+    report = pending.report
+    options, out = report.config.options, report.out
     analyzers = _Analyzers(options, resolve_model)
     try:
         index = 1
-        for group in _groups(report.rows, todo):
+        for group in pending.groups:
             rows = [report.rows[i] for i in group]
-            listener.group_started([r.case for r in rows], index, len(todo))
-            finished = _run_group(rows, fingerprints, analyzers, options, out, listener, reraise_unexpected,
-                                  index, len(todo))
+            listener.group_started([r.case for r in rows], index, pending.count)
+            finished = run_group(rows, pending.fingerprints, analyzers, options, out, listener,
+                                 reraise_unexpected, index, pending.count)
             for i, row in zip(group, finished):  # each case is written and counted as soon as it is done
                 report.rows[i] = row
                 report.computed += row.status == "ok"
@@ -704,7 +745,6 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
             index += len(group)
     finally:
         analyzers.close()
-    return report
 
 
 def _groups(rows: Sequence[CaseRow], todo: Sequence[int]) -> list[list[int]]:
@@ -772,13 +812,15 @@ class _Analyzers:
         self.model, self.analyzer, self.error = None, None, None
 
 
-def _run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers, options: LamOptions,
-               out: Path, listener: ReportListener, reraise_unexpected: bool, index: int,
-               count: int) -> Iterator[CaseRow]:
+def run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers, options: LamOptions,
+              out: Path, listener: ReportListener, reraise_unexpected: bool, index: int,
+              count: int) -> Iterator[CaseRow]:
     """The rows of one model's pending cases on one image, each yielded once its folder is written.
 
     One `run_windows` call computes them all. When it fails, each case runs alone, so that one bad
-    window (outside the image, say) fails only itself and its message is its own.
+    window (outside the image, say) fails only itself and its message is its own. The one function
+    that computes and writes cases: the serial run calls it in this process, a cluster's workers
+    call it on theirs (`batch/cluster.py`), so both write exactly the same case folders.
     """
     first = rows[0].case
     if len(rows) > 1:
@@ -802,6 +844,15 @@ def _run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzer
         yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
                            lambda c=row.case: _share(analyzers.get(c.model).run(c.image, c.x, c.y, c.size,
                                                                                 options, progress=listener.step), 1))
+
+
+def fail_case(row: CaseRow, fingerprint: Fingerprint, out: Path, message: str) -> CaseRow:
+    """Record `row` as failed with `message`, as a failed computation is (error.json, failed row): for
+    cases whose whole task failed, out of the reach of `run_group` (a cluster's worker lost for good)."""
+    def compute():
+        raise OnnxlamError(message)
+
+    return _finish_case(row, fingerprint, out, False, compute)
 
 
 def _share(result, windows: int):

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,8 +20,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
-                  VALUE_RANGE, _resolve_model, app, err, handled, out)
+from .cli import (BATCH_SIZE, BGR, CLUSTER, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SCHEDULER,
+                  SIGMA, SIZE, VALUE_RANGE, _resolve_model, app, err, handled, out)
 from .errors import InputError
 from .report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
                      parse_window, plan_cases, run_report)
@@ -106,6 +107,30 @@ class _LiveProgress(ReportListener):
                                         highlight=False, soft_wrap=True)
 
 
+@contextmanager
+def _executor(config):
+    """(config, executor) for the report: (config, None) in this process; on a Dask cluster, the config
+    with absolute paths for an external scheduler's workers, and a connected ClusterExecutor."""
+    from .batch.cluster import parse_target
+
+    target = parse_target(config.cluster, config.scheduler)
+    if target is None:
+        yield config, None
+        return
+    from .batch.cluster import ClusterExecutor, for_workers
+
+    if not target.local:
+        config = for_workers(config)
+    with ClusterExecutor(target, config.options.device, notify=_cluster_note) as executor:
+        err.print(f"[dim]running on {escape(target.describe())}: {len(executor.workers())} workers[/]",
+                  highlight=False)
+        yield config, executor
+
+
+def _cluster_note(message: str) -> None:
+    err.print(f"[red]worker error[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _report_summary(report: Report) -> None:
     table = Table(title="LAM report", title_justify="left")
     for name, justify in (("model", "left"), ("cases", "right"), ("failed", "right"), ("DI mean", "right"),
@@ -160,6 +185,7 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
                                                  "window (approximate for global networks)."),
            max_memory: Optional[str] = MAX_MEMORY,
            out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder (default onnxlam-report)."),
+           cluster: Optional[str] = CLUSTER, scheduler: Optional[str] = SCHEDULER,
            as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout, nothing else."),
            debug: bool = DEBUG):
     """LAM for every model × image × window, into one folder with results.csv/json and index.html.
@@ -173,13 +199,14 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
         windows=tuple(parse_window(w) for w in window) if window else None, windows_file=windows_file,
         out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
         batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context,
-        max_memory=max_memory)
+        max_memory=max_memory, cluster=cluster, scheduler=scheduler)
     resolved = settings.overridden_by(given).resolve()  # validates every option, --max-memory included
-    cases = plan_cases(resolved, _resolve_model)  # bad input is reported before the live display starts
-    check_out(resolved.out)
-    with _progress() as progress:
-        result = run_report(resolved, _LiveProgress(progress), resolve_model=_resolve_model,
-                            reraise_unexpected=debug, cases=cases)
+    with _executor(resolved) as (resolved, executor):  # the cluster is reached before anything is written
+        cases = plan_cases(resolved, _resolve_model)  # bad input is reported before the live display starts
+        check_out(resolved.out)
+        with _progress() as progress:
+            result = run_report(resolved, _LiveProgress(progress), resolve_model=_resolve_model,
+                                reraise_unexpected=debug, cases=cases, executor=executor)
     if as_json:
         sys.stdout.write((resolved.out / "results.json").read_text())
     else:
