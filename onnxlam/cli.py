@@ -49,7 +49,9 @@ SCHEDULER = typer.Option(None, "--scheduler", metavar="ADDRESS", help="Run on an
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message may hold brackets: `pip install "onnxlam[cluster]"`
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

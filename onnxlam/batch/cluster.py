@@ -270,7 +270,7 @@ def assign_workers(costs: Sequence[tuple[str, float]], workers: Sequence[str]) -
     share = total / len(workers)
     done, chosen = 0.0, []
     for _, cost in costs:
-        chosen.append(workers[min(len(workers) - 1, int((done + cost / 2) / share))])
+        chosen.append(workers[min(len(workers) - 1, int(done / share + 1e-9))])  # where the group starts
         done += cost
     return chosen
 
