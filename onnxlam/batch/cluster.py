@@ -438,6 +438,10 @@ class ClusterExecutor:
                     self.notify(message)
                     rows = [fail_case(report.rows[i], pending.fingerprints[report.rows[i].case], out, message)
                             for i in group]
+                if len(rows) < len(group):  # the task stopped early (it judged its client gone): say so
+                    rows = list(rows) + [fail_case(report.rows[i], pending.fingerprints[report.rows[i].case], out,
+                                                   "its worker stopped before this case; rerun to compute it")
+                                         for i in group[len(rows):]]
                 for i, row in zip(group, rows):
                     report.rows[i] = row
                     report.computed += row.status == "ok"

@@ -77,7 +77,8 @@ def assert_same_report(a: Path, b: Path) -> None:
             elif k != "seconds":
                 assert ra[k] == rb[k], k
     ja, jb = (json.loads((d / "results.json").read_text()) for d in (a, b))
-    assert ja["options"] == jb["options"] and ja["run"] == jb["run"]
+    assert ja["options"] == jb["options"]
+    assert [ja["run"][k] for k in ("cases", "failed", "pending")] == [jb["run"][k] for k in ("cases", "failed", "pending")]
     for sa, sb in zip(ja["summary"], jb["summary"]):
         assert sa.keys() == sb.keys() and sa["cases"] == sb["cases"] and sa["failures"] == sb["failures"]
         assert sb["di_mean"] == pytest.approx(sa["di_mean"], rel=1e-5)
@@ -211,6 +212,37 @@ def test_external_cluster_survives_a_killed_worker_and_resumes(inputs, serial, t
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["run"] == {"cases": 12, "computed": 0, "reused": 12, "failed": 0, "pending": 0}
         assert _mtimes(out) == before
+
+
+def test_a_killed_client_resumes(inputs, serial, tmp_path):
+    """SIGKILL the client of a local cluster once a case is written: its workers go with it (they watch
+    their parent), every visible case is whole, and the rerun computes only the rest."""
+    out = tmp_path / "rep"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "onnxlam", *map(str, _args(inputs, out)), "--cluster", "local:2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            cases = out / "cases"
+            if cases.is_dir() and any((f / "result.json").is_file() for f in cases.iterdir()):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    time.sleep(1)  # the workers notice their parent is gone and stop
+    finished = {p.name: (p / "result.json").stat().st_mtime_ns for p in (out / "cases").iterdir()
+                if not p.name.startswith(".") and (p / "result.json").is_file()}
+    assert 1 <= len(finished) < 12
+    r = run_cli(*_args(inputs, out), "--cluster", "local:2", "--json")
+    assert r.returncode == 0, r.stderr
+    run = json.loads(r.stdout)["run"]
+    assert run["reused"] >= len(finished) and run["computed"] == 12 - run["reused"] and run["pending"] == 0
+    for name, mtime in finished.items():  # reused, not rewritten
+        assert (out / "cases" / name / "result.json").stat().st_mtime_ns == mtime
+    assert_same_report(serial, out)
 
 
 # ------------------------------------------------------------------------------------------------
