@@ -654,7 +654,13 @@ def run_report(config: ReportConfig, listener: ReportListener | None = None, res
     `cases`: the result of `plan_cases(config)` when the caller has it already.
     `executor(pending, listener, resolve_model, reraise_unexpected)` computes the pending groups and
     fills `pending.report`'s rows (default: `run_serial`, in this process; see `batch/cluster.py`).
+    A config naming a `cluster` or `scheduler` runs there (`batch.cluster.run_report_on_cluster`).
     """
+    if executor is None and (config.cluster is not None or config.scheduler is not None):
+        from .batch.cluster import run_report_on_cluster
+
+        return run_report_on_cluster(config, listener=listener, resolve_model=resolve_model,
+                                     reraise_unexpected=reraise_unexpected)
     listener = listener or ReportListener()
     resolve_model = resolve_model or _default_resolver
     cases = plan_cases(config, resolve_model) if cases is None else cases

@@ -214,6 +214,7 @@ def test_external_cluster_survives_a_killed_worker_and_resumes(inputs, serial, t
         assert _mtimes(out) == before
 
 
+@pytest.mark.slow  # two more cluster runs; resumption itself is covered by the external cluster's rerun
 def test_a_killed_client_resumes(inputs, serial, tmp_path):
     """SIGKILL the client of a local cluster once a case is written: its workers go with it (they watch
     their parent), every visible case is whole, and the rerun computes only the rest."""
