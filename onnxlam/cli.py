@@ -42,10 +42,10 @@ MAX_MEMORY = typer.Option(None, "--max-memory", help="Memory limit, e.g. 24G: th
 BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
                    "(default: metadata onnxlam.channel_order, else RGB).")
 CLUSTER = typer.Option(None, "--cluster", metavar="local:N", help="Run on a Dask LocalCluster of N single-"
-                       "threaded worker processes on 127.0.0.1 (needs onnxlam[cluster]).")
+                       "threaded worker processes on 127.0.0.1 (needs the cluster extra of onnxlam).")
 SCHEDULER = typer.Option(None, "--scheduler", metavar="ADDRESS", help="Run on an existing Dask cluster: "
                          "tcp://host:port, tls://host:port or a scheduler file; the output folder must be on a "
-                         "file system every worker reaches (needs onnxlam[cluster]).")
+                         "file system every worker reaches (needs the cluster extra).")
 
 
 def fail(message: str, code: int) -> None:
