@@ -1,0 +1,1 @@
+"""Batch runs: reports, sweeps and the Dask cluster runner (issue 11)."""

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from onnxlam.errors import InputError, OnnxlamError
-from onnxlam.batch.report import ModelSession, _default_resolver
+from onnxlam.batch.report import ModelSession
+from onnxlam.batch.report.run import _default_resolver
 from onnxlam.lam.options import LamOptions, option_names
 
 BASELINE_KEYS = ("lr", "path", "sigma", "fold", "kernel_size")  # what every report row records

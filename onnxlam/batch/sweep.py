@@ -44,14 +44,19 @@ def grid(height: int, width: int, size: int, stride: int) -> tuple[np.ndarray, n
     return np.arange(0, width - size, stride), np.arange(0, height - size, stride)
 
 
-def run_sweep(analyzer: Analyzer, image, stride: int, size: int = 16,
-              progress: Callable[[int, int], None] | None = None, **options) -> Sweep:
-    """DI for every window of the grid (options as for `Analyzer.run_windows`)."""
-    lr = options.get("lr", False)
+def sweep_windows(analyzer: Analyzer, image, stride: int, size: int = 16,
+                  lr: bool = False) -> tuple[np.ndarray, np.ndarray, list[Window]]:
+    """The grid's corners (xs, ys) and its windows, row by row (the order the sweep computes them in)."""
     x, _ = analyzer.prepare(image, lr)
     H, W = x.shape[1] * analyzer.scale, x.shape[2] * analyzer.scale
     xs, ys = grid(H, W, size, stride)
-    windows = [Window(int(wx), int(wy), size) for wy in ys for wx in xs]
+    return xs, ys, [Window(int(wx), int(wy), size) for wy in ys for wx in xs]
+
+
+def run_sweep(analyzer: Analyzer, image, stride: int, size: int = 16,
+              progress: Callable[[int, int], None] | None = None, **options) -> Sweep:
+    """DI for every window of the grid (options as for `Analyzer.run_windows`)."""
+    xs, ys, windows = sweep_windows(analyzer, image, stride, size, options.get("lr", False))
     results = analyzer.run_windows(image, windows, size, progress=progress, **options)
     di = np.array([r.di for r in results]).reshape(len(ys), len(xs))
     return Sweep(xs, ys, size, stride, analyzer.scale, di, results[0].sr_image)

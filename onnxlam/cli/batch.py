@@ -4,6 +4,7 @@ Exit codes as for `lam`: 0 success (check: pass), 1 a failed case or a failed ch
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -13,11 +14,19 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand
 
-from onnxlam.cli.app import app, fmt as _fmt, handled, out, progress as _bar, resolve_model
+from onnxlam.cli.app import app, err, fmt as _fmt, handled, out, progress as _bar, resolve_model
 from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Debug, Device, Fold, GivenCrop, GivenDevice,
                                  GivenFold, GivenKernelSize, GivenLr, GivenPath, GivenSigma, GivenSize,
                                  KernelSize, Lr, MaxMemory, Path as PathKind, Sigma, Size, ValueRange)
 from onnxlam.errors import InputError
+
+Cluster = Annotated[Optional[str], typer.Option(
+    "--cluster", metavar="local:N", help="Run on a Dask LocalCluster of N single-threaded worker processes on "
+    "127.0.0.1 (needs the cluster extra of onnxlam).")]
+Scheduler = Annotated[Optional[str], typer.Option(
+    "--scheduler", metavar="ADDRESS", help="Run on an existing Dask cluster: tcp://host:port, tls://host:port "
+    "or a scheduler file; the output folder must be on a file system every worker reaches (needs the "
+    "cluster extra).")]
 
 
 class PairOptions(TyperCommand):
@@ -91,6 +100,30 @@ class _LiveProgress:
                                         highlight=False, soft_wrap=True)
 
 
+@contextlib.contextmanager
+def _executor(config):
+    """(config, executor) for the report: (config, None) in this process; on a Dask cluster, the config
+    with absolute paths for an external scheduler's workers, and a connected ClusterExecutor."""
+    from onnxlam.batch.cluster import parse_target
+
+    target = parse_target(config.cluster, config.scheduler)
+    if target is None:
+        yield config, None
+        return
+    from onnxlam.batch.cluster import ClusterExecutor, for_workers
+
+    if not target.local:
+        config = for_workers(config)
+    with ClusterExecutor(target, config.options.device, notify=_cluster_note) as executor:
+        err.print(f"[dim]running on {escape(target.describe())}: {len(executor.workers())} workers[/]",
+                  highlight=False)
+        yield config, executor
+
+
+def _cluster_note(message: str) -> None:
+    err.print(f"[red]worker error[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _report_summary(report) -> None:
     from rich.table import Table
 
@@ -138,6 +171,7 @@ def report(config: Annotated[Optional[Path], typer.Argument(
            context: Context = None, max_memory: MaxMemory = None,
            out_dir: Annotated[Optional[Path], typer.Option(
                "--out", help="Report folder (default onnxlam-report).")] = None,
+           cluster: Cluster = None, scheduler: Scheduler = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print results.json on stdout, nothing else.")] = False,
            debug: Debug = False):
     """LAM for every model × image × window, into one folder with results.csv/json and index.html.
@@ -153,13 +187,14 @@ def report(config: Annotated[Optional[Path], typer.Argument(
         windows=tuple(parse_window(w) for w in window) if window else None, windows_file=windows_file,
         out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
         batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context,
-        max_memory=max_memory)
+        max_memory=max_memory, cluster=cluster, scheduler=scheduler)
     resolved = settings.overridden_by(given).resolve()  # validates every option, --max-memory included
-    cases = plan_cases(resolved, resolve_model)  # bad input is reported before the live display starts
-    check_out(resolved.out)
-    with _progress() as bar:
-        result = run_report(resolved, _LiveProgress(bar), resolve_model=resolve_model,
-                            reraise_unexpected=debug, cases=cases)
+    with _executor(resolved) as (resolved, executor):  # the cluster is reached before anything is written
+        cases = plan_cases(resolved, resolve_model)  # bad input is reported before the live display starts
+        check_out(resolved.out)
+        with _progress() as bar:
+            result = run_report(resolved, _LiveProgress(bar), resolve_model=resolve_model,
+                                reraise_unexpected=debug, cases=cases, executor=executor)
     if as_json:
         sys.stdout.write((resolved.out / "results.json").read_text())
     else:
@@ -282,7 +317,8 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
           value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
           out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("onnxlam-sweep"),
           as_json: Annotated[bool, typer.Option("--json", help="Print sweep.json on stdout.")] = False,
-          max_memory: MaxMemory = D.max_memory, debug: Debug = False):
+          max_memory: MaxMemory = D.max_memory, cluster: Cluster = None, scheduler: Scheduler = None,
+          debug: Debug = False):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
     from onnxlam.batch.sweep import run_sweep, write_sweep
     from onnxlam.engine.analyzer import Analyzer
@@ -293,12 +329,18 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,
                          max_memory=max_memory).validate()
     check_out_dir(out_dir)
-    analyzer = Analyzer(resolve_model(model, image, lr), **options.model_arguments())
     with _bar() as bar:
         task = bar.add_task("sweep", total=1)
-        result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,
-                           kernel_size=kernel_size,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+        step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        if cluster is not None or scheduler is not None:
+            from onnxlam.batch.cluster import parse_target, run_sweep_on_cluster
+
+            result = run_sweep_on_cluster(resolve_model(model, image, lr), image, stride, options,
+                                          parse_target(cluster, scheduler), progress=step)
+        else:
+            analyzer = Analyzer(resolve_model(model, image, lr), **options.model_arguments())
+            result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,
+                               kernel_size=kernel_size, progress=step)
     write_sweep(result, out_dir)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")

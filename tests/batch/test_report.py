@@ -441,7 +441,8 @@ def test_repeated_window_parses_without_the_command_line_rewrite(inputs, tmp_pat
 
 def test_an_ok_case_carries_its_warnings_into_the_table():
     """A case cut to fit --max-memory is ok, and its row says so (results.csv and index.html show it)."""
-    from onnxlam.batch.report import Case, _row_from_result
+    from onnxlam.batch.report import Case
+    from onnxlam.batch.report.store import _row_from_result
 
     note = "one path step on the LR 512×512 input needs about 38 GiB, over the memory limit 16 GiB: analysing …"
     case = Case("m.onnx", "i.png", 1, 2, 16)

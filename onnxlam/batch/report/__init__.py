@@ -5,13 +5,14 @@
 """
 from onnxlam.batch.report.config import (CONFIG_KEYS, Case, ConfigValues, ReportConfig, WindowSpec, expand_images,
                                          load_config, parse_window, plan_cases, read_windows_file)
-from onnxlam.batch.report.run import (ModelSession, ReportListener, _default_resolver, check_out,
-                                      run_report)
-from onnxlam.batch.report.store import (CSV_COLUMNS, CaseRow, Fingerprint, ModelSummary, Report,
-                                        _row_from_result, exclusive, read_complete, results_json, write_aggregates)
+from onnxlam.batch.report.run import (ModelSession, PendingRun, ReportListener, check_out, fail_case, plan_run,
+                                      run_group, run_report, run_serial)
+from onnxlam.batch.report.store import (CSV_COLUMNS, CaseRow, Fingerprint, ModelSummary, Report, exclusive,
+                                        read_complete, remove_leftovers, results_json, write_aggregates)
 from onnxlam.lam.options import LamOptions
 
 __all__ = ["CONFIG_KEYS", "CSV_COLUMNS", "Case", "CaseRow", "ConfigValues", "Fingerprint", "LamOptions", "ModelSession",
-           "ModelSummary", "Report", "ReportConfig", "ReportListener", "WindowSpec", "check_out", "exclusive",
-           "expand_images", "load_config", "parse_window", "plan_cases", "read_complete", "read_windows_file",
-           "results_json", "run_report", "write_aggregates"]
+           "ModelSummary", "PendingRun", "Report", "ReportConfig", "ReportListener", "WindowSpec", "check_out",
+           "exclusive", "expand_images", "fail_case", "load_config", "parse_window", "plan_cases", "plan_run",
+           "read_complete", "read_windows_file", "remove_leftovers", "results_json", "run_group", "run_report",
+           "run_serial", "write_aggregates"]

@@ -16,7 +16,7 @@ from onnxlam.lam.options import LamOptions, given_options, option_names
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-REPORT_KEYS = ("models", "images", "windows", "windows_file", "out")
+REPORT_KEYS = ("models", "images", "windows", "windows_file", "out", "cluster", "scheduler")
 CONFIG_KEYS = REPORT_KEYS + option_names()
 
 
@@ -64,6 +64,8 @@ class ReportConfig:
     windows: tuple[WindowSpec, ...]
     out: Path
     options: LamOptions = LamOptions()
+    cluster: str | None = None     # "local:N": a Dask LocalCluster of N workers (batch/cluster.py)
+    scheduler: str | None = None   # an existing Dask scheduler: tcp://…, tls://… or a scheduler file
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class _ReportValues:
     windows: tuple[WindowSpec, ...] | None = None
     windows_file: Path | None = None
     out: Path | None = None
+    cluster: str | None = None
+    scheduler: str | None = None
 
 
 class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for name in option_names()],
@@ -85,12 +89,14 @@ class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for nam
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
         """These values with every value that `other` gives replacing ours.
 
-        Windows are one setting: giving `--window` or `--windows-file` replaces both of the config's.
+        Windows are one setting: giving `--window` or `--windows-file` replaces both of the config's;
+        so is where the run goes: `--cluster` or `--scheduler` replaces both.
         """
         given = {k: v for k, v in asdict_shallow(other).items() if v is not None}
-        if "windows" in given or "windows_file" in given:
-            given.setdefault("windows", None)
-            given.setdefault("windows_file", None)
+        for pair in (("windows", "windows_file"), ("cluster", "scheduler")):
+            if any(k in given for k in pair):
+                for k in pair:
+                    given.setdefault(k, None)
         return replace(self, **given)
 
     def resolve(self, default_out: Path = Path("onnxlam-report")) -> ReportConfig:
@@ -106,8 +112,11 @@ class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for nam
             raise InputError("no window given: use --window X Y (repeatable), --windows-file or `windows`")
         given = {k: getattr(self, k) for k in option_names() if getattr(self, k) is not None}
         options = replace(LamOptions(), **given).validate()
+        from onnxlam.batch.cluster import parse_target
+
+        parse_target(self.cluster, self.scheduler)  # InputError for a bad or doubly given target
         return ReportConfig(tuple(self.models), tuple(self.images), tuple(windows), self.out or default_out,
-                            options)
+                            options, self.cluster, self.scheduler)
 
 
 def asdict_shallow(values: ConfigValues) -> dict:
@@ -163,7 +172,8 @@ def load_config(path: str | Path) -> ConfigValues:
 
     Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
     size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
-    max_memory (a string such as "24G", or bytes).
+    max_memory (a string such as "24G", or bytes); where it runs: cluster ("local:N") or scheduler
+    (tcp://host:port, tls://host:port or a scheduler file), not both.
     """
     try:
         import tomllib
@@ -215,9 +225,12 @@ def load_config(path: str | Path) -> ConfigValues:
         value = typed(key, str)
         return None if value is None else Path(_relative_to(base, value))
 
+    scheduler = typed("scheduler", str)  # a scheduler file is taken from the config's folder too
+    if scheduler is not None and "://" not in scheduler:
+        scheduler = _relative_to(base, scheduler)
     return ConfigValues(models=paths("models"), images=paths("images"), windows=windows,
-                        windows_file=one_path("windows_file"), out=one_path("out"),
-                        **given_options(data, str(path)))
+                        windows_file=one_path("windows_file"), out=one_path("out"), cluster=typed("cluster", str),
+                        scheduler=scheduler, **given_options(data, str(path)))
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -62,13 +62,21 @@ class ReportListener:
 
 
 def run_report(config: ReportConfig, listener: ReportListener | None = None, resolve_model=None,
-               reraise_unexpected: bool = False, cases: list[Case] | None = None) -> Report:
+               reraise_unexpected: bool = False, cases: list[Case] | None = None, executor=None) -> Report:
     """Run every case of `config` not already complete in `config.out`; write the results as it goes.
 
     `resolve_model` maps a model as given to its file (default: the collection's resolver). With
     `reraise_unexpected`, an exception that is not an OnnxlamError stops the run (for --debug).
     `cases`: the result of `plan_cases(config)` when the caller has it already.
+    `executor(pending, listener, resolve_model, reraise_unexpected)` computes the pending groups and
+    fills `pending.report`'s rows (default: `run_serial`, in this process; see `batch/cluster.py`).
+    A config naming a `cluster` or `scheduler` runs there (`batch.cluster.run_report_on_cluster`).
     """
+    if executor is None and (config.cluster is not None or config.scheduler is not None):
+        from onnxlam.batch.cluster import run_report_on_cluster
+
+        return run_report_on_cluster(config, listener=listener, resolve_model=resolve_model,
+                                     reraise_unexpected=reraise_unexpected)
     listener = listener or ReportListener()
     resolve_model = resolve_model or _default_resolver
     cases = plan_cases(config, resolve_model) if cases is None else cases
@@ -77,7 +85,9 @@ def run_report(config: ReportConfig, listener: ReportListener | None = None, res
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
         remove_leftovers(out)
-        return _run_locked(config, cases, listener, resolve_model, reraise_unexpected)
+        pending = plan_run(config, cases, listener, resolve_model)
+        (executor or run_serial)(pending, listener, resolve_model, reraise_unexpected)
+        return pending.report
 
 
 def check_out(out: Path) -> None:
@@ -91,8 +101,22 @@ def _default_resolver(model: str) -> str:
     return resolve_model(model)
 
 
-def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListener, resolve_model,
-                reraise_unexpected: bool) -> Report:
+@dataclass
+class PendingRun:
+    """A report run once its completed cases are known: the report (reused rows filled in, the others
+    "pending"), every case's fingerprint, and the pending rows grouped into `run_windows` calls."""
+
+    report: Report
+    fingerprints: dict
+    groups: list[list[int]]
+
+    @property
+    def count(self) -> int:
+        return sum(map(len, self.groups))
+
+
+def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, resolve_model) -> PendingRun:
+    """Fingerprint the cases, reuse the complete ones, write the first aggregates (called under the lock)."""
     out, options = config.out, config.options
     hashes: dict[str, str] = {}
 
@@ -117,14 +141,21 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
     report.reused = len(cases) - len(todo)
     listener.planned(len(cases), report.reused)
     write_aggregates(report)
+    return PendingRun(report, fingerprints, _groups(report.rows, todo))
+
+
+def run_serial(pending: PendingRun, listener: ReportListener, resolve_model, reraise_unexpected: bool) -> None:
+    """The embedded executor: the groups one after the other in this process, one model loaded at a time."""
+    report = pending.report
+    options, out = report.config.options, report.out
     analyzers = _Analyzers(options, resolve_model)
     try:
         index = 1
-        for group in _groups(report.rows, todo):
+        for group in pending.groups:
             rows = [report.rows[i] for i in group]
-            listener.group_started([r.case for r in rows], index, len(todo))
-            finished = _run_group(rows, fingerprints, analyzers, options, out, listener, reraise_unexpected,
-                                  index, len(todo))
+            listener.group_started([r.case for r in rows], index, pending.count)
+            finished = run_group(rows, pending.fingerprints, analyzers, options, out, listener,
+                                 reraise_unexpected, index, pending.count)
             for i, row in zip(group, finished):  # each case is written and counted as soon as it is done
                 report.rows[i] = row
                 report.computed += row.status == "ok"
@@ -133,7 +164,6 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
             index += len(group)
     finally:
         analyzers.close()
-    return report
 
 
 def _groups(rows: Sequence[CaseRow], todo: Sequence[int]) -> list[list[int]]:
@@ -198,13 +228,15 @@ class _Analyzers:
         self.model, self.analyzer, self.error = None, None, None
 
 
-def _run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers, options: LamOptions,
-               out: Path, listener: ReportListener, reraise_unexpected: bool, index: int,
-               count: int) -> Iterator[CaseRow]:
+def run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers, options: LamOptions,
+              out: Path, listener: ReportListener, reraise_unexpected: bool, index: int,
+              count: int) -> Iterator[CaseRow]:
     """The rows of one model's pending cases on one image, each yielded once its folder is written.
 
     One `run_windows` call computes them all. When it fails, each case runs alone, so that one bad
-    window (outside the image, say) fails only itself and its message is its own.
+    window (outside the image, say) fails only itself and its message is its own. The one function
+    that computes and writes cases: the serial run calls it in this process, a cluster's workers
+    call it on theirs (`batch/cluster.py`), so both write exactly the same case folders.
     """
     first = rows[0].case
     if len(rows) > 1:
@@ -228,6 +260,15 @@ def _run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzer
         yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
                            lambda c=row.case: _share(analyzers.get(c.model).run(c.image, c.x, c.y, c.size,
                                                                                 options, progress=listener.step), 1))
+
+
+def fail_case(row: CaseRow, fingerprint: Fingerprint, out: Path, message: str) -> CaseRow:
+    """Record `row` as failed with `message`, as a failed computation is (error.json, failed row): for
+    cases whose whole task failed, out of the reach of `run_group` (a cluster's worker lost for good)."""
+    def compute():
+        raise OnnxlamError(message)
+
+    return _finish_case(row, fingerprint, out, False, compute)
 
 
 def _share(result, windows: int):
