@@ -284,7 +284,7 @@ def _invoke(*args):
 
 def _one_error_line(r, needle: str) -> None:
     assert r.exit_code == 2, (r.exit_code, r.output)
-    assert r.stderr.startswith("error:") and needle in r.stderr, r.stderr
+    assert r.stderr.lstrip().startswith("error:") and needle in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
 
 
