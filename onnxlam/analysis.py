@@ -120,9 +120,12 @@ class Analyzer:
 
     def __init__(self, model: str | Path, *, device: str = "auto", value_range: float | None = None,
                  bgr: bool | None = None, batch_size: int | None = None, cache: bool = True,
-                 check_ops: bool = True, max_memory: int | str | None = None):
+                 check_ops: bool = True, max_memory: int | str | None = None,
+                 inputs: dict[str, float] | None = None):
         self.model_path = str(model)
-        self.source, self.info = open_model(model)
+        # extra inputs (a noise level, a quality factor) fixed to constants: a one-input network from here on
+        self.inputs = dict(inputs or {})
+        self.source, self.info = open_model(model, self.inputs)
         if check_ops:  # `inspect` describes such models instead
             require_standard_ops(self.source, self.model_path)
         if value_range is not None and value_range not in (1.0, 255.0):
@@ -457,7 +460,7 @@ class Analyzer:
                 channel_order=self.channel_order, range=range_statistics(M, window_centre_lr(win, s)),
                 warnings=list(notes[i]),
                 extra={"receptive_field": rf, "crop": regions[i].to_json() if regions[i] is not None else None,
-                       "memory": usage[i]}))
+                       "memory": usage[i], **({"inputs": dict(self.inputs)} if self.inputs else {})}))
         return results
 
     def _usage(self, plan: Plan, meter: memory.PeakMeter, prog: GradientProgram) -> dict:
@@ -512,12 +515,14 @@ def analyze(model: str | Path, image: str | Path | np.ndarray, window: tuple[int
             batch_size: int | None = None, device: str = "auto", value_range: float | None = None,
             bgr: bool | None = None, program: str | Path | None = None,
             progress: Callable[[int, int], None] | None = None, crop: bool = True,
-            context: int | None = None) -> LamResult:
+            context: int | None = None, inputs: dict[str, float] | None = None) -> LamResult:
     """Local attribution map of `model` for the window at `window` = (x, y) of side `size` on `image`.
 
-    See `Analyzer.run`; this builds an Analyzer for a single call.
+    See `Analyzer.run`; this builds an Analyzer for a single call. `inputs` fixes a model's extra
+    inputs ({name: value}, broadcast to the input's shape; see `model.bind_inputs`).
     """
-    analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size)
+    analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size,
+                        inputs=inputs)
     return analyzer.run_windows(image, [window], size, lr=lr, path=path, sigma=sigma, fold=fold,
                                 kernel_size=kernel_size, program=program, progress=progress, crop=crop,
                                 context=context)[0]

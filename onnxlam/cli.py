@@ -39,6 +39,9 @@ MAX_MEMORY = typer.Option(None, "--max-memory", help="Memory limit, e.g. 24G: th
                           "resident set on the CPU, the device memory onnxlam holds on CUDA (default: 70% "
                           "of what is free). The batch is sized from measured memory; when even one step "
                           "does not fit, the analysis is cropped around the windows (and says so).")
+INPUTS = typer.Option(None, "--input", metavar="NAME=VALUE", help="Hold a model's extra input (a noise "
+                      "level, a quality factor) at VALUE, broadcast to the input's shape (repeatable; "
+                      "needed for every input but the image).")
 BGR = typer.Option(None, "--bgr/--rgb", help="Channel order the model expects "
                    "(default: metadata onnxlam.channel_order, else RGB).")
 
@@ -122,7 +125,8 @@ def _summary(result, folder: Path | None) -> Table:
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, lr: bool, path: str, sigma: float,
             fold: int, kernel_size: int, batch_size: Optional[int], device: str, value_range: Optional[float],
             bgr: Optional[bool], program: Optional[Path], out_dir: Optional[Path], as_json: bool,
-            crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None):
+            crop: bool = True, context: Optional[int] = None, max_memory: Optional[str] = None,
+            inputs: Optional[dict] = None):
     from .analysis import Analyzer
     from .outputs import check_out_dir, window_folder, write_results
 
@@ -132,7 +136,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], size: int, l
     folder = out_dir or _default_out(model, image, *windows[0])
     check_out_dir(folder)
     analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size,
-                        max_memory=max_memory)
+                        max_memory=max_memory, inputs=inputs)
     with _progress() as progress:
         task = progress.add_task("LAM", total=fold)
         results = analyzer.run_windows(image, windows, size, lr=lr, path=path, sigma=sigma, fold=fold,
@@ -181,11 +185,14 @@ def lam(model: str = typer.Argument(..., help="ONNX model file (or a collection 
                                               "windows: approximate for global networks, and how images "
                                               "too large for memory still run."),
         max_memory: Optional[str] = MAX_MEMORY,
+        input_values: Optional[List[str]] = INPUTS,
         debug: bool = DEBUG):
     """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
+    from .model import parse_inputs
+
     run_lam(model, image, [window] + [_pair(w) for w in more_windows], size, lr, path, sigma, fold,
             kernel_size, batch_size, device, value_range, bgr, program, out_dir, as_json, crop, context,
-            max_memory)
+            max_memory, parse_inputs(input_values))
 
 
 @app.command()
@@ -195,16 +202,17 @@ def export(model: str = typer.Argument(..., help="ONNX model file or collection 
            batch: int = typer.Option(1, "--batch", help="Images per run."),
            output: Path = typer.Option(..., "-o", "--output", help="Program file to write."),
            device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
+           input_values: Optional[List[str]] = INPUTS,
            debug: bool = DEBUG):
     """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
-    from .model import open_model
+    from .model import open_model, parse_inputs
     from .program import build_program
 
     if batch < 1 or min(size) < 1:
         raise InputError("--batch and --size must be positive")
     if output.is_dir():
         raise InputError(f"-o {output} is a folder; name the program file to write")
-    source = open_model(_resolve_model(model))
+    source = open_model(_resolve_model(model), parse_inputs(input_values))
     prog = build_program(source, batch, size[0], size[1], value_range, bgr, device=device)
     tmp = output.with_name(f".{output.name}.tmp")
     try:
@@ -220,12 +228,14 @@ def export(model: str = typer.Argument(..., help="ONNX model file or collection 
 @handled
 def inspect(model: str = typer.Argument(..., help="ONNX model file or collection name."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+            input_values: Optional[List[str]] = INPUTS,
             debug: bool = DEBUG):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
     from .analysis import Analyzer
+    from .model import parse_inputs
     from .program import ungradable_ops
 
-    analyzer = Analyzer(_resolve_model(model), device="cpu", check_ops=False)
+    analyzer = Analyzer(_resolve_model(model), device="cpu", check_ops=False, inputs=parse_inputs(input_values))
     info = analyzer.info
     try:
         scale: int | str = analyzer.scale

@@ -137,7 +137,9 @@ def load_baseline(path: str | Path) -> list[GateCase]:
                                  kernel_size=int(entry["kernel_size"]),
                                  value_range=None if entry.get("value_range") is None else float(entry["value_range"]),
                                  bgr=entry.get("bgr"), crop=bool(entry.get("crop", True)),
-                                 context=None if entry.get("context") is None else int(entry["context"]))
+                                 context=None if entry.get("context") is None else int(entry["context"]),
+                                 inputs=tuple(sorted((str(k), float(v))
+                                                     for k, v in (entry.get("inputs") or {}).items())))
             cases.append(GateCase(str(entry["model"]), str(entry["image"]), int(w["x"]), int(w["y"]), int(w["size"]),
                                   options, float(entry["di"])))
         except (KeyError, TypeError, ValueError) as exc:
@@ -185,7 +187,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
     for case in cases:
         progress(case.label)
         o = case.options
-        key = (case.model, o.value_range, o.bgr)
+        key = (case.model, o.value_range, o.bgr, o.inputs)
         try:
             if key not in analyzers:
                 from .analysis import Analyzer
@@ -193,7 +195,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
                 analyzers.clear()  # one model in memory at a time
                 analyzers[key] = ModelSession(Analyzer(resolve_model(case.model), device=device,
                                                        value_range=o.value_range, bgr=o.bgr, batch_size=batch_size,
-                                                       max_memory=max_memory))
+                                                       max_memory=max_memory, inputs=dict(o.inputs)))
             session = analyzers[key]
             if verify_gradients:
                 lr_image, _ = session.analyzer.prepare(case.image, o.lr)

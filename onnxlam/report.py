@@ -50,7 +50,8 @@ CSV_COLUMNS = ("model", "image", "x", "y", "size", "path", "fold", "di", "gini",
                "pixels_99", "radius_90", "seconds", "status", "message", "folder")
 RANGE_KEYS = ("pixels_50", "pixels_90", "pixels_99", "radius_90")
 CONFIG_KEYS = ("models", "images", "windows", "windows_file", "out", "size", "lr", "path", "sigma", "fold",
-               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context", "max_memory")
+               "kernel_size", "batch_size", "device", "value_range", "bgr", "crop", "context", "max_memory",
+               "inputs")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -74,6 +75,7 @@ class LamOptions:
     crop: bool = True             # run local networks on the LR crop a window depends on (exact)
     context: int | None = None    # forced crop margin in LR pixels (approximate for global networks)
     max_memory: int | str | None = None  # as given ("24G" or bytes); the Analyzer parses it
+    inputs: tuple = ()            # ((name, value), ...): extra model inputs held fixed (--input NAME=VALUE)
 
     def validate(self) -> None:
         """InputError for options no case could run with (checked before any case starts)."""
@@ -176,6 +178,7 @@ class ConfigValues:
     crop: bool | None = None
     context: int | None = None
     max_memory: int | str | None = None
+    inputs: tuple | None = None
 
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
         """These values with every value that `other` gives replacing ours.
@@ -259,8 +262,9 @@ def load_config(path: str | Path) -> ConfigValues:
     """The settings of a TOML report configuration; relative paths are taken from the file's folder.
 
     Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
-    size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
-    max_memory (a string such as "24G", or bytes).
+    size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context,
+    max_memory (a string such as "24G", or bytes) and inputs (a table of the model's extra inputs held
+    fixed, `inputs = {noise_level = 0.06}`).
     """
     try:
         import tomllib
@@ -310,6 +314,13 @@ def load_config(path: str | Path) -> ConfigValues:
         windows = tuple(WindowSpec(*w) for w in raw)
     sigma = typed("sigma", (int, float))
     value_range = typed("value_range", (int, float))
+    inputs = None
+    if "inputs" in data:
+        raw = data["inputs"]
+        if not (isinstance(raw, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in raw.values())):
+            raise InputError(f"{path}: `inputs` must be a table of numbers, e.g. inputs = {{noise_level = 0.06}}")
+        inputs = tuple(sorted((str(k), float(v)) for k, v in raw.items()))
     def one_path(key: str) -> Path | None:
         value = typed(key, str)
         return None if value is None else Path(_relative_to(base, value))
@@ -321,7 +332,8 @@ def load_config(path: str | Path) -> ConfigValues:
         sigma=None if sigma is None else float(sigma), fold=typed("fold", int),
         kernel_size=typed("kernel_size", int), batch_size=typed("batch_size", int), device=typed("device", str),
         value_range=None if value_range is None else float(value_range), bgr=typed("bgr", bool),
-        crop=typed("crop", bool), context=typed("context", int), max_memory=typed("max_memory", (str, int)))
+        crop=typed("crop", bool), context=typed("context", int), max_memory=typed("max_memory", (str, int)),
+        inputs=inputs)
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
@@ -432,7 +444,8 @@ class CaseRow:
         return {"model": c.model, "image": c.image, "window": {"x": c.x, "y": c.y, "size": c.size},
                 "lr": options.lr, "path": options.path, "sigma": options.sigma, "fold": options.fold,
                 "kernel_size": options.kernel_size, "value_range": options.value_range, "bgr": options.bgr,
-                "crop": options.crop, "context": options.context, "di": self.di, "gini": self.gini,
+                "crop": options.crop, "context": options.context, "inputs": dict(options.inputs),
+                "di": self.di, "gini": self.gini,
                 "range": {k: self.range.get(k) for k in RANGE_KEYS},
                 "scale": self.scale, "seconds": self.seconds, "status": self.status, "message": self.message,
                 "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused}
@@ -672,7 +685,15 @@ def _run_locked(config: ReportConfig, cases: list[Case], listener: ReportListene
             hashes[path] = file_sha256(path)
         return hashes[path]
 
-    fingerprints = {c: Fingerprint(sha(resolve_model(c.model)), sha(c.image), c.x, c.y, c.size, options.lr,
+    def model_sha(model: str) -> str:  # fixed extra inputs make another function of the same file
+        digest = sha(resolve_model(model))
+        if options.inputs:
+            from .model import inputs_text
+
+            digest = hashlib.sha256(f"{digest}|{inputs_text(dict(options.inputs))}".encode()).hexdigest()
+        return digest
+
+    fingerprints = {c: Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, options.lr,
                                    options.path, float(options.sigma), options.fold, options.kernel_size,
                                    options.value_range, options.bgr, options.context) for c in cases}
     report = Report(out, config, [], started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -761,7 +782,8 @@ class _Analyzers:
             try:
                 self.analyzer = ModelSession(Analyzer(self.resolve_model(model), device=o.device,
                                                       value_range=o.value_range, bgr=o.bgr,
-                                                      batch_size=o.batch_size, max_memory=o.max_memory))
+                                                      batch_size=o.batch_size, max_memory=o.max_memory,
+                                                      inputs=dict(o.inputs)))
             except OnnxlamError as exc:
                 self.error = str(exc)
         if self.error is not None:
@@ -866,7 +888,7 @@ def results_json(report: Report) -> dict:
         "options": {"size": o.size, "lr": o.lr, "path": o.path, "sigma": o.sigma, "fold": o.fold,
                     "kernel_size": o.kernel_size, "batch_size": o.batch_size, "device": o.device,
                     "value_range": o.value_range, "bgr": o.bgr, "crop": o.crop, "context": o.context,
-                    "max_memory": o.max_memory},
+                    "max_memory": o.max_memory, "inputs": dict(o.inputs)},
         "run": {"cases": len(report.rows), "computed": report.computed, "reused": report.reused,
                 "failed": report.failed, "pending": report.pending},
         "summary": [s.to_json() for s in report.summaries()],

@@ -19,9 +19,10 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 from typer.core import TyperCommand
 
-from .cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
+from .cli import (BATCH_SIZE, BGR, DEBUG, DEVICE, FOLD, INPUTS, KERNEL_SIZE, LR, MAX_MEMORY, PATH, SIGMA, SIZE,
                   VALUE_RANGE, _resolve_model, app, err, handled, out)
 from .errors import InputError
+from .model import parse_inputs
 from .report import (CaseRow, ConfigValues, LamOptions, Report, ReportListener, check_out, load_config,
                      parse_window, plan_cases, run_report)
 
@@ -161,6 +162,7 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
            max_memory: Optional[str] = MAX_MEMORY,
            out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder (default onnxlam-report)."),
            as_json: bool = typer.Option(False, "--json", help="Print results.json on stdout, nothing else."),
+           input_values: Optional[List[str]] = INPUTS,
            debug: bool = DEBUG):
     """LAM for every model × image × window, into one folder with results.csv/json and index.html.
 
@@ -173,7 +175,7 @@ def report(config: Optional[Path] = typer.Argument(None, help="TOML configuratio
         windows=tuple(parse_window(w) for w in window) if window else None, windows_file=windows_file,
         out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
         batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context,
-        max_memory=max_memory)
+        max_memory=max_memory, inputs=tuple(sorted(parse_inputs(input_values).items())) if input_values else None)
     resolved = settings.overridden_by(given).resolve()  # validates every option, --max-memory included
     cases = plan_cases(resolved, _resolve_model)  # bad input is reported before the live display starts
     check_out(resolved.out)
@@ -247,6 +249,7 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
           device: str = DEVICE, value_range: Optional[float] = VALUE_RANGE, bgr: Optional[bool] = BGR,
           max_memory: Optional[str] = MAX_MEMORY,
           as_json: bool = typer.Option(False, "--json", help="Print the verdict as JSON on stdout."),
+          input_values: Optional[List[str]] = INPUTS,
           debug: bool = DEBUG):
     """CI gate: fail (exit 1) when a DI leaves [--min-di, --max-di], drifts from a baseline, or a case
     no longer runs; exit 0 when every check passes, 2 on bad usage.
@@ -270,7 +273,8 @@ def check(model: Optional[str] = typer.Argument(None, help="ONNX model or collec
         if not window:
             raise InputError("--window X Y is required with MODEL IMAGE")
         options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
-                             batch_size=batch_size, device=device, value_range=value_range, bgr=bgr)
+                             batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,
+                             inputs=tuple(sorted(parse_inputs(input_values).items())))
         options.validate()
         cases = [GateCase(model, image, w.x, w.y, size, options) for w in map(parse_window, window)]
     with _progress() as progress:
@@ -329,7 +333,7 @@ def _save_picture(picture, output: Path) -> None:
 def _analyse_all(models: List[str], image: str, window: tuple[int, int], size: int, lr: bool, path: str,
                  sigma: float, fold: int, kernel_size: int, batch_size: Optional[int], device: str,
                  value_range: Optional[float], bgr: Optional[bool], same_scale: bool = False,
-                 max_memory: Optional[str] = None):
+                 max_memory: Optional[str] = None, inputs: Optional[dict] = None):
     """The LAM of the same window for each model, with a progress bar on stderr.
 
     With `same_scale`, models of different scales are refused before anything runs.
@@ -340,7 +344,7 @@ def _analyse_all(models: List[str], image: str, window: tuple[int, int], size: i
     if max_memory is not None:
         parse_size(max_memory)  # before any model is loaded
     analyzers = [Analyzer(_resolve_model(m), device=device, value_range=value_range, bgr=bgr,
-                          batch_size=batch_size, max_memory=max_memory) for m in models]
+                          batch_size=batch_size, max_memory=max_memory, inputs=inputs) for m in models]
     scales = [a.scale for a in analyzers]
     if same_scale and len(set(scales)) > 1:
         raise InputError(f"the models have different scales ({', '.join(f'×{s}' for s in scales)}); their "
@@ -386,6 +390,7 @@ def compare(models: List[str] = typer.Argument(..., help="Models (files or colle
             max_memory: Optional[str] = MAX_MEMORY,
             output: Path = typer.Option(Path("compare.png"), "-o", "--out", help="Picture to write."),
             as_json: bool = typer.Option(False, "--json", help="Print the models' DI etc. as JSON on stdout."),
+            input_values: Optional[List[str]] = INPUTS,
             debug: bool = DEBUG):
     """The paper's comparison figure: one row per model (HR + window, LAM, LAM blend, KDE blend, SR
     window), DI annotated, as one picture."""
@@ -396,7 +401,7 @@ def compare(models: List[str] = typer.Argument(..., help="Models (files or colle
     if len(names) != len(models):
         raise InputError(f"{len(names)} --name for {len(models)} models; give one per model or none")
     results = _analyse_all(models, image, window, size, lr, path, sigma, fold, kernel_size, batch_size, device,
-                           value_range, bgr, max_memory=max_memory)
+                           value_range, bgr, max_memory=max_memory, inputs=parse_inputs(input_values))
     _save_picture(comparison_figure(results, names), output)
     if as_json:
         data = {"figure": str(output), "models": [
