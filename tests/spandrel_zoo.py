@@ -225,7 +225,9 @@ def window_for(sr_side: int) -> tuple[int, int, int]:
 
 
 def _first_line(exc: BaseException, limit: int = 240) -> str:
-    text = str(exc).strip().splitlines()
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # no terminal colours
     line = next((t.strip() for t in text if t.strip()), type(exc).__name__)
     return f"{type(exc).__name__}: {line[:limit]}"
 
@@ -235,7 +237,8 @@ def export_failure(exc: BaseException) -> str:
     import re
 
     text = f"{exc}\n{exc.__cause__ or ''}"
-    op = re.search(r"(aten::[A-Za-z0-9_.]+|torch\.ops\.[A-Za-z0-9_.]+|<OpOverload\([^)]*\)>)", text)
+    op = re.search(r"(aten::[A-Za-z0-9_.]+|torch\.ops\.[A-Za-z0-9_.]+|<OpOverload\([^)]*\)>"
+                   r"|ONNX export of operator [A-Za-z0-9_]+)", text)
     first = _first_line(exc)
     return f"{op.group(1)}: {first}" if op else first
 
