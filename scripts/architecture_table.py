@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import spandrel_zoo as zoo  # noqa: E402
 
-STATUSES = ("equal", "differs", "export failed", "onnxlam error")
+STATUSES = ("equal", "differs", "export failed", "onnxlam error", "reference failed")
 
 
 def _versions() -> dict:
@@ -120,6 +120,41 @@ def render(results: dict, versions: dict) -> str:
     return "\n".join(lines)
 
 
+def _child(name: str, exporter: str, tmp: Path, out: Path, phases: Path) -> None:
+    warnings.simplefilter("ignore")
+    r = zoo.run_case(name, exporter, tmp, phase=lambda p: phases.write_text(p))
+    out.write_text(json.dumps(r.to_json()))
+
+
+def isolated_case(name: str, exporter: str, tmp: Path, timeout: float) -> dict:
+    """`zoo.run_case` in a forked child: a crash (GRL's TorchScript export segfaults in libtorch) or a
+    hang is a row of the table, not the end of the run."""
+    import multiprocessing as mp
+    import time
+
+    out, phases = tmp / f"{name}-{exporter}.json", tmp / f"{name}-{exporter}.phase"
+    for f in (out, phases):
+        f.unlink(missing_ok=True)
+    start = time.time()
+    child = mp.get_context("fork").Process(target=_child, args=(name, exporter, tmp, out, phases))
+    child.start()
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        why = f"timed out after {timeout:g} s"
+    elif out.is_file():
+        return json.loads(out.read_text())
+    else:
+        why = f"the process died ({'signal ' + str(-child.exitcode) if child.exitcode < 0 else 'exit ' + str(child.exitcode)})"
+    phase = phases.read_text() if phases.is_file() else "export"
+    status = {"export": "export failed", "onnxlam": "onnxlam error"}.get(phase, "reference failed")
+    where = {"export": f"in PyTorch's {exporter} exporter", "onnxlam": "in onnxlam.analyze",
+             "reference": "in the PyTorch reference"}.get(phase, phase)
+    return zoo.CaseResult(name, exporter, status, f"{why} {where}", lr=zoo.CONFIGS[name].lr,
+                          seconds=time.time() - start).to_json()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="configurations to (re)run; default: all")
@@ -127,6 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "architectures.json")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "architectures.md")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds per case (default 1200)")
     args = ap.parse_args(argv)
     unknown = [n for n in args.names if n not in zoo.CONFIGS]
     if unknown:
@@ -137,13 +173,19 @@ def main(argv=None) -> int:
     results = data["results"]
     if not args.render_only:
         warnings.simplefilter("ignore")
+        # imported once here, so every forked case starts warm (no torch op runs in this process)
+        import architectures  # noqa: F401
+        import onnxlam  # noqa: F401
+        import torch_reference  # noqa: F401
+        zoo.registry_ids()
         names = args.names or list(zoo.CONFIGS)
         with tempfile.TemporaryDirectory() as tmp:
             for name in names:
                 for exporter in args.exporter or zoo.EXPORTERS:
-                    r = zoo.run_case(name, exporter, tmp)
-                    results[f"{name}/{exporter}"] = r.to_json()
-                    print(f"{name:14s} {exporter:11s} {r.status:14s} {r.seconds:6.1f}s {r.cause[:120]}", flush=True)
+                    r = isolated_case(name, exporter, Path(tmp), args.timeout)
+                    results[f"{name}/{exporter}"] = r
+                    print(f"{name:14s} {exporter:11s} {r['status']:14s} {r['seconds']:6.1f}s {r['cause'][:120]}",
+                          flush=True)
                     data["versions"] = _versions()
                     _write(args.json, json.dumps(data, indent=1, sort_keys=True) + "\n")
     # drop rows of configurations that no longer exist

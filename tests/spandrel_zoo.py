@@ -243,9 +243,14 @@ def export_failure(exc: BaseException) -> str:
     return f"{op.group(1)}: {first}" if op else first
 
 
-def run_case(name: str, exporter: str, workdir, fold: int = FOLD) -> CaseResult:
+def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) -> CaseResult:
     """Export the seeded instance ``name`` with ``exporter``, run onnxlam's LAM and the independent
-    PyTorch LAM (tests/torch_reference.py) on the same module, and compare them."""
+    PyTorch LAM (tests/torch_reference.py) on the same module, and compare them.
+
+    ``phase`` (optional) is called with "export", "onnxlam" and "reference" as each starts: what a
+    caller running the case in a child process reports when the child dies (a segfault in an
+    exporter, say)."""
+    phase = phase or (lambda _: None)
     import time
     from pathlib import Path
 
@@ -262,6 +267,7 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD) -> CaseResult:
     lr = lr_image(cfg, descriptor.input_channels)
     x, y, size = window_for(cfg.lr * descriptor.scale)
     path = Path(workdir) / f"{name}-{exporter}.onnx"
+    phase("export")
     try:
         architectures.export_onnx(model, path, exporter, lr_size=cfg.lr)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is a row of the table
@@ -270,6 +276,7 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD) -> CaseResult:
         return res
     import onnxlam
 
+    phase("onnxlam")
     try:
         out = onnxlam.analyze(path, np.ascontiguousarray(np.moveaxis(lr, 0, 2)), window=(x, y), size=size,
                               lr=True, path="blur", fold=fold)
@@ -277,6 +284,7 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD) -> CaseResult:
         res.status, res.cause = "onnxlam error", _first_line(exc, 400)
         res.seconds = time.time() - start
         return res
+    phase("reference")
     r = ref.reference_lam(model, lr, x, y, size, "blur", 1.2, fold, 9)
     res.max_map_diff = float(np.abs(np.asarray(out.attribution, np.float64) - r["M"]).max())
     res.di_diff = abs(out.di - r["di"])
