@@ -9,6 +9,21 @@ shapes (the gradient program's), and returns replacement nodes or None to keep t
   such a Pad is a `Gather` per padded axis with constant indices, and `Gather`'s adjoint
   accumulates duplicates correctly. Reflect padding is common in SR exports (SwinIR's
   `check_image_size`, Real-CUGAN, tiling programs).
+- `Pad` with negative pads (a crop: Real-CUGAN's `F.pad(x, (-20, …))`): onnx-ad's Pad rule
+  assumes pads ≥ 0 (its adjoint then fails in an Expand); a non-negative Pad and a Slice.
+- `Slice` with a step other than 1 (`torch.flip`, `x[..., ::2]`: CRAFT): onnx-ad differentiates
+  unit steps only; with constant bounds it is a `Gather` of constant indices per such axis.
+- `AveragePool` with `ceil_mode=1` (MIRNet2): onnx-ad refuses it in reverse mode. At a fixed
+  shape it is the same pool without ceil_mode where no window overhangs the (padded) input;
+  where one does, an explicit zero Pad, a floor-mode pool that counts the padding, and a constant
+  map correcting each window's divisor to ONNX's (`ceil_pool_divisor`).
+- `DFT` inverse and onesided (`torch.fft.irfft2`, dynamo export: FFTformer): onnx-ad has no
+  reverse rule; it is the full inverse DFT of the Hermitian spectrum the half determines,
+  X[k] = conj(X[N−k]), rebuilt by a Gather of the mirrored bins and a conjugation.
+
+Every new value is named by `FreshNames` (a name no value of the graph has): onnx-ad's own nodes
+and earlier rewrites use the obvious names (`Shape(out) → out_shape`), and an ONNX graph with one
+name defined twice is invalid.
 """
 from __future__ import annotations
 
@@ -39,6 +54,41 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     return shapes
 
 
+class FreshNames:
+    """Names no value of a graph (or of its subgraphs) has yet: `fresh("x_shape")` is "x_shape" when
+    that is free, else "x_shape_1", "x_shape_2", …; each name handed out is taken."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.taken: set[str] = set()
+        self._collect(model.graph)
+
+    def _collect(self, graph: onnx.GraphProto) -> None:
+        self.taken.update(v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info))
+        self.taken.update(t.name for t in graph.initializer)
+        self.taken.update(t.values.name for t in graph.sparse_initializer)
+        for node in graph.node:
+            self.taken.update(node.output)
+            self.taken.update(node.input)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    self._collect(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        self._collect(g)
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
+
+def _constant_node(name: str, value: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value))
+
+
 def pad_indices(length: int, before: int, after: int, mode: str) -> np.ndarray:
     """Source index of every output position along one axis (negative pads crop)."""
     idx = np.pad(np.arange(length), (max(before, 0), max(after, 0)), mode=NUMPY_PAD_MODE[mode])
@@ -47,9 +97,11 @@ def pad_indices(length: int, before: int, after: int, mode: str) -> np.ndarray:
     return idx[start:stop]
 
 
-def rewrite_pad(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int) -> list | None:
+def rewrite_pad(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int, fresh: FreshNames) -> list | None:
     mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode == "constant":
+        return negative_pad_as_slice(node, constants, shapes, opset, fresh)
     if mode not in NUMPY_PAD_MODE:
         return None
     shape = shapes.get(node.input[0])
@@ -71,17 +123,234 @@ def rewrite_pad(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int)
         before, after = int(pads[i]), int(pads[i + half])
         if before == 0 and after == 0:
             continue
-        index_name = f"{node.output[0]}_pad_index_{axis}"
-        out_name = f"{node.output[0]}_pad_axis_{axis}"
+        index_name = fresh(f"{node.output[0]}_pad_index_{axis}")
+        out_name = fresh(f"{node.output[0]}_pad_axis_{axis}")
         idx = pad_indices(shape[axis], before, after, mode).astype(np.int64)
-        nodes.append(helper.make_node("Constant", [], [index_name], value=numpy_helper.from_array(idx)))
+        nodes.append(_constant_node(index_name, idx))
         nodes.append(helper.make_node("Gather", [current, index_name], [out_name], axis=axis))
         current = out_name
     nodes.append(helper.make_node("Identity", [current], [node.output[0]]))
     return nodes
 
 
-REWRITES: dict[str, Callable] = {"Pad": rewrite_pad}
+def _pads_and_axes(node: onnx.NodeProto, constants: dict, rank: int, opset: int):
+    """A Pad's (before, after) per axis of a rank-`rank` input, or None where the pads are computed."""
+    if opset < 11:
+        pads = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "pads"), None)
+    else:
+        pads = constants[node.input[1]].tolist() if node.input[1] in constants else None
+    if pads is None:
+        return None
+    axes = list(range(rank))
+    if len(node.input) > 3 and node.input[3]:
+        if node.input[3] not in constants:
+            return None
+        axes = [a % rank for a in constants[node.input[3]].tolist()]
+    half = len(pads) // 2
+    both = [(0, 0)] * rank
+    for i, axis in enumerate(axes):
+        both[axis] = (int(pads[i]), int(pads[i + half]))
+    return both
+
+
+def negative_pad_as_slice(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                          fresh: FreshNames) -> list | None:
+    """A constant-mode Pad with negative pads (a crop) as a Pad of the non-negative part and a Slice.
+
+    ONNX defines a negative pad as removing that many elements; onnx-ad's Pad rule assumes pads ≥ 0
+    (its reverse rule slices the adjoint with the negated pads, and the Expand after it fails).
+    """
+    shape = shapes.get(node.input[0])
+    if opset < 11 or not shape or any(d is None for d in shape):
+        return None
+    both = _pads_and_axes(node, constants, len(shape), opset)
+    if both is None or all(b >= 0 and a >= 0 for b, a in both):
+        return None
+    nodes, current = [], node.input[0]
+    if any(b > 0 or a > 0 for b, a in both):
+        grow = np.array([max(b, 0) for b, _ in both] + [max(a, 0) for _, a in both], np.int64)
+        pads_name, current = fresh(f"{node.output[0]}_grow_pads"), fresh(f"{node.output[0]}_grown")
+        value = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+        nodes += [_constant_node(pads_name, grow),
+                  helper.make_node("Pad", [node.input[0], pads_name] + value, [current], mode="constant")]
+    axes = [i for i, (b, a) in enumerate(both) if b < 0 or a < 0]
+    grown = [d + max(b, 0) + max(a, 0) for d, (b, a) in zip(shape, both)]
+    starts = np.array([max(-both[i][0], 0) for i in axes], np.int64)
+    ends = np.array([grown[i] - max(-both[i][1], 0) for i in axes], np.int64)
+    names = [fresh(f"{node.output[0]}_crop_{what}") for what in ("starts", "ends", "axes")]
+    nodes += [_constant_node(names[0], starts), _constant_node(names[1], ends),
+              _constant_node(names[2], np.array(axes, np.int64)),
+              helper.make_node("Slice", [current] + names, [node.output[0]])]
+    return nodes
+
+
+def slice_steps_as_gather(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                          fresh: FreshNames) -> list | None:
+    """A Slice with constant bounds and some step ≠ 1 as a unit-step Slice (the other axes) and one
+    Gather of constant indices per axis with a step ≠ 1 (`torch.flip` is starts −1, step −1).
+
+    The indices are NumPy's for `arange(d)[start:end:step]`: ONNX clamps starts and ends as Python
+    slices do (negative values count from the end; INT64_MIN/MAX mean "to the border").
+    """
+    shape = shapes.get(node.input[0])
+    if opset < 10 or not shape or any(d is None for d in shape):
+        return None
+    operands = list(node.input[1:]) + [""] * (4 - len(node.input[1:]))
+    if not all(o in constants for o in operands[:2]) or any(o and o not in constants for o in operands[2:]):
+        return None
+    rank = len(shape)
+    starts, ends = constants[operands[0]].tolist(), constants[operands[1]].tolist()
+    axes = [a % rank for a in constants[operands[2]].tolist()] if operands[2] else list(range(len(starts)))
+    steps = constants[operands[3]].tolist() if operands[3] else [1] * len(starts)
+    if all(st == 1 for st in steps):
+        return None
+    nodes, current = [], node.input[0]
+    unit = [i for i, st in enumerate(steps) if st == 1]
+    if unit:
+        names = [fresh(f"{node.output[0]}_unit_{what}") for what in ("starts", "ends", "axes")]
+        current = fresh(f"{node.output[0]}_unit")
+        nodes += [_constant_node(names[0], np.array([starts[i] for i in unit], np.int64)),
+                  _constant_node(names[1], np.array([ends[i] for i in unit], np.int64)),
+                  _constant_node(names[2], np.array([axes[i] for i in unit], np.int64)),
+                  helper.make_node("Slice", [node.input[0]] + names, [current])]
+    for i, st in enumerate(steps):
+        if st == 1:
+            continue
+        idx = np.arange(shape[axes[i]], dtype=np.int64)[slice(starts[i], ends[i], st)]
+        index_name, out = fresh(f"{node.output[0]}_step_index_{axes[i]}"), fresh(f"{node.output[0]}_step_{axes[i]}")
+        nodes += [_constant_node(index_name, idx),
+                  helper.make_node("Gather", [current, index_name], [out], axis=axes[i])]
+        current = out
+    nodes.append(helper.make_node("Identity", [current], [node.output[0]]))
+    return nodes
+
+
+def _pool_attributes(node: onnx.NodeProto, spatial: int) -> dict:
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    return {"kernel": list(a["kernel_shape"]), "strides": list(a.get("strides", [1] * spatial)),
+            "pads": list(a.get("pads", [0] * (2 * spatial))), "dilations": list(a.get("dilations", [1] * spatial)),
+            "auto_pad": a.get("auto_pad", b"NOTSET"), "ceil_mode": int(a.get("ceil_mode", 0)),
+            "count_include_pad": int(a.get("count_include_pad", 0))}
+
+
+def ceil_pool_divisor(size: int, out: int, kernel: int, stride: int, before: int, after: int,
+                      count_include_pad: bool) -> np.ndarray:
+    """The divisor of each of the `out` windows of an AveragePool along one axis (ONNX, ceil_mode=1).
+
+    Window o covers [o·stride − before, o·stride − before + kernel). With count_include_pad the
+    divisor is the part of it inside the padded extent [−before, size + after): what overhangs the
+    padding is not counted. Without, it is the part inside the input [0, size). (onnxruntime's
+    pool kernels and PyTorch's `avg_pool2d(ceil_mode=True)` agree; tests check both.)
+    """
+    start = np.arange(out) * stride - before
+    stop = start + kernel
+    if count_include_pad:
+        return np.minimum(stop, size + after) - np.maximum(start, -before)
+    return np.minimum(stop, size) - np.maximum(start, 0)
+
+
+def average_pool_ceil_mode(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                           fresh: FreshNames) -> list | None:
+    """An AveragePool with ceil_mode=1 at a fixed shape, as pools onnx-ad differentiates.
+
+    Where no window overhangs the padded input, ceil_mode changes nothing: the same pool without
+    it. Where the last windows overhang, Pad(x) with zeros (the declared pads, plus the overhang at
+    the end), a floor-mode pool dividing by the kernel size, times a constant map kernel/divisor,
+    the divisor being ONNX's per window (`ceil_pool_divisor`, separable over the axes).
+    """
+    shape, out_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
+    if not shape or not out_shape or None in shape or None in out_shape:
+        return None
+    spatial = len(shape) - 2
+    a = _pool_attributes(node, spatial)
+    if not a["ceil_mode"] or a["auto_pad"] not in (b"NOTSET", "NOTSET") or any(d != 1 for d in a["dilations"]):
+        return None
+    kernel, strides, pads = a["kernel"], a["strides"], a["pads"]
+    out = list(out_shape[2:])
+    floor = [(shape[2 + i] + pads[i] + pads[i + spatial] - kernel[i]) // strides[i] + 1 for i in range(spatial)]
+    overhang = [(out[i] - 1) * strides[i] + kernel[i] - (shape[2 + i] + pads[i] + pads[i + spatial])
+                for i in range(spatial)]
+    keep = {x.name: helper.get_attribute_value(x) for x in node.attribute if x.name != "ceil_mode"}
+    if out == floor:
+        return [helper.make_node("AveragePool", list(node.input), list(node.output), **keep)]
+    extra = [max(o, 0) for o in overhang]
+    grow = np.array([0, 0] + pads[:spatial] + [0, 0] + [pads[spatial + i] + extra[i] for i in range(spatial)],
+                    np.int64)
+    divisor = np.ones([1, 1] + out, np.float64)
+    for i in range(spatial):
+        d = ceil_pool_divisor(shape[2 + i], out[i], kernel[i], strides[i], pads[i], pads[i + spatial],
+                              bool(a["count_include_pad"]))
+        divisor = divisor * d.reshape([1, 1] + [-1 if j == i else 1 for j in range(spatial)])
+    ratio = (float(np.prod(kernel)) / divisor).astype(np.float32)
+    pads_name, padded = fresh(f"{node.output[0]}_ceil_pads"), fresh(f"{node.output[0]}_ceil_padded")
+    pooled, ratio_name = fresh(f"{node.output[0]}_ceil_pooled"), fresh(f"{node.output[0]}_ceil_divisor")
+    return [_constant_node(pads_name, grow),
+            helper.make_node("Pad", [node.input[0], pads_name], [padded], mode="constant"),
+            helper.make_node("AveragePool", [padded], [pooled], kernel_shape=kernel, strides=strides,
+                             count_include_pad=1),
+            _constant_node(ratio_name, ratio),
+            helper.make_node("Mul", [pooled, ratio_name], list(node.output))]
+
+
+def onesided_inverse_dft_as_full(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                                 fresh: FreshNames) -> list | None:
+    """An inverse onesided DFT (C2R: `irfft`) of length N as the full inverse DFT of the Hermitian
+    spectrum it stands for: bins m..N−1 (m = ⌊N/2⌋+1 given) are X[k] = conj(X[N−k]).
+
+    N is the constant `dft_length`, or the output's length along the axis. The full transform's
+    real part is the C2R one (the imaginary parts of bins 0 and N/2, which a C2R transform drops,
+    go to the imaginary part alone), and its imaginary part is zero for a Hermitian spectrum.
+    """
+    attrs = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    if not (attrs.get("inverse", 0) and attrs.get("onesided", 0)):
+        return None
+    shape, out_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
+    if not shape or not out_shape or None in shape or None in out_shape or shape[-1] != 2:
+        return None
+    rank = len(shape)
+    if opset >= 20:
+        if len(node.input) > 2 and node.input[2]:
+            if node.input[2] not in constants:
+                return None
+            axis = int(np.asarray(constants[node.input[2]]).reshape(-1)[0]) % rank
+        else:
+            axis = rank - 2
+    else:
+        axis = int(attrs.get("axis", 1)) % rank
+    if len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in constants:
+            return None
+        n = int(np.asarray(constants[node.input[1]]).reshape(-1)[0])
+    else:
+        n = out_shape[axis]
+    m = shape[axis]
+    if n // 2 + 1 != m or out_shape[axis] != n:
+        return None
+    mirror = np.arange(m, n, dtype=np.int64)
+    index = fresh(f"{node.output[0]}_hermitian_index")
+    mirrored, conj = fresh(f"{node.output[0]}_hermitian_mirror"), fresh(f"{node.output[0]}_hermitian_conj")
+    sign, full = fresh(f"{node.output[0]}_hermitian_sign"), fresh(f"{node.output[0]}_hermitian_full")
+    nodes = [_constant_node(index, (n - mirror).astype(np.int64)),
+             helper.make_node("Gather", [node.input[0], index], [mirrored], axis=axis),
+             _constant_node(sign, np.array([1.0, -1.0], np.float32)),
+             helper.make_node("Mul", [mirrored, sign], [conj]),
+             helper.make_node("Concat", [node.input[0], conj], [full], axis=axis)]
+    keep = {k: v for k, v in attrs.items() if k not in ("onesided",)}
+    operands = [full, ""] + list(node.input[2:3])
+    while operands and not operands[-1]:
+        operands.pop()
+    complex_out = fresh(f"{node.output[0]}_hermitian_idft")
+    nodes.append(helper.make_node("DFT", operands, [complex_out], **keep))
+    # ONNX's C2R output is real (a trailing axis of 1): the full transform's real part
+    split = [fresh(f"{node.output[0]}_real_{what}") for what in ("starts", "ends", "axes")]
+    nodes += [_constant_node(split[0], np.array([0], np.int64)), _constant_node(split[1], np.array([1], np.int64)),
+              _constant_node(split[2], np.array([rank - 1], np.int64)),
+              helper.make_node("Slice", [complex_out] + split, list(node.output))]
+    return nodes
+
+
+REWRITES: dict[str, Callable] = {"Pad": rewrite_pad, "Slice": slice_steps_as_gather,
+                                 "AveragePool": average_pool_ceil_mode, "DFT": onesided_inverse_dft_as_full}
 
 
 def make_differentiable(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -94,7 +363,8 @@ def make_differentiable(model: onnx.ModelProto) -> onnx.ModelProto:
 
 # --- speed: rewrites of the emitted gradient program ---------------------------------------------
 
-def conv_transpose_as_conv(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int) -> list | None:
+def conv_transpose_as_conv(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                           fresh: FreshNames) -> list | None:
     """A stride-1 ConvTranspose with a constant weight as the Conv it equals (flipped, transposed weight).
 
     onnxruntime's CPU ConvTranspose is markedly slower than its Conv at equal FLOPs; the adjoint of
@@ -122,13 +392,14 @@ def conv_transpose_as_conv(node: onnx.NodeProto, constants: dict, shapes: dict, 
     cin, cout_g = weight.shape[:2]
     w = weight.reshape(group, cin // group, cout_g, kh, kw).transpose(0, 2, 1, 3, 4)
     w = np.ascontiguousarray(w.reshape(group * cout_g, cin // group, kh, kw)[:, :, ::-1, ::-1])
-    name = f"{node.output[0]}_as_conv_weight"
+    name = fresh(f"{node.output[0]}_as_conv_weight")
     return [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(w.astype(weight.dtype))),
             helper.make_node("Conv", [node.input[0], name], list(node.output), dilations=list(dil),
                              group=group, pads=new_pads, strides=[1, 1], kernel_shape=[kh, kw])]
 
 
-def transpose_of_unit_axes(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int) -> list | None:
+def transpose_of_unit_axes(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                           fresh: FreshNames) -> list | None:
     """A Transpose that only moves axes of size 1 is a Reshape (free): the seed axis when K = 1."""
     shape = shapes.get(node.input[0])
     if not shape or any(d is None for d in shape):
@@ -137,13 +408,14 @@ def transpose_of_unit_axes(node: onnx.NodeProto, constants: dict, shapes: dict, 
                 list(reversed(range(len(shape)))))
     if [a for a in perm if shape[a] != 1] != [a for a in range(len(shape)) if shape[a] != 1]:
         return None
-    name = f"{node.output[0]}_shape"
+    name = fresh(f"{node.output[0]}_shape")
     target = np.array([shape[a] for a in perm], np.int64)
     return [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(target)),
             helper.make_node("Reshape", [node.input[0], name], list(node.output))]
 
 
-def expand_to_own_shape(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int) -> list | None:
+def expand_to_own_shape(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                        fresh: FreshNames) -> list | None:
     """An Expand whose output has its input's shape is a copy: onnx-ad emits one per broadcast adjoint
     even where nothing broadcasts (two per residual scaling in EDSR), each a full pass over memory."""
     before, after = shapes.get(node.input[0]), shapes.get(node.output[0])
@@ -188,7 +460,8 @@ def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
         return shape is not None and None not in shape and int(np.prod(shape)) == 1 and len(shape) <= 4
 
     nodes, changed = [], False
-    axis_name = "onnxlam_seed_axis"
+    fresh = FreshNames(model)
+    axis_name = fresh("onnxlam_seed_axis")
     for node in model.graph.node:
         out = node.output[0] if node.output else ""
         standard = node.domain in ("", "ai.onnx")
@@ -199,7 +472,7 @@ def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
                 low[out] = origin[out]
             elif trailing_unit(out) and shapes.get(node.input[0]) and None not in shapes[node.input[0]]:
                 # a reshape to N×C×H×W×1 of another layout: its 4-D version is one (free) Reshape away
-                lowered, target = f"{out}_4d", f"{out}_4d_shape"
+                lowered, target = fresh(f"{out}_4d"), fresh(f"{out}_4d_shape")
                 nodes.append(helper.make_node("Constant", [], [target], value=numpy_helper.from_array(
                     np.array(shapes[out][:-1], np.int64))))
                 nodes.append(helper.make_node("Reshape", [node.input[0], target], [lowered]))
@@ -215,7 +488,7 @@ def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
             # a Pad or Expand that leaves the seed axis alone: the same on the 4-D value
             target = constants[node.input[1]]
             target = np.concatenate([target[:4], target[5:9]]) if node.op_type == "Pad" else target[:4]
-            lowered, argument = f"{out}_4d", f"{out}_4d_{node.op_type.lower()}"
+            lowered, argument = fresh(f"{out}_4d"), fresh(f"{out}_4d_{node.op_type.lower()}")
             nodes.append(helper.make_node("Constant", [], [argument], value=numpy_helper.from_array(target)))
             nodes.append(helper.make_node(node.op_type, [low[node.input[0]], argument] + list(node.input[2:]),
                                           [lowered]))
@@ -226,7 +499,7 @@ def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
         elif standard and node.op_type in ELEMENTWISE and len(node.output) == 1 and trailing_unit(out) \
                 and any(i in low for i in node.input) \
                 and all(i in low or i == "" or scalar(i) for i in node.input):
-            lowered = f"{out}_4d"
+            lowered = fresh(f"{out}_4d")
             nodes.append(helper.make_node(node.op_type, [low.get(i, i) for i in node.input], [lowered],
                                           name=f"{node.name}_4d" if node.name else "", domain=node.domain))
             nodes[-1].attribute.extend(node.attribute)
@@ -279,10 +552,11 @@ def _outer_names(graph: onnx.GraphProto) -> set[str]:
 def _apply(model: onnx.ModelProto, rules: dict[str, Callable]) -> onnx.ModelProto:
     constants, shapes = _constants(model), _shapes(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    fresh = FreshNames(model)
     nodes, changed = [], False
     for node in model.graph.node:
         rule = rules.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        replacement = rule(node, constants, shapes, opset) if rule else None
+        replacement = rule(node, constants, shapes, opset, fresh) if rule else None
         if replacement is None:
             nodes.append(node)
         else:
