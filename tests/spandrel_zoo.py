@@ -33,7 +33,7 @@ class ZooConfig:
     cls: str
     kwargs: dict = field(default_factory=dict)
     lr: int = 16
-    fast: bool = False  # runs in the fast test suite
+    fast: tuple = ()  # the exporters this configuration runs with in the fast test suite
     note: str = ""
 
 
@@ -41,7 +41,7 @@ _SP = "spandrel.architectures"
 _EX = "spandrel_extra_arches.architectures"
 
 
-def _c(name, cls, lr=16, arch=None, fast=False, note="", **kwargs):
+def _c(name, cls, lr=16, arch=None, fast=(), note="", **kwargs):
     module = _EX if name in {"SRFormer", "M3SNet", "Restormer", "MPRNet", "MIRNet2", "FeMaSR", "AdaCode"} else _SP
     arch = arch or name
     return ZooConfig(name, arch, f"{module}.{arch}:{cls}", kwargs, lr, fast, note)
@@ -54,8 +54,8 @@ CONFIGS: dict[str, ZooConfig] = {c.name: c for c in [
     _c("Compact", "Compact", num_feat=8, num_conv=2, upscale=4),
     _c("SwiftSRGAN", "SwiftSRGAN", num_channels=8, num_blocks=1, upscale_factor=4),
     _c("ESRGAN", "ESRGAN", num_filters=8, num_blocks=1, scale=4),
-    _c("RCAN", "RCAN", fast=True, scale=4, n_resgroups=1, n_resblocks=2, n_feats=8, reduction=4),
-    _c("SwinIR", "SwinIR", fast=True, depths=[2], num_heads=[2], upsampler="pixelshuffle", **_TINY_SWIN),
+    _c("RCAN", "RCAN", fast=("torchscript", "dynamo"), scale=4, n_resgroups=1, n_resblocks=2, n_feats=8, reduction=4),
+    _c("SwinIR", "SwinIR", fast=("torchscript",), depths=[2], num_heads=[2], upsampler="pixelshuffle", **_TINY_SWIN),
     _c("Swin2SR", "Swin2SR", depths=[2], num_heads=[2], upsampler="pixelshuffle", **_TINY_SWIN),
     _c("HAT", "HAT", depths=(2,), num_heads=(2,), compress_ratio=3, squeeze_factor=2, num_feat=8,
        **_TINY_SWIN),
@@ -86,14 +86,20 @@ CONFIGS: dict[str, ZooConfig] = {c.name: c for c in [
     _c("MoESR", "MoESR", scale=4, dim=8, n_blocks=1, n_block=1, upsample_dim=8),
     _c("MMRealSR", "MMRealSR", num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=1, num_grow_ch=4,
        num_feats=[8, 8, 8, 8], num_blocks=[1, 1, 1, 1]),
-    _c("RealCUGAN", "UpCunet2x", arch="RealCUGAN", lr=32),
+    _c("RealCUGAN", "UpCunet2x", arch="RealCUGAN", lr=32,
+       note="alpha (UpCunet's `forward(x, alpha=1)`) is a Python float, baked into the graph at export: "
+            "it is not a second ONNX input"),
     _c("IPT", "IPT", lr=24, patch_size=12, n_feats=8, num_heads=2, num_layers=1, scale=[4], rgb_range=1.0),
     # --- restoration ×1 -------------------------------------------------------------------------
     _c("DnCNN", "DnCNN", in_nc=3, out_nc=3, nc=8, nb=4),
-    _c("DRUNet", "DRUNet", in_nc=4, out_nc=3, nc=[8, 16, 32, 64], nb=2),
+    _c("DRUNet", "DRUNet", in_nc=4, out_nc=3, nc=[8, 16, 32, 64], nb=2,
+       note="spandrel's call concatenates a 15/255 noise-level map; exported with the map as a second "
+            "ONNX input instead, it is held with `--input NAME=VALUE`"),
     _c("FBCNN", "FBCNN", nc=[8, 16, 32, 512], nb=2,
-       note="nc[3] = 512: its quality-factor head hard-codes 512 features"),
-    _c("NAFNet", "NAFNet", fast=True, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]),
+       note="nc[3] = 512: its quality-factor head hard-codes 512 features. spandrel's call lets the net "
+            "predict the quality factor; exported with `qf_input` as a second input, it is held with "
+            "`--input qf_input=VALUE`"),
+    _c("NAFNet", "NAFNet", fast=("torchscript",), width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]),
     _c("KBNet", "KBNet_s", width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]),
     _c("M3SNet", "M3SNet", width=8, middle_blk_num=1, enc_blk_nums=[1, 1, 1, 1], dec_blk_nums=[1, 1, 1, 1]),
     _c("Restormer", "Restormer", dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 1, 1],
@@ -103,7 +109,8 @@ CONFIGS: dict[str, ZooConfig] = {c.name: c for c in [
     _c("FFTformer", "FFTformer", lr=32, dim=8, num_blocks=[1, 1, 1], num_refinement_blocks=1,
        ffn_expansion_factor=1),
     _c("SCUNet", "SCUNet", lr=64, config=[1, 1, 1, 1, 1, 1, 1], dim=64),
-    _c("Uformer", "Uformer", lr=64, img_size=256, embed_dim=8, depths=[1] * 9, num_heads=[1] * 9, win_size=4),
+    _c("Uformer", "Uformer", lr=64, note="LR 64: four ×2 downsamplings down to one 4×4 window (spandrel's "
+       "multiple of 128 is for its default window 8)", img_size=256, embed_dim=8, depths=[1] * 9, num_heads=[1] * 9, win_size=4),
     _c("RetinexFormer", "RetinexFormer", n_feat=8, stage=1, num_blocks=[1, 1, 1]),
     _c("HVICIDNet", "HVICIDNet", channels=[8, 8, 16, 32], heads=[1, 2, 4, 8]),
     _c("MixDehazeNet", "MixDehazeNet", lr=48, embed_dims=[8, 16, 32, 16, 8], depths=[1, 1, 1, 1, 1]),

@@ -13,13 +13,10 @@ import pytest
 
 import spandrel_zoo as zoo
 
-FAST = {("RCAN", "torchscript"), ("RCAN", "dynamo"), ("SwinIR", "torchscript"), ("NAFNet", "torchscript")}
-
-
 def _cases():
-    for name in zoo.CONFIGS:
+    for name, cfg in zoo.CONFIGS.items():
         for exporter in zoo.EXPORTERS:
-            marks = [] if (name, exporter) in FAST else [pytest.mark.slow]
+            marks = [] if exporter in cfg.fast else [pytest.mark.slow]
             yield pytest.param(name, exporter, marks=marks, id=f"{name}-{exporter}")
 
 
