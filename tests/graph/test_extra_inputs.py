@@ -160,7 +160,7 @@ def test_missing_value_is_one_clear_error(nets):
     assert parse_inputs(["a=1", "b=0.5"]) == {"a": 1.0, "b": 0.5}
 
 
-def test_cli_lam_compare_check_report_take_input(nets, tmp_path):
+def test_cli_lam_and_compare_take_input(nets, tmp_path):
     _, files = nets
     model = files[("noise", "torchscript")]
     from PIL import Image
@@ -185,15 +185,31 @@ def test_cli_lam_compare_check_report_take_input(nets, tmp_path):
     assert cmp.returncode == 0, cmp.stderr
     assert json.loads(cmp.stdout)["models"][0]["di"] == pytest.approx(api.di, abs=1e-6)
 
-    chk = run_cli("check", model, img, "--lr", "--window", 4, 4, "--size", 8, "--fold", 4, "--json",
-                  "--input", "noise_level=0.1", "--min-di", api.di - 0.01, "--max-di", api.di + 0.01)
-    assert chk.returncode == 0, chk.stdout + chk.stderr
 
+def test_report_toml_inputs_and_check(nets, tmp_path):
+    """`inputs = {...}` in a report's TOML, recorded in results.json and replayed by `check --baseline`."""
+    from PIL import Image
+
+    from onnxlam.gate import check_cases, load_baseline
+    from onnxlam.report import load_config, run_report
+
+    _, files = nets
+    model = files[("noise", "torchscript")]
+    img = tmp_path / "lr.png"
+    Image.fromarray(np.round(_lr() * 255).astype(np.uint8)).save(img)
+    api = onnxlam.analyze(model, str(img), window=(4, 4), size=8, lr=True, fold=4, inputs={"noise_level": 0.1})
     config = tmp_path / "report.toml"
     config.write_text(f'models = ["{model}"]\nimages = ["{img}"]\nwindows = [[4, 4, 8]]\nlr = true\nfold = 4\n'
                       f'out = "{tmp_path / "rep"}"\ninputs = {{noise_level = 0.1}}\n')
-    rep = run_cli("report", config, "--json")
-    assert rep.returncode == 0, rep.stderr
-    data = json.loads(rep.stdout)
+    report = run_report(load_config(config).resolve(), resolve_model=str)
+    assert report.failed == 0
+    data = json.loads((tmp_path / "rep" / "results.json").read_text())
     assert data["options"]["inputs"] == {"noise_level": 0.1}
     assert data["cases"][0]["di"] == pytest.approx(api.di, abs=1e-6)
+    # the gate replays the case with the same held input (without it the model would not even load)
+    result = check_cases(load_baseline(tmp_path / "rep" / "results.json"), tolerance=1e-6, resolve_model=str)
+    assert result.passed, result.to_json()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('models = ["m.onnx"]\ninputs = {noise_level = "high"}\n')
+    with pytest.raises(InputError, match="inputs"):
+        load_config(bad)
