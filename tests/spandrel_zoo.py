@@ -65,9 +65,11 @@ CONFIGS: dict[str, ZooConfig] = {c.name: c for c in [
        upsampler="pixelshuffle", **_TINY_SWIN),
     _c("GRL", "GRL", img_size=16, embed_dim=12, upscale=4, upsampler="pixelshuffle", depths=[1],
        num_heads_window=[1], num_heads_stripe=[1], window_size=4, stripe_size=[4, 4], mlp_ratio=2.0),
-    _c("DAT", "DAT", img_size=16, embed_dim=16, split_size=[2, 4], depth=[1], num_heads=[2], upscale=4),
-    _c("RGT", "RGT", img_size=16, embed_dim=12, depth=[1], num_heads=[2], split_size=[4, 4], upscale=4),
-    _c("CRAFT", "CRAFT", window_size=8, embed_dim=12, depths=[1], num_heads=[2], split_size_0=4,
+    # embed_dim 64: their dynamic position bias has embed_dim / 32 features (none below 32, and
+    # a LayerNorm over one feature is constant)
+    _c("DAT", "DAT", img_size=16, embed_dim=64, split_size=[2, 4], depth=[1], num_heads=[2], upscale=4),
+    _c("RGT", "RGT", img_size=16, embed_dim=64, depth=[1], num_heads=[2], split_size=[4, 4], upscale=4),
+    _c("CRAFT", "CRAFT", window_size=8, embed_dim=64, depths=[1], num_heads=[2], split_size_0=4,
        split_size_1=8, upscale=4),
     _c("FDAT", "FDAT", scale=4, embed_dim=12, num_groups=1, depth_per_group=1, num_heads=2, window_size=4,
        mid_dim=8),
@@ -159,6 +161,26 @@ def perturb_(module: nn.Module, seed: int = SEED) -> None:
         for p in module.parameters():
             if p.dim() <= 1 or not bool(p.any()):
                 p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+# Modules whose eval path writes into a tensor autograd needs (PLKSR's and RealPLKSR's
+# `x[:, :idx] = conv(x[:, :idx])`); their training path computes the same function with split and
+# concat, so the reference differentiates that one (the export is of the eval path).
+AUTOGRAD_TRAINING_PATH = ("PLKConv2d",)
+
+
+def for_autograd(module: nn.Module) -> nn.Module:
+    """A copy of `module` the PyTorch reference can differentiate (see AUTOGRAD_TRAINING_PATH)."""
+    import copy
+
+    hit = [m for m in module.modules() if type(m).__name__ in AUTOGRAD_TRAINING_PATH]
+    if not hit:
+        return module
+    clone = copy.deepcopy(module)
+    for m in clone.modules():
+        if type(m).__name__ in AUTOGRAD_TRAINING_PATH:
+            m.training = True  # this module only: it has no dropout or normalisation of its own
+    return clone
 
 
 def build(name: str, seed: int = SEED):
@@ -292,7 +314,7 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) ->
         res.seconds = time.time() - start
         return res
     phase("reference")
-    r = ref.reference_lam(model, lr, x, y, size, "blur", 1.2, fold, 9)
+    r = ref.reference_lam(for_autograd(model), lr, x, y, size, "blur", 1.2, fold, 9)
     res.max_map_diff = float(np.abs(np.asarray(out.attribution, np.float64) - r["M"]).max())
     res.di_diff = abs(out.di - r["di"])
     res.di = r["di"]
