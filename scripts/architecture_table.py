@@ -109,7 +109,7 @@ def render(results: dict, versions: dict) -> str:
                      f"| {label} | {kind} | {cfg.lr} | ? | {_cell(rows['torchscript'])} | {_cell(rows['dynamo'])}"
                      f" | `{cfg.cls.split(':')[1]}({_kwargs_text(cfg.kwargs)})` |")
         for e, r in rows.items():
-            if r and r["status"] != "equal":
+            if r and (r["status"] != "equal" or r.get("cause")):
                 causes.append(f"- **{name}** ({e}): {r['status']}: {r['cause']}")
         if cfg.note:
             causes.append(f"- **{name}**: note: {cfg.note}")

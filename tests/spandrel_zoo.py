@@ -272,6 +272,19 @@ def export_failure(exc: BaseException) -> str:
     return f"{op.group(1)}: {first}" if op else first
 
 
+class _Float64(nn.Module):
+    """`module` run in float64 (a copy), fed and differentiated from a float32 input."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        import copy
+
+        self.module = copy.deepcopy(module).double()
+
+    def forward(self, x):
+        return self.module(x.double())
+
+
 def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) -> CaseResult:
     """Export the seeded instance ``name`` with ``exporter``, run onnxlam's LAM and the independent
     PyTorch LAM (tests/torch_reference.py) on the same module, and compare them.
@@ -315,14 +328,34 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) ->
         return res
     phase("reference")
     r = ref.reference_lam(for_autograd(model), lr, x, y, size, "blur", 1.2, fold, 9)
-    res.max_map_diff = float(np.abs(np.asarray(out.attribution, np.float64) - r["M"]).max())
+    M = np.asarray(out.attribution, np.float64)
+    res.max_map_diff = float(np.abs(M - r["M"]).max())
     res.di_diff = abs(out.di - r["di"])
     res.di = r["di"]
     if res.max_map_diff <= MAP_TOLERANCE and res.di_diff <= DI_TOLERANCE:
         res.status = "equal"
-    else:
-        res.status = "differs"
-        res.cause = (f"max|ΔM| {res.max_map_diff:.2e} (≤ {MAP_TOLERANCE:g}), |ΔDI| {res.di_diff:.2e} "
-                     f"(≤ {DI_TOLERANCE:g}); nan gradients: {out.nan_gradients} vs {r['nan_gradients']}")
+        res.seconds = time.time() - start
+        return res
+    # The float32 reference can itself be off (Real-CUGAN's: 3.6e-4 from the float64 one): judge
+    # against the same reference with the module in float64 before calling it a difference.
+    phase("reference float64")
+    try:
+        r64 = ref.reference_lam(_Float64(for_autograd(model)), lr, x, y, size, "blur", 1.2, fold, 9)
+    except Exception as exc:  # noqa: BLE001 - a module that cannot run in float64
+        r64, why64 = None, _first_line(exc, 120)
+    if r64 is not None:
+        d32 = float(np.abs(r["M"] - r64["M"]).max())
+        d64, di64 = float(np.abs(M - r64["M"]).max()), abs(out.di - r64["di"])
+        if d64 <= MAP_TOLERANCE and di64 <= DI_TOLERANCE:
+            res.status = "equal"
+            res.cause = (f"against the float64 reference: max|ΔM| {d64:.1e}, |ΔDI| {di64:.1e} (the float32 "
+                         f"reference is {d32:.1e} from the float64 one)")
+            res.max_map_diff, res.di_diff, res.di = d64, di64, r64["di"]
+            res.seconds = time.time() - start
+            return res
+        why64 = f"float64 reference: max|ΔM| {d64:.2e}, |ΔDI| {di64:.2e}; float32 vs float64 {d32:.2e}"
+    res.status = "differs"
+    res.cause = (f"max|ΔM| {res.max_map_diff:.2e} (≤ {MAP_TOLERANCE:g}), |ΔDI| {res.di_diff:.2e} "
+                 f"(≤ {DI_TOLERANCE:g}); nan gradients: {out.nan_gradients} vs {r['nan_gradients']}; {why64}")
     res.seconds = time.time() - start
     return res
