@@ -146,13 +146,17 @@ class Analyzer:
         self._plans: dict[tuple, Plan] = {}
         self._footprints: dict[tuple, memory.Footprint | None] = {}
         self._budget: tuple[int, int] | None = None  # (limit, what was in use before onnxlam's sessions)
+        self._size_hint: tuple[int, int] | None = None  # an LR image's (h, w), for the scale's probe
 
     # --- model facts --------------------------------------------------------------------------
     @property
     def scale(self) -> int:
-        """The integer scale, from shape inference at the file's size (or 32×32), else a test run."""
+        """The integer scale, from shape inference at the file's size (else the LR image's, else 32×32),
+        else a test run."""
         if self._scale is None:
-            h, w = self.info.fixed_size or (32, 32)
+            # An LR image's own size before 32×32: a TorchScript export with dynamic axes may still
+            # bake its traced size into shape arithmetic (DITN's), and work at that size only.
+            h, w = self.info.fixed_size or self._size_hint or (32, 32)
             fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w))
             dims = output_dims(fixed)
             if not (dims and all(isinstance(d, int) and d > 0 for d in dims[2:])):
@@ -356,6 +360,8 @@ class Analyzer:
         """The LR input and the cropped HR image (float32 C×h×w in [0, 1]; HR None with `lr`), spec §1."""
         pixels = images.read_image(image) if isinstance(image, (str, Path)) else images.from_array(image)
         pixels = images.match_channels(pixels, self.info.channels)
+        if lr and self._scale is None:
+            self._size_hint = (int(pixels.shape[0]), int(pixels.shape[1]))
         x = images.to_unit(pixels) if lr else images.prepare_lr(pixels, self.scale)
         hr = None if lr else images.to_unit(pixels)[:, :x.shape[1] * self.scale, :x.shape[2] * self.scale]
         fixed = self.info.fixed_size
