@@ -11,7 +11,9 @@ Two independent checks, combined into one number compared with `FD_TOLERANCE`:
    (Relu, LeakyRelu, Sigmoid, Sqrt, …) use one derivative table for both modes, so a wrong one would
    be consistent between J and Jᵀ. Every image-dependent node, cut loose and fed the values it sees on
    the probe image, is compared with a central difference of that node alone; inputs move
-   multiplicatively, so no kink is crossed. Tolerance 1e-2 (noise ≤ 1e-4).
+   multiplicatively, so no kink is crossed, and the inputs of max-type ops (MaxPool, ReduceMax,
+   Max, …) along a tangent that is a function of the value, so no step reorders them and no tie is
+   crossed (`order_preserving_tangents`). Tolerance 1e-2 (noise ≤ 1e-4).
 
 Why not a central difference of the whole network along a random direction: on ReLU networks with
 ~10⁶ units (Real-CUGAN) a ±1e-3 step crosses ~10³ kinks and the quotient does not converge, even in

@@ -313,14 +313,15 @@ def test_slice_steps_as_gather_is_numpy_slicing():
 
 
 # ----------------------------------------------------------------------------- 5. MIRNet2
-POOLS = [pytest.param(3, 2, 0, False, id="k3s2-overhang-exclude-pad"),
-         pytest.param(3, 2, 1, True, id="k3s2p1-overhang-include-pad"),
-         pytest.param(3, 2, 1, False, id="k3s2p1-overhang-exclude-pad"),
-         pytest.param(2, 2, 0, False, id="k2s2-no-overhang")]
+POOLS = [pytest.param("torchscript", 3, 2, 0, False, id="k3s2-overhang-exclude-pad-torchscript"),
+         pytest.param("torchscript", 3, 2, 1, True, id="k3s2p1-overhang-include-pad-torchscript"),
+         pytest.param("torchscript", 3, 2, 1, False, id="k3s2p1-overhang-exclude-pad-torchscript"),
+         pytest.param("torchscript", 2, 2, 0, False, id="k2s2-no-overhang-torchscript"),
+         pytest.param("dynamo", 3, 2, 1, True, id="k3s2p1-overhang-include-pad-dynamo"),
+         pytest.param("dynamo", 2, 2, 0, False, id="k2s2-no-overhang-dynamo")]
 
 
-@pytest.mark.parametrize("kernel, stride, padding, include", POOLS)
-@pytest.mark.parametrize("exporter", arch.EXPORTERS)
+@pytest.mark.parametrize("exporter, kernel, stride, padding, include", POOLS)
 def test_average_pool_ceil_mode(tmp_path, exporter, kernel, stride, padding, include):
     module = _seeded(CeilPool, kernel, stride, padding, include)
     path = _export(module, tmp_path, exporter)
