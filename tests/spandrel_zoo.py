@@ -272,6 +272,16 @@ def export_failure(exc: BaseException) -> str:
     return f"{op.group(1)}: {first}" if op else first
 
 
+def _export_static_torchscript(model, path, lr: int) -> None:
+    import warnings
+
+    dummy = torch.rand(1, 3, lr, lr, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (dummy,), str(path), dynamo=False, input_names=["input"],
+                          output_names=["output"], opset_version=17)
+
+
 class _Float64(nn.Module):
     """`module` run in float64 (a copy), fed and differentiated from a float32 input."""
 
@@ -310,12 +320,20 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) ->
     x, y, size = window_for(cfg.lr * descriptor.scale)
     path = Path(workdir) / f"{name}-{exporter}.onnx"
     phase("export")
+    note = ""
     try:
         architectures.export_onnx(model, path, exporter, lr_size=cfg.lr)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is a row of the table
-        res.status, res.cause = "export failed", export_failure(exc)
-        res.seconds = time.time() - start
-        return res
+        first = export_failure(exc)
+        try:  # what a user does next: TorchScript without dynamic axes (SAFMN's adaptive pooling)
+            if exporter != "torchscript":
+                raise exc
+            _export_static_torchscript(model, path, cfg.lr)
+            note = f"exported at a static size (with dynamic axes: {first[:160]}); "
+        except Exception:  # noqa: BLE001
+            res.status, res.cause = "export failed", first
+            res.seconds = time.time() - start
+            return res
     import onnxlam
 
     phase("onnxlam")
@@ -323,7 +341,7 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) ->
         out = onnxlam.analyze(path, np.ascontiguousarray(np.moveaxis(lr, 0, 2)), window=(x, y), size=size,
                               lr=True, path="blur", fold=fold)
     except Exception as exc:  # noqa: BLE001
-        res.status, res.cause = "onnxlam error", _first_line(exc, 400)
+        res.status, res.cause = "onnxlam error", note + _first_line(exc, 400)
         res.seconds = time.time() - start
         return res
     phase("reference")
@@ -332,6 +350,7 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) ->
     res.max_map_diff = float(np.abs(M - r["M"]).max())
     res.di_diff = abs(out.di - r["di"])
     res.di = r["di"]
+    res.cause = note
     if res.max_map_diff <= MAP_TOLERANCE and res.di_diff <= DI_TOLERANCE:
         res.status = "equal"
         res.seconds = time.time() - start
@@ -348,14 +367,14 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) ->
         d64, di64 = float(np.abs(M - r64["M"]).max()), abs(out.di - r64["di"])
         if d64 <= MAP_TOLERANCE and di64 <= DI_TOLERANCE:
             res.status = "equal"
-            res.cause = (f"against the float64 reference: max|ΔM| {d64:.1e}, |ΔDI| {di64:.1e} (the float32 "
+            res.cause = note + (f"against the float64 reference: max|ΔM| {d64:.1e}, |ΔDI| {di64:.1e} (the float32 "
                          f"reference is {d32:.1e} from the float64 one)")
             res.max_map_diff, res.di_diff, res.di = d64, di64, r64["di"]
             res.seconds = time.time() - start
             return res
         why64 = f"float64 reference: max|ΔM| {d64:.2e}, |ΔDI| {di64:.2e}; float32 vs float64 {d32:.2e}"
     res.status = "differs"
-    res.cause = (f"max|ΔM| {res.max_map_diff:.2e} (≤ {MAP_TOLERANCE:g}), |ΔDI| {res.di_diff:.2e} "
+    res.cause = note + (f"max|ΔM| {res.max_map_diff:.2e} (≤ {MAP_TOLERANCE:g}), |ΔDI| {res.di_diff:.2e} "
                  f"(≤ {DI_TOLERANCE:g}); nan gradients: {out.nan_gradients} vs {r['nan_gradients']}; {why64}")
     res.seconds = time.time() - start
     return res
