@@ -169,17 +169,24 @@ def perturb_(module: nn.Module, seed: int = SEED) -> None:
 AUTOGRAD_TRAINING_PATH = ("PLKConv2d",)
 
 
+def _split_forward(self, x):
+    """PLKConv2d's training forward (the reference calls eval(), so the flag cannot be used)."""
+    x1, x2 = torch.split(x, [self.idx, x.size(1) - self.idx], dim=1)
+    x1 = self.conv(x1) + x1 if getattr(self, "with_idt", False) else self.conv(x1)
+    return torch.cat([x1, x2], dim=1)
+
+
 def for_autograd(module: nn.Module) -> nn.Module:
     """A copy of `module` the PyTorch reference can differentiate (see AUTOGRAD_TRAINING_PATH)."""
     import copy
+    import types
 
-    hit = [m for m in module.modules() if type(m).__name__ in AUTOGRAD_TRAINING_PATH]
-    if not hit:
+    if not any(type(m).__name__ in AUTOGRAD_TRAINING_PATH for m in module.modules()):
         return module
     clone = copy.deepcopy(module)
     for m in clone.modules():
         if type(m).__name__ in AUTOGRAD_TRAINING_PATH:
-            m.training = True  # this module only: it has no dropout or normalisation of its own
+            m.forward = types.MethodType(_split_forward, m)
     return clone
 
 
