@@ -282,8 +282,9 @@ def check_local_derivatives(program, device="auto", seed=0, steps=(1e-2, 1e-1), 
     the detector's sums). The inputs of selection ops (MaxPool, ReduceMax, Max, …: `SELECTING`) move
     along a tangent that is a smooth function of the value instead (`order_preserving_tangents`),
     so no step reorders them and no tie or near-tie is crossed. An element whose two differences
-    disagree (a kink of Clip, say) is left out unless a tenth of the node is. With `one_per_signature`, one node (the smallest) per
-    (op, attributes, input layout) is checked: the rule is what can be wrong, not the node.
+    disagree (a kink of Clip, say) is left out unless a tenth of the node is.
+    With `one_per_signature`, one node (the smallest) per (op, attributes, input layout) is
+    checked: the rule is what can be wrong, not the node.
     """
     primal = primal_graph(program.model)
     rng, x, mask = _probe(program, seed)

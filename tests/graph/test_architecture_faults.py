@@ -146,8 +146,19 @@ def _seeded(cls, *args, **kwargs) -> nn.Module:
     return cls(*args, **kwargs).eval().requires_grad_(False)  # autograd of the input only (in-place ops)
 
 
-def _export(module, tmp_path, exporter, name="model"):
-    return arch.export_onnx(module, tmp_path / f"{name}-{exporter}.onnx", exporter, LR)
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`exported(cls, exporter, *args)` → (the seeded module, its ONNX export), each exported once."""
+    cache = {}
+
+    def get(cls, exporter, *args):
+        key = (cls.__name__, exporter) + args
+        if key not in cache:
+            module = _seeded(cls, *args)
+            folder = tmp_path_factory.mktemp(cls.__name__)
+            cache[key] = module, arch.export_onnx(module, folder / f"model-{exporter}.onnx", exporter, LR)
+        return cache[key]
+    return get
 
 
 def _matches_autograd(path, module, batch=1) -> float:
@@ -169,9 +180,8 @@ def _matches_autograd(path, module, batch=1) -> float:
 
 # ----------------------------------------------------------------------------- 1. SAFMN
 @pytest.mark.parametrize("exporter", arch.EXPORTERS)
-def test_maxpool_with_near_ties_passes_the_check(tmp_path, exporter, monkeypatch):
-    module = _seeded(TiesPool)
-    path = _export(module, tmp_path, exporter)
+def test_maxpool_with_near_ties_passes_the_check(exported, exporter, monkeypatch):
+    module, path = exported(TiesPool, exporter)
     _matches_autograd(path, module)
     # the net reproduces the fault: with the old per-element tangents, MaxPool's difference crosses ties
     prog = build_program(path, 1, LR, LR, cache=False, verify=False)
@@ -202,9 +212,9 @@ def _wrong_reverse(ctx, node, grads):
 
 
 @pytest.mark.parametrize("plant", ["argmin-both-modes", "forward-x1.05", "reverse-x0.9"])
-def test_a_wrong_maxpool_rule_is_still_rejected(tmp_path, monkeypatch, plant):
+def test_a_wrong_maxpool_rule_is_still_rejected(exported, monkeypatch, plant):
     """The tie-proof tangents do not blind the check: wrong MaxPool rules still fail it."""
-    path = _export(_seeded(TiesPool), tmp_path, "torchscript")
+    _, path = exported(TiesPool, "torchscript")
     if plant == "argmin-both-modes":  # consistent in J and Jᵀ: only the node-local check can see it
         monkeypatch.setattr(onnx_ad.rules, "_max_pool_indices", _argmin_indices)
         prog = build_program(path, 1, LR, LR, cache=False, verify=False)
@@ -225,9 +235,8 @@ def test_a_wrong_maxpool_rule_is_still_rejected(tmp_path, monkeypatch, plant):
 
 
 # ----------------------------------------------------------------------------- 2. PLKSR / Uformer
-def test_slice_assignment_program_has_no_duplicate_names(tmp_path, monkeypatch):
-    module = _seeded(SliceAssign)
-    path = _export(module, tmp_path, "dynamo")
+def test_slice_assignment_program_has_no_duplicate_names(exported, monkeypatch):
+    module, path = exported(SliceAssign, "dynamo")
     assert {"ScatterND", "Transpose"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
     _matches_autograd(path, module)
     # the net reproduces the fault: naming new values without checking gives onnx-ad's `…_shape` twice
@@ -279,18 +288,16 @@ def test_every_rewrite_draws_fresh_names():
 
 # ----------------------------------------------------------------------------- 3. Real-CUGAN
 @pytest.mark.parametrize("exporter", arch.EXPORTERS)
-def test_negative_pad(tmp_path, exporter):
-    module = _seeded(NegativePad)
-    path = _export(module, tmp_path, exporter)
+def test_negative_pad(exported, exporter):
+    module, path = exported(NegativePad, exporter)
     assert any(n.op_type == "Pad" for n in onnx.load(str(path)).graph.node)
     _matches_autograd(path, module, batch=2 if exporter == "torchscript" else 1)
 
 
 # ----------------------------------------------------------------------------- 4. CRAFT
 @pytest.mark.parametrize("exporter", arch.EXPORTERS)
-def test_flip_and_strided_slices(tmp_path, exporter):
-    module = _seeded(Flip)
-    path = _export(module, tmp_path, exporter)
+def test_flip_and_strided_slices(exported, exporter):
+    module, path = exported(Flip, exporter)
     _matches_autograd(path, module)
 
 
@@ -322,9 +329,8 @@ POOLS = [pytest.param("torchscript", 3, 2, 0, False, id="k3s2-overhang-exclude-p
 
 
 @pytest.mark.parametrize("exporter, kernel, stride, padding, include", POOLS)
-def test_average_pool_ceil_mode(tmp_path, exporter, kernel, stride, padding, include):
-    module = _seeded(CeilPool, kernel, stride, padding, include)
-    path = _export(module, tmp_path, exporter)
+def test_average_pool_ceil_mode(exported, exporter, kernel, stride, padding, include):
+    module, path = exported(CeilPool, exporter, kernel, stride, padding, include)
     pools = [n for n in onnx.load(str(path)).graph.node if n.op_type == "AveragePool"]
     assert pools and all(any(a.name == "ceil_mode" and a.i == 1 for a in n.attribute) for n in pools)
     _matches_autograd(path, module)
@@ -350,9 +356,8 @@ def test_ceil_pool_rewrite_equals_onnxruntime(size, kernel, stride, pads, includ
 
 
 # ----------------------------------------------------------------------------- 6. FFTformer
-def test_inverse_real_fft(tmp_path):
-    module = _seeded(InverseRealFFT)
-    path = _export(module, tmp_path, "dynamo")  # the TorchScript exporter has no rfft2
+def test_inverse_real_fft(exported):
+    module, path = exported(InverseRealFFT, "dynamo")  # the TorchScript exporter has no rfft2
     dfts = [n for n in onnx.load(str(path)).graph.node if n.op_type == "DFT"]
     assert any(any(a.name == "inverse" and a.i for a in n.attribute)
                and any(a.name == "onesided" and a.i for a in n.attribute) for n in dfts)
@@ -394,13 +399,12 @@ LAM_CASES = [pytest.param(TiesPool, "torchscript", id="safmn-maxpool-torchscript
 
 
 @pytest.mark.parametrize("cls, exporter", LAM_CASES)
-def test_lam_equals_the_torch_reference(tmp_path, astronaut, cls, exporter):
+def test_lam_equals_the_torch_reference(exported, astronaut, cls, exporter):
     """`onnxlam.analyze` (receptive field, crop, program, path integral) against the independent
     PyTorch LAM of tests/torch_reference.py: M to 1e-4, DI to 0.01."""
     import onnxlam
 
-    module = _seeded(cls)
-    path = _export(module, tmp_path, exporter)
+    module, path = exported(cls, exporter)
     s = module.scale
     hr = np.ascontiguousarray(astronaut[60:60 + LR * s, 100:100 + LR * s])
     x, y, size, fold = 4, 5, 8, 6
@@ -416,13 +420,13 @@ def test_lam_equals_the_torch_reference(tmp_path, astronaut, cls, exporter):
 @pytest.mark.parametrize("cls, exporter, local", [(TiesPool, "torchscript", True), (NegativePad, "torchscript", True),
                                                   (Flip, "torchscript", False), (CeilPool, "torchscript", True),
                                                   (InverseRealFFT, "dynamo", False)])
-def test_receptive_field_of_the_reproducers(tmp_path, cls, exporter, local):
+def test_receptive_field_of_the_reproducers(exported, cls, exporter, local):
     """The static receptive-field analysis runs on every reproducer, before and after the rewrites:
     what it cannot analyse (a DFT, a flip of a whole image axis) makes the model global, never an error."""
     from onnxlam.model import INPUT, open_model, normalise, fix_input_shape
     from onnxlam.receptive_field import receptive_field
 
-    path = _export(_seeded(cls), tmp_path, exporter)
+    _, path = exported(cls, exporter)
     source, info = open_model(path)
     normalised = normalise(source, info)
     rf = receptive_field(normalised, INPUT, size=(LR, LR))

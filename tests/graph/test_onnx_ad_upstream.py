@@ -81,7 +81,8 @@ def test_inverse_onesided_dft_is_not_differentiated():
     `rewrite.onesided_inverse_dft_as_full`.
     """
     m = _model(helper.make_node("DFT", ["x", "n", "axis"], ["y"], inverse=1, onesided=1), [1, 5, 2],
-               [numpy_helper.from_array(np.array(8, np.int64), "n"), numpy_helper.from_array(np.array(1, np.int64), "axis")],
+               [numpy_helper.from_array(np.array(8, np.int64), "n"),
+                numpy_helper.from_array(np.array(1, np.int64), "axis")],
                opset=20)
     with pytest.raises(onnx_ad.UnsupportedOperator, match="inverse onesided DFT"):
         _reverse(m)
