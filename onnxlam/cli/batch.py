@@ -17,7 +17,7 @@ from typer.core import TyperCommand
 from onnxlam.cli.app import app, err, fmt as _fmt, handled, out, progress as _bar, resolve_model
 from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Debug, Device, Fold, GivenCrop, GivenDevice,
                                  GivenFold, GivenKernelSize, GivenLr, GivenPath, GivenSigma, GivenSize,
-                                 KernelSize, Lr, MaxMemory, Path as PathKind, Sigma, Size, ValueRange)
+                                 Inputs, KernelSize, Lr, MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs)
 from onnxlam.errors import InputError
 
 Cluster = Annotated[Optional[str], typer.Option(
@@ -171,7 +171,7 @@ def report(config: Annotated[Optional[Path], typer.Argument(
            context: Context = None, max_memory: MaxMemory = None,
            out_dir: Annotated[Optional[Path], typer.Option(
                "--out", help="Report folder (default onnxlam-report).")] = None,
-           cluster: Cluster = None, scheduler: Scheduler = None,
+           cluster: Cluster = None, scheduler: Scheduler = None, input_values: Inputs = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print results.json on stdout, nothing else.")] = False,
            debug: Debug = False):
     """LAM for every model × image × window, into one folder with results.csv/json and index.html.
@@ -187,7 +187,7 @@ def report(config: Annotated[Optional[Path], typer.Argument(
         windows=tuple(parse_window(w) for w in window) if window else None, windows_file=windows_file,
         out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
         batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context,
-        max_memory=max_memory, cluster=cluster, scheduler=scheduler)
+        max_memory=max_memory, cluster=cluster, scheduler=scheduler, inputs=inputs(input_values) or None)
     resolved = settings.overridden_by(given).resolve()  # validates every option, --max-memory included
     with _executor(resolved) as (resolved, executor):  # the cluster is reached before anything is written
         cases = plan_cases(resolved, resolve_model)  # bad input is reported before the live display starts
@@ -258,6 +258,7 @@ def check(model: Annotated[Optional[str], typer.Argument(
           lr: Lr = D.lr, path: PathKind = D.path, sigma: Sigma = D.sigma, fold: Fold = D.fold,
           kernel_size: KernelSize = D.kernel_size, batch_size: BatchSize = D.batch_size, device: Device = D.device,
           value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr, max_memory: MaxMemory = D.max_memory,
+          input_values: Inputs = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON on stdout.")] = False,
           debug: Debug = False):
     """CI gate: fail (exit 1) when a DI leaves [--min-di, --max-di], drifts from a baseline, or a case
@@ -282,7 +283,8 @@ def check(model: Annotated[Optional[str], typer.Argument(
         if not window:
             raise InputError("--window X Y is required with MODEL IMAGE")
         options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
-                             batch_size=batch_size, device=device, value_range=value_range, bgr=bgr).validate()
+                             batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,
+                             inputs=inputs(input_values)).validate()
         cases = [GateCase(model, image, w.x, w.y, size, options) for w in map(parse_window, window)]
     with _progress() as progress:
         task = progress.add_task("check", total=len(cases))
@@ -318,7 +320,7 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
           out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("onnxlam-sweep"),
           as_json: Annotated[bool, typer.Option("--json", help="Print sweep.json on stdout.")] = False,
           max_memory: MaxMemory = D.max_memory, cluster: Cluster = None, scheduler: Scheduler = None,
-          debug: Debug = False):
+          input_values: Inputs = None, debug: Debug = False):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
     from onnxlam.batch.sweep import run_sweep, write_sweep
     from onnxlam.engine.analyzer import Analyzer
@@ -327,7 +329,7 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
 
     options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,
-                         max_memory=max_memory).validate()
+                         max_memory=max_memory, inputs=inputs(input_values)).validate()
     check_out_dir(out_dir)
     with _bar() as bar:
         task = bar.add_task("sweep", total=1)

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 
 from onnxlam.cli.app import app, fmt, handled, out, progress, resolve_model
-from onnxlam.cli.options import (D, BatchSize, Bgr, Debug, Device, Fold, KernelSize, Lr, MaxMemory,
-                                 Path as PathKind, Sigma, Size, ValueRange)
+from onnxlam.cli.options import (D, BatchSize, Bgr, Debug, Device, Fold, Inputs, KernelSize, Lr, MaxMemory,
+                                 Path as PathKind, Sigma, Size, ValueRange, inputs)
 from onnxlam.errors import InputError
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -87,7 +87,7 @@ def compare(models: Annotated[List[str], typer.Argument(help="Models (files or c
             lr: Lr = D.lr, path: PathKind = D.path, sigma: Sigma = D.sigma, fold: Fold = D.fold,
             kernel_size: KernelSize = D.kernel_size, batch_size: BatchSize = D.batch_size,
             device: Device = D.device, value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
-            max_memory: MaxMemory = D.max_memory,
+            max_memory: MaxMemory = D.max_memory, input_values: Inputs = None,
             output: Annotated[Path, typer.Option("-o", "--out", help="Picture to write.")] = Path("compare.png"),
             as_json: Annotated[bool, typer.Option(
                 "--json", help="Print the models' DI etc. as JSON on stdout.")] = False,
@@ -101,7 +101,8 @@ def compare(models: Annotated[List[str], typer.Argument(help="Models (files or c
     if len(names) != len(models):
         raise InputError(f"{len(names)} --name for {len(models)} models; give one per model or none")
     options = _options(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
-                       batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, max_memory=max_memory)
+                       batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, max_memory=max_memory,
+                       inputs=inputs(input_values))
     results = _analyse_all(models, image, window, options)
     _save_picture(comparison_figure(results, names), output)
     if as_json:
@@ -123,7 +124,7 @@ def diff(model_a: Annotated[str, typer.Argument(help="Model A (file or collectio
          lr: Lr = D.lr, path: PathKind = D.path, sigma: Sigma = D.sigma, fold: Fold = D.fold,
          kernel_size: KernelSize = D.kernel_size, batch_size: BatchSize = D.batch_size,
          device: Device = D.device, value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
-         max_memory: MaxMemory = D.max_memory,
+         max_memory: MaxMemory = D.max_memory, input_values: Inputs = None,
          output: Annotated[Path, typer.Option("-o", "--out", help="Picture to write.")] = Path("diff.png"),
          as_json: Annotated[bool, typer.Option(
              "--json", help="Print both DIs and the difference's range as JSON.")] = False,
@@ -136,7 +137,8 @@ def diff(model_a: Annotated[str, typer.Argument(help="Model A (file or collectio
 
     _check_picture_path(output)
     options = _options(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
-                       batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, max_memory=max_memory)
+                       batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, max_memory=max_memory,
+                       inputs=inputs(input_values))
     results = _analyse_all([model_a, model_b], image, window, options, same_scale=True)
     d = kde_difference(*results)
     _save_picture(difference_picture(d, results[0].scale), output)

@@ -9,8 +9,8 @@ from typing import Annotated, List, Optional, Tuple
 import typer
 
 from onnxlam.cli.app import app, err, handled, out, pair, progress, resolve_model
-from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Crop, Debug, Device, Fold, KernelSize, Lr,
-                                 MaxMemory, Path as PathKind, Sigma, Size, ValueRange)
+from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Crop, Debug, Device, Fold, Inputs, KernelSize, Lr,
+                                 MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs)
 from onnxlam.errors import InputError, OnnxlamError
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else.")]
@@ -117,6 +117,7 @@ def lam(model: ModelArg,
                                                         "(default lam-<model>-<image>-<X>-<Y>).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print result.json on stdout, nothing else.")] = False,
         crop: Crop = D.crop, context: Context = D.context, max_memory: MaxMemory = D.max_memory,
+        input_values: Inputs = None,
         noise_tunnel: Annotated[Optional[str], typer.Option(
             "--noise-tunnel", help="smoothgrad, smoothgrad_sq or vargrad: LAM of noisy copies of the LR input, "
             "combined as Captum's NoiseTunnel does; DI of the combined map.")] = None,
@@ -140,7 +141,7 @@ def lam(model: ModelArg,
 
     options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop,
-                         context=context, max_memory=max_memory)
+                         context=context, max_memory=max_memory, inputs=inputs(input_values))
     run_lam(model, image, [window] + [pair(w) for w in more_windows], options, program=program,
             out_dir=out_dir, as_json=as_json, tunnel=tunnel)
 
@@ -152,7 +153,7 @@ def export(model: ModelArg,
            output: Annotated[Path, typer.Option("-o", "--output", help="Program file to write.")],
            batch: Annotated[int, typer.Option("--batch", help="Images per run.")] = 1,
            device: Device = D.device, value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
-           debug: Debug = False):
+           input_values: Inputs = None, debug: Debug = False):
     """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
     from onnxlam.engine.program import build_program
     from onnxlam.files import write_atomic
@@ -164,7 +165,7 @@ def export(model: ModelArg,
         raise InputError("--batch and --size must be positive")
     if output.is_dir():
         raise InputError(f"-o {output} is a folder; name the program file to write")
-    source = open_model(resolve_model(model))
+    source = open_model(resolve_model(model), dict(inputs(input_values)))
     prog = build_program(source, batch, size[0], size[1], value_range, bgr, device=device)
     write_atomic(output, prog.save)
     err.print(f"wrote {output}: input {batch}×{prog.key.channels}×{size[0]}×{size[1]}, scale ×{prog.scale}, "
@@ -173,7 +174,7 @@ def export(model: ModelArg,
 
 @app.command()
 @handled
-def inspect(model: ModelArg, as_json: Json = False, debug: Debug = False):
+def inspect(model: ModelArg, as_json: Json = False, input_values: Inputs = None, debug: Debug = False):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
     from rich.table import Table
 
@@ -185,7 +186,7 @@ def inspect(model: ModelArg, as_json: Json = False, debug: Debug = False):
         from onnxlam.cli.convert import inspect_checkpoint
 
         return inspect_checkpoint(model, as_json)
-    analyzer = Analyzer(resolve_model(model), device="cpu", check_ops=False)
+    analyzer = Analyzer(resolve_model(model), device="cpu", check_ops=False, inputs=inputs(input_values))
     info = analyzer.info
     try:
         scale: int | str = analyzer.scale

@@ -58,4 +58,14 @@ GivenKernelSize = _alias("kernel_size", given=True)
 GivenCrop = _alias("crop", given=True)
 GivenDevice = _alias("device", given=True)
 
+Inputs = Annotated[Optional[typing.List[str]], typer.Option("--input", metavar="NAME=VALUE",
+                                                            help=option_field("inputs").metadata["help"])]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def inputs(values) -> tuple[tuple[str, float], ...]:
+    """`--input NAME=VALUE ...` as LamOptions.inputs."""
+    from onnxlam.graph.model import parse_inputs
+    from onnxlam.lam.options import as_inputs
+
+    return as_inputs(parse_inputs(values)) if values else ()

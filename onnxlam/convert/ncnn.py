@@ -1198,3 +1198,52 @@ def bake_program(
     set_metadata(result, metadata or {})
     onnx.checker.check_model(result)
     return result
+
+
+def append_input_channels(
+    model: onnx.ModelProto,
+    channels: int,
+    constants: np.ndarray,
+    maps: tuple[str, ...] = (),
+    metadata: dict[str, str] | None = None,
+) -> onnx.ModelProto:
+    """Wrap a network whose input stacks the image with degradation maps (SRMD's 3 + 15 + 1).
+
+    The result takes ``input`` [N, ``channels``, h, w] and, for each name of ``maps``, one more
+    input [N, 1, h, w] (dims named like ``input``'s, so a fixed value broadcasts to the image's
+    size: ``onnxlam lam --input NAME=VALUE``), and feeds the network
+    Concat(input, constants[k] for every k expanded to h×w, maps...) along the channels, as the
+    upstream program's pre-processing does.
+    """
+    net = model.graph
+    b = Builder()
+    b.layer = Layer("stack", "program", [], [], {}, 0)
+    b.used.update(n.name for n in net.initializer)
+    b.used.update(o for node in net.node for o in node.output)
+    b.used.update({"input", "output", *maps})
+    k = len(constants)
+    shape = b.op("Shape", ["input"], hint="stack/shape")
+    size = b.op("Concat", [b.op("Slice", [shape, b.i64("stack/0", [0]), b.i64("stack/1", [1])], hint="stack/n"),
+                           b.i64("stack/k", [k]),
+                           b.op("Slice", [shape, b.i64("stack/2", [2]), b.i64("stack/4", [4])], hint="stack/hw")],
+                hint="stack/size", axis=0)
+    values = b.const("stack/values", np.asarray(constants, np.float32).reshape(1, k, 1, 1))
+    planes = b.op("Expand", [values, size], hint="stack/planes")
+    stacked = b.op("Concat", ["input", planes, *maps], hint="stack/stacked", axis=1)
+    body = []
+    for node in net.node:
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        node.input[:] = [stacked if i == "input" else i for i in node.input]
+        body.append(node)
+    old = net.input[0].type.tensor_type.shape.dim
+    dims = [d.dim_param or d.dim_value or None for d in old]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [dims[0], channels, dims[2], dims[3]])]
+    inputs += [helper.make_tensor_value_info(m, TensorProto.FLOAT, [dims[0], 1, dims[2], dims[3]]) for m in maps]
+    graph = helper.make_graph(b.nodes + body, net.name, inputs, list(net.output),
+                              list(net.initializer) + b.initializers)
+    result = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name=model.producer_name)
+    result.ir_version = model.ir_version
+    result.metadata_props.extend(model.metadata_props)
+    set_metadata(result, metadata or {})
+    onnx.checker.check_model(result)
+    return result

@@ -67,10 +67,13 @@ class Analyzer:
 
     def __init__(self, model: str | Path, *, device: str = D.device, value_range: float | None = D.value_range,
                  bgr: bool | None = D.bgr, batch_size: int | None = D.batch_size, cache: bool = True,
-                 check_ops: bool = True, max_memory: int | str | None = D.max_memory):
+                 check_ops: bool = True, max_memory: int | str | None = D.max_memory,
+                 inputs: dict[str, float] | tuple | None = None):
         LamOptions(device=device, value_range=value_range, batch_size=batch_size, max_memory=max_memory).validate()
         self.model_path = str(model)
-        self.source, self.info = open_model(model)
+        # extra inputs (a noise level, a quality factor) fixed to constants: a one-input network from here on
+        self.inputs = dict(inputs or {})
+        self.source, self.info = open_model(model, self.inputs)
         if check_ops:  # `inspect` describes such models instead
             require_standard_ops(self.source, self.model_path)
         self.value_range = self.info.value_range if value_range is None else float(value_range)
@@ -84,14 +87,18 @@ class Analyzer:
         self._programs: dict[tuple, GradientProgram] = {}
         self._scale: int | None = None
         self._rf: ReceptiveField | None = None
+        self._size_hint: tuple[int, int] | None = None  # an LR image's (h, w), for the scale's probe
         self.planner = Planner(self, self.run_device)
 
     # --- model facts --------------------------------------------------------------------------
     @property
     def scale(self) -> int:
-        """The integer scale, from shape inference at the file's size (or 32×32), else a test run."""
+        """The integer scale, from shape inference at the file's size (else the LR image's, else 32×32),
+        else a test run."""
         if self._scale is None:
-            h, w = self.info.fixed_size or (32, 32)
+            # An LR image's own size before 32×32: a TorchScript export with dynamic axes may still
+            # bake its traced size into shape arithmetic (DITN's), and work at that size only.
+            h, w = self.info.fixed_size or self._size_hint or (32, 32)
             fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w))
             dims = output_dims(fixed)
             if not (dims and all(isinstance(d, int) and d > 0 for d in dims[2:])):
@@ -185,6 +192,8 @@ class Analyzer:
         """The LR input and the cropped HR image (float32 C×h×w in [0, 1]; HR None with `lr`), spec §1."""
         pixels = images.read_image(image) if isinstance(image, (str, Path)) else images.from_array(image)
         pixels = images.match_channels(pixels, self.info.channels)
+        if lr and self._scale is None:
+            self._size_hint = (int(pixels.shape[0]), int(pixels.shape[1]))
         x = images.to_unit(pixels) if lr else images.prepare_lr(pixels, self.scale)
         hr = None if lr else images.to_unit(pixels)[:, :x.shape[1] * self.scale, :x.shape[2] * self.scale]
         fixed = self.info.fixed_size
@@ -326,7 +335,7 @@ class Analyzer:
                 image=str(image) if isinstance(image, (str, Path)) else "<array>", provider=provider,
                 seconds=seconds, batch_size=batch, value_range=self.value_range, channel_order=self.channel_order,
                 range=range_statistics(M, win.centre_lr(s)), warnings=notes_of[i], receptive_field=self._rf,
-                crop=crop_of[i], memory=usage[i]))
+                crop=crop_of[i], memory=usage[i], inputs=dict(self.inputs) or None))
         return results
 
     def _program_for(self, program, h: int, w: int, fold: int, windows: int,
@@ -366,12 +375,14 @@ def analyze(model: str | Path, image: str | Path | np.ndarray, window: tuple[int
             kernel_size: int = D.kernel_size, batch_size: int | None = D.batch_size, device: str = D.device,
             value_range: float | None = D.value_range, bgr: bool | None = D.bgr, program: str | Path | None = None,
             progress: Callable[[int, int], None] | None = None, crop: bool = D.crop,
-            context: int | None = D.context, max_memory: int | str | None = D.max_memory) -> LamResult:
+            context: int | None = D.context, max_memory: int | str | None = D.max_memory,
+            inputs: dict[str, float] | None = None) -> LamResult:
     """Local attribution map of `model` for the window at `window` = (x, y) of side `size` on `image`.
 
-    See `Analyzer.run`; this builds an Analyzer for a single call.
+    See `Analyzer.run`; this builds an Analyzer for a single call. `inputs` fixes a model's extra
+    inputs ({name: value}, broadcast to the input's shape; see `graph.model.bind_inputs`).
     """
     analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size,
-                        max_memory=max_memory)
+                        max_memory=max_memory, inputs=inputs)
     return analyzer.run(image, window, size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                         program=program, progress=progress, crop=crop, context=context)

@@ -10,6 +10,7 @@ import collections
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -158,9 +159,10 @@ def inspect_model(model: onnx.ModelProto, path: str | Path = "<memory>", sha256:
     weights = {t.name for t in graph.initializer}
     inputs = [v for v in graph.input if v.name not in weights]
     where = f"{path}"
+    if len(inputs) > 1:
+        raise InputError(several_inputs_message(where, inputs))
     if len(inputs) != 1:
-        names = ", ".join(v.name for v in inputs) or "none"
-        raise InputError(f"{where}: not a single-image SR model: it has {len(inputs)} inputs ({names}); "
+        raise InputError(f"{where}: not a single-image SR model: it has no inputs; "
                          "onnxlam needs exactly one image input")
     if len(graph.output) != 1:
         names = ", ".join(v.name for v in graph.output)
@@ -224,10 +226,131 @@ def _parse_range(text: str, what: str) -> float:
     return value
 
 
-def open_model(path: str | Path) -> tuple[onnx.ModelProto, ModelInfo]:
-    """Load and inspect a model file."""
+def open_model(path: str | Path, inputs: Mapping[str, float] | None = None) -> tuple[onnx.ModelProto, ModelInfo]:
+    """Load and inspect a model file; `inputs` holds the model's extra inputs fixed (see `bind_inputs`)."""
     model = load_model(path)
-    return model, inspect_model(model, path, file_sha256(path))
+    sha = file_sha256(path)
+    if inputs:
+        model = bind_inputs(model, inputs, path)
+        # the bound network is another function: its programs must not share the file's cache entries
+        sha = hashlib.sha256(f"{sha}|{inputs_text(inputs)}".encode()).hexdigest()
+    return model, inspect_model(model, path, sha)
+
+
+# --- extra inputs held fixed ------------------------------------------------------------------
+
+def _graph_inputs(graph: onnx.GraphProto) -> list:
+    weights = {t.name for t in graph.initializer}
+    return [v for v in graph.input if v.name not in weights]
+
+
+def inputs_text(inputs: Mapping[str, float]) -> str:
+    """`name=value,...` sorted by name: the canonical form recorded with results and cache keys."""
+    return ",".join(f"{k}={float(v)!r}" for k, v in sorted(inputs.items()))
+
+
+def parse_inputs(items: list[str] | tuple[str, ...] | None) -> dict[str, float]:
+    """`["noise=0.06", "qf=0.9"]` (the `--input NAME=VALUE` flags) as {name: value}."""
+    out: dict[str, float] = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name or number is None or not np.isfinite(number):
+            raise InputError(f"--input {item!r}: expected NAME=VALUE with a finite number, e.g. --input noise_level=0.06")
+        if name in out:
+            raise InputError(f"--input {name} is given twice")
+        out[name] = number
+    return out
+
+
+def several_inputs_message(where: str, inputs: list) -> str:
+    listing = ", ".join(f"{v.name} ({_spec(v).shape_text() or '?'} {_spec(v).type_name})" for v in inputs)
+    example = next((v.name for v in inputs[1:]), "NAME")
+    return (f"{where}: the model has {len(inputs)} inputs ({listing}); onnxlam analyses one image input: "
+            f"give every other input a value with --input NAME=VALUE (a scalar, broadcast to the input's "
+            f"shape), e.g. --input {example}=0.06")
+
+
+def bind_inputs(model: onnx.ModelProto, inputs: Mapping[str, float], path: str | Path = "<memory>") -> onnx.ModelProto:
+    """A copy of `model` in which every input named in `inputs` is a constant of that value.
+
+    The one input left unnamed is the image. A named input's shape comes from its declared dims: a
+    fixed dim as is; a symbolic one from the image's dim of the same name, else (rank-4 maps, N×C×H×W)
+    from the image's dim at the same position (batch, height, width), else (a per-image vector) from
+    the image's batch. The constant is `Expand(value, shape)`, so a map follows the image's size once
+    `fix_input_shape` fixes it, and the rest of the pipeline sees a one-input network.
+    """
+    where = f"{path}"
+    graph_inputs = _graph_inputs(model.graph)
+    by_name = {v.name: v for v in graph_inputs}
+    unknown = [n for n in inputs if n not in by_name]
+    if unknown:
+        raise InputError(f"{where}: --input {unknown[0]}: the model has no input of that name; its inputs: "
+                         + ", ".join(by_name))
+    free = [v for v in graph_inputs if v.name not in inputs]
+    if len(free) != 1:
+        if not free:
+            raise InputError(f"{where}: every input has an --input value; leave the image input unset "
+                             f"(inputs: {', '.join(by_name)})")
+        raise InputError(several_inputs_message(where, graph_inputs))
+    image = free[0]
+    image_dims = _dims(image)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    graph = m.graph
+    nodes = []
+    shape_name = f"{image.name}__onnxlam_shape"
+    need_shape = False
+    for name, value in inputs.items():
+        spec = _spec(by_name[name])
+        dtype = helper.tensor_dtype_to_np_dtype(spec.elem_type)
+        scalar = numpy_helper.from_array(np.array(value, dtype=dtype))
+        if all(isinstance(d, int) for d in spec.dims):
+            nodes.append(helper.make_node("Constant", [], [name], name=f"onnxlam_input_{name}",
+                                          value=numpy_helper.from_array(np.full(spec.dims, value, dtype=dtype))))
+            continue
+        pieces = []
+        for k, d in enumerate(spec.dims):
+            if isinstance(d, int):
+                src = None
+            elif d in image_dims:
+                src = image_dims.index(d)
+            elif len(spec.dims) == 4 and len(image_dims) == 4 and k in (0, 2, 3):
+                src = k
+            elif k == 0:
+                src = 0
+            else:
+                raise InputError(f"{where}: --input {name}: its dim {k} ({d}) is symbolic and not the image's; "
+                                 "onnxlam cannot tell its size (re-export it with a fixed size)")
+            piece = f"onnxlam_input_{name}_dim{k}"
+            if src is None:
+                nodes.append(helper.make_node("Constant", [], [piece],
+                                              value=numpy_helper.from_array(np.array([d], np.int64))))
+            else:
+                need_shape = True
+                for suffix, at in (("at", src), ("end", src + 1)):
+                    nodes.append(helper.make_node("Constant", [], [f"{piece}_{suffix}"],
+                                                  value=numpy_helper.from_array(np.array([at], np.int64))))
+                nodes.append(helper.make_node("Slice", [shape_name, f"{piece}_at", f"{piece}_end"], [piece]))
+            pieces.append(piece)
+        nodes += [helper.make_node("Concat", pieces, [f"onnxlam_input_{name}_shape"], axis=0),
+                  helper.make_node("Constant", [], [f"onnxlam_input_{name}_value"], value=scalar),
+                  helper.make_node("Expand", [f"onnxlam_input_{name}_value", f"onnxlam_input_{name}_shape"], [name],
+                                   name=f"onnxlam_input_{name}")]
+    if need_shape:
+        nodes.insert(0, helper.make_node("Shape", [image.name], [shape_name]))
+    body = nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(body)
+    kept = [v for v in graph.input if v.name not in inputs]
+    del graph.input[:]
+    graph.input.extend(kept)
+    helper.set_model_props(m, {**_metadata(model), "onnxlam.fixed_inputs": inputs_text(inputs)})
+    return m
 
 
 # --- normalisation --------------------------------------------------------------------------

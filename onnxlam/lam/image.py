@@ -88,12 +88,15 @@ def prepare_lr(hr: np.ndarray, scale: int) -> np.ndarray:
     """Spec §1: crop to a multiple of `scale` from the top-left, bicubic ×1/scale (Pillow), to [0, 1].
 
     uint8 images go through Pillow's uint8 bicubic exactly as the authors' demo; uint16 and float
-    images are resized per channel in Pillow's float mode so no precision is lost.
+    images are resized per channel in Pillow's float mode so no precision is lost. At scale 1
+    (denoising, deblurring) the image is used as is.
     """
     h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
     if h < scale or w < scale:
         raise InputError(f"the HR image ({hr.shape[1]}×{hr.shape[0]}) is smaller than the scale {scale}")
     hr = hr[:h, :w]
+    if scale == 1:  # a restoration (×1) model: the image is its input as is, no resampling
+        return np.clip(to_unit(hr), 0.0, 1.0).astype(np.float32)
     size = (w // scale, h // scale)
     if hr.dtype == np.uint8:
         im = Image.fromarray(hr[..., 0] if hr.shape[2] == 1 else hr)

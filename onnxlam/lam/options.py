@@ -44,6 +44,17 @@ def _value_range(flag: str, value) -> str | None:
     return None if value in VALUE_RANGES else f"{flag} must be 1 or 255; got {value:g}"
 
 
+def _inputs(flag: str, value) -> str | None:
+    bad = [name for name, v in value if not (isinstance(v, (int, float)) and not isinstance(v, bool))]
+    return f"{flag} values must be numbers; got {', '.join(bad)}" if bad else None
+
+
+def as_inputs(values) -> tuple[tuple[str, float], ...]:
+    """Extra inputs as the options hold them (sorted (name, value) pairs) from a mapping or pairs."""
+    items = values.items() if isinstance(values, dict) else (values or ())
+    return tuple(sorted((str(k), float(v)) for k, v in items))
+
+
 def _memory(flag: str, value) -> str | None:
     from onnxlam.engine.memory import parse_size
 
@@ -90,6 +101,10 @@ class LamOptions:
                                        check=_value_range, types=(int, float), scope="model")
     bgr: bool | None = option(None, "--bgr/--rgb", "Channel order the model expects (default: metadata "
                               "onnxlam.channel_order, else RGB).", types=(bool,), scope="model")
+    inputs: tuple[tuple[str, float], ...] = option(
+        (), "--input", "NAME=VALUE: hold a model's extra input (a noise level, a quality factor) at VALUE, "
+        "broadcast to the input's shape (repeatable; needed for every input but the image).", check=_inputs,
+        types=(dict,), scope="model")
     max_memory: int | str | None = option(None, "--max-memory", "Memory limit, e.g. 24G: the process's peak "
                                           "resident set on the CPU, the device memory onnxlam holds on CUDA "
                                           "(default: 70% of what is free). The batch is sized from measured "
@@ -118,7 +133,9 @@ class LamOptions:
                 if f.metadata["scope"] == "run" and f.name != "size"}
 
     def to_json(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["inputs"] = dict(self.inputs)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "options") -> LamOptions:
@@ -153,5 +170,9 @@ def given_options(data: Mapping[str, Any], where: str = "options") -> dict:
             raise InputError(f"{where}: `{f.name}` has the wrong type ({type(value).__name__})")
         if float in types and not isinstance(value, bool) and str not in types:
             value = float(value)
+        if dict in types:
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+                raise InputError(f"{where}: `{f.name}` must be a table of numbers, e.g. {f.name} = {{noise_level = 0.06}}")
+            value = as_inputs(value)
         given[f.name] = value
     return given

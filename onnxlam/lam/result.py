@@ -86,7 +86,8 @@ class LamResult:
     receptive_field: ReceptiveField | None = None
     crop: Crop | None = None         # the LR box analysed, where not the whole image
     memory: MemoryUsage | None = None
-    noise_tunnel: TunnelRecord | None = None  # the map combines noisy copies' (methods/noise_tunnel.py)
+    noise_tunnel: TunnelRecord | None = field(default=None, metadata={"optional": True})  # noisy copies combined
+    inputs: dict | None = field(default=None, metadata={"optional": True})  # extra model inputs held fixed
 
     @property
     def sr_size(self) -> tuple[int, int]:
@@ -94,7 +95,7 @@ class LamResult:
 
     def to_json(self) -> dict:
         data = {f.name: to_json_value(getattr(self, f.name)) for f in fields(self) if not f.metadata.get("array")
-                and not (f.name == "noise_tunnel" and self.noise_tunnel is None)}
+                and not (f.metadata.get("optional") and getattr(self, f.name) is None)}
         data["sr_size"] = list(self.sr_size)
         data["seconds"] = round(self.seconds, 4)
         return data

@@ -12,8 +12,9 @@ import pytest
 from onnxlam.convert import collection
 from onnxlam.errors import InputError
 
+SRMD = {f"{kind}-x{s}" for kind in ("srmd", "srmdnf") for s in (2, 3, 4)}
 EXPECTED = {"animevideov3-x4", "span-x4", "waifu2x-upconv7-photo-x2", "realcugan-se-x2",
-            "realcugan-se-x4", "realesrgan-x4plus"}
+            "realcugan-se-x4", "realesrgan-x4plus"} | SRMD
 
 
 def test_manifest_lists_the_collection():
@@ -21,9 +22,11 @@ def test_manifest_lists_the_collection():
     assert {m.name for m in models} == EXPECTED
     for m in models:
         assert m.source["kind"] == "ncnn" and "==" in m.source["package"]
-        assert m.input == {"value_range": "1", "channels": "rgb"}
-        assert m.scale in (2, 4) and m.params > 0 and m.sha256
-    assert [m.name for m in models if m.fetch] == ["realesrgan-x4plus"]
+        extra = {"noise_level"} if m.name.startswith("srmd-") else set()
+        assert {k: v for k, v in m.input.items() if k != "extra"} == {"value_range": "1", "channels": "rgb"}
+        assert set(m.input.get("extra", {})) == extra
+        assert m.scale in (2, 3, 4) and m.params > 0 and m.sha256
+    assert {m.name for m in models if m.fetch} == {"realesrgan-x4plus"} | SRMD
 
 
 def test_committed_models_are_present_and_intact():

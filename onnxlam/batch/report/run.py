@@ -16,6 +16,7 @@ and the others go on; it is retried on the next run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from onnxlam.graph.model import file_sha256
+from onnxlam.graph.model import file_sha256, inputs_text
 from onnxlam.errors import InputError, OnnxlamError
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig, plan_cases
@@ -125,7 +126,13 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
             hashes[path] = file_sha256(path)  # a model's external-data files too
         return hashes[path]
 
-    fingerprints = {c: Fingerprint(sha(resolve_model(c.model)), sha(c.image), c.x, c.y, c.size, options.lr,
+    def model_sha(model: str) -> str:  # fixed extra inputs make another function of the same file
+        digest = sha(resolve_model(model))
+        if options.inputs:
+            digest = hashlib.sha256(f"{digest}|{inputs_text(dict(options.inputs))}".encode()).hexdigest()
+        return digest
+
+    fingerprints = {c: Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, options.lr,
                                    options.path, float(options.sigma), options.fold, options.kernel_size,
                                    options.value_range, options.bgr, options.context) for c in cases}
     report = Report(out, config, [], started=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -82,7 +82,8 @@ class CaseRow:
         return {"model": c.model, "image": c.image, "window": {"x": c.x, "y": c.y, "size": c.size},
                 "lr": options.lr, "path": options.path, "sigma": options.sigma, "fold": options.fold,
                 "kernel_size": options.kernel_size, "value_range": options.value_range, "bgr": options.bgr,
-                "crop": options.crop, "context": options.context, "di": self.di, "gini": self.gini,
+                "crop": options.crop, "context": options.context, "inputs": dict(options.inputs),
+                "di": self.di, "gini": self.gini,
                 "range": {k: self.range.get(k) for k in RANGE_KEYS},
                 "scale": self.scale, "seconds": self.seconds, "status": self.status, "message": self.message,
                 "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused}
@@ -250,10 +251,7 @@ def results_json(report: Report) -> dict:
     o = report.config.options
     return {
         "format": FORMAT, "onnxlam": __version__, "started": report.started,
-        "options": {"size": o.size, "lr": o.lr, "path": o.path, "sigma": o.sigma, "fold": o.fold,
-                    "kernel_size": o.kernel_size, "batch_size": o.batch_size, "device": o.device,
-                    "value_range": o.value_range, "bgr": o.bgr, "crop": o.crop, "context": o.context,
-                    "max_memory": o.max_memory},
+        "options": o.to_json(),
         "run": {"cases": len(report.rows), "computed": report.computed, "reused": report.reused,
                 "failed": report.failed, "pending": report.pending},
         "summary": [s.to_json() for s in report.summaries()],
