@@ -298,7 +298,7 @@ def bind_inputs(model: onnx.ModelProto, inputs: Mapping[str, float], path: str |
                              f"(inputs: {', '.join(by_name)})")
         raise InputError(several_inputs_message(where, graph_inputs))
     image = free[0]
-    image_dims = _dims(image)
+    image_dims = dims(image)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     graph = m.graph
