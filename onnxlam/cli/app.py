@@ -70,6 +70,19 @@ def progress(elapsed: bool = False):
     return Progress(*columns, TimeRemainingColumn(), console=err, transient=True)
 
 
+def facts(title: str, rows) -> None:
+    """Print (label, value) rows as a two-column table: the summary every one-result command shows."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:
+        table.add_row(label, escape(str(value)))
+    out.print(table)
+
+
 def pair(text: str) -> tuple[int, int]:
     x, y = text.split(",")
     return int(x), int(y)

@@ -105,10 +105,7 @@ def import_pth(checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint: 
 
 def inspect_checkpoint(model: str, as_json: bool) -> None:
     """`onnxlam inspect CKPT`: what spandrel detects, and how the checkpoint exports (cached)."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from onnxlam.cli.app import resolve_model
+    from onnxlam.cli.app import facts, resolve_model
     from onnxlam.convert.pytorch import describe_checkpoint
 
     info = describe_checkpoint(model)
@@ -121,16 +118,10 @@ def inspect_checkpoint(model: str, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    table = Table(title=f"{info.path}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [("architecture", f"{info.architecture_name} ({info.architecture})"),
+    facts(str(info.path), [("architecture", f"{info.architecture_name} ({info.architecture})"),
             ("purpose", info.purpose), ("scale", f"×{info.scale}"),
             ("channels", f"{info.input_channels} → {info.output_channels}"),
             ("size requirements", info.size_requirements.text()), ("tiling", info.tiling),
             ("tags", ", ".join(info.tags)), ("parameters", f"{info.parameters:,}"),
             ("pixels", f"range {info.value_range:g}, {info.channel_order.upper()}"),
-            ("ONNX export", export), ("sha256", info.sha256)]
-    for k, v in rows:
-        table.add_row(k, escape(v))
-    out.print(table)
+            ("ONNX export", export), ("sha256", info.sha256)])

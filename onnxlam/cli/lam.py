@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional, Tuple
 
 import typer
 
-from onnxlam.cli.app import app, err, handled, out, pair, progress, resolve_model
+from onnxlam.cli.app import app, err, facts, handled, out, pair, progress, resolve_model
 from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Crop, Debug, Device, Fold, Inputs, KernelSize, Lr,
                                  MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs)
 from onnxlam.errors import InputError, OnnxlamError
@@ -21,12 +21,7 @@ def _default_out(model: str, image: str, x: int, y: int) -> Path:
     return Path(f"lam-{Path(model).stem}-{Path(image).stem}-{x}-{y}")
 
 
-def _summary(result, folder: Path | None):
-    from rich.table import Table
-
-    table = Table(title="Local attribution map", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+def _summary(result, folder: Path | None) -> list[tuple[str, str]]:
     w = result.window
     c = result.completeness
     rows = [("DI", f"{result.di:.3f}"), ("Gini", f"{result.gini:.5f}"),
@@ -50,9 +45,7 @@ def _summary(result, folder: Path | None):
         rows.append(("noise tunnel", f"{t.kind}  samples={t.samples} stdev={t.stdev:g} seed={t.seed}"))
     if folder is not None:
         rows.append(("written to", str(folder)))
-    for k, v in rows:
-        table.add_row(k, v)
-    return table
+    return rows
 
 
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None, *,
@@ -91,7 +84,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
         sys.stdout.write(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
     else:
         for r in results:
-            out.print(_summary(r, folder if len(results) == 1 else folder / window_folder(r)))
+            facts("Local attribution map", _summary(r, folder if len(results) == 1 else folder / window_folder(r)))
     for note in dict.fromkeys(n for r in results for n in r.warnings):  # once per group, in order
         err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     for r in results:
@@ -176,8 +169,6 @@ def export(model: ModelArg,
 @handled
 def inspect(model: ModelArg, as_json: Json = False, input_values: Inputs = None, debug: Debug = False):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
-    from rich.table import Table
-
     from onnxlam.convert.pytorch import is_checkpoint
     from onnxlam.engine.analyzer import Analyzer
     from onnxlam.engine.program import ungradable_ops
@@ -202,22 +193,18 @@ def inspect(model: ModelArg, as_json: Json = False, input_values: Inputs = None,
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    table = Table(title=f"{info.path}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("input", f"{info.input.name}  {info.input.shape_text()}  {info.input.type_name}")
-    table.add_row("output", f"{info.output.name}  {info.output.shape_text()}  {info.output.type_name}")
-    table.add_row("dynamic", ", ".join(info.dynamic_dims) or "none (fixed shape)")
-    table.add_row("scale", f"×{scale}" if isinstance(scale, int) else scale)
-    table.add_row("opset", str(info.opset))
-    table.add_row("parameters", f"{info.parameters:,}")
-    table.add_row("pixels", f"range {info.value_range:g}, {info.channel_order.upper()}")
-    table.add_row("ops", ", ".join(f"{k} {v}" for k, v in info.op_histogram.items()))
     missing = data["ops_without_gradient"]
-    table.add_row("receptive field", analyzer.receptive_field.describe())
-    table.add_row("no gradient rule", ", ".join(missing) if missing else "none: every op is differentiable")
-    table.add_row("sha256", info.sha256)
-    out.print(table)
+    facts(info.path, [
+        ("input", f"{info.input.name}  {info.input.shape_text()}  {info.input.type_name}"),
+        ("output", f"{info.output.name}  {info.output.shape_text()}  {info.output.type_name}"),
+        ("dynamic", ", ".join(info.dynamic_dims) or "none (fixed shape)"),
+        ("scale", f"×{scale}" if isinstance(scale, int) else scale), ("opset", str(info.opset)),
+        ("parameters", f"{info.parameters:,}"),
+        ("pixels", f"range {info.value_range:g}, {info.channel_order.upper()}"),
+        ("ops", ", ".join(f"{k} {v}" for k, v in info.op_histogram.items())),
+        ("receptive field", analyzer.receptive_field.describe()),
+        ("no gradient rule", ", ".join(missing) if missing else "none: every op is differentiable"),
+        ("sha256", info.sha256)])
 
 
 DEMO_MODEL = "animevideov3-x4"

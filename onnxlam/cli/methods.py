@@ -9,16 +9,11 @@ from typing import List, Optional, Tuple
 
 import typer
 
-from onnxlam.cli.app import app, err, handled, out, progress as _progress, resolve_model as _resolve_model
+from onnxlam.cli.app import app, err, facts, handled, progress as _progress, resolve_model as _resolve_model
 from onnxlam.cli.options import D, Bgr, Debug, Device, Lr, MaxMemory, ValueRange
 
 
-def _summary(result, folder: Path):
-    from rich.table import Table
-
-    table = Table(title="Causal effect map", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+def _summary(result, folder: Path) -> list[tuple[str, str]]:
     s, p, r = result.summary, result.params, result.roi
     rows = [("ROI", f"x={r.x} y={r.y} size={r.size}"),
             ("reference PSNR", f"{result.reference_psnr:.3f} dB"),
@@ -35,9 +30,7 @@ def _summary(result, folder: Path):
                                                                                 result.crop["box"][3] - 1)),
             ("seconds", f"{result.seconds:.2f}"),
             ("written to", str(folder))]
-    for k, v in rows:
-        table.add_row(k, v)
-    return table
+    return rows
 
 
 @app.command()
@@ -86,7 +79,7 @@ def cem(model: str = typer.Argument(..., help="ONNX model file (or a collection 
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
-        out.print(_summary(result, folder))
+        facts("Causal effect map", _summary(result, folder))
     for note in result.warnings:
         err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
 
@@ -121,21 +114,14 @@ def erf(model: str = typer.Argument(..., help="ONNX model file or collection nam
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
         return
-    from rich.table import Table
-
-    table = Table(title="Effective receptive field", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
     w, r, p = result.window, result.radii, result.pixels
     static = ("global" if result.static_radius is None else
               f"radius {result.static_radius:.2f} LR px, box {result.to_json()['static_pixels']} px")
-    for k, v in [("window", f"x={w.x} y={w.y} size={w.size}  (LR centre {result.centre[0]:.2f}, "
+    facts("Effective receptive field", [("window", f"x={w.x} y={w.y} size={w.size}  (LR centre {result.centre[0]:.2f}, "
                             f"{result.centre[1]:.2f})"),
                  ("images", str(len(result.images))),
                  ("radius 50/90/99%", f"{r['50']:.2f} / {r['90']:.2f} / {r['99']:.2f} LR px"),
                  ("pixels 50/90/99%", f"{p['50']} / {p['90']} / {p['99']}"),
                  ("static receptive field", static),
                  ("provider", result.provider), ("seconds", f"{result.seconds:.2f}"),
-                 ("written to", str(folder))]:
-        table.add_row(k, v)
-    out.print(table)
+                 ("written to", str(folder))])

@@ -40,6 +40,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxlam.errors import InputError
+from onnxlam.graph.model import fresh_name
 
 #: The first line of every ncnn ``.param`` file (the format written since 2018; older
 #: magic-less files are not accepted because their layout differs).
@@ -242,12 +243,7 @@ class Builder:
     layer: Layer | None = None
 
     def fresh(self, hint: str) -> str:
-        name, i = hint, 1
-        while name in self.used:
-            i += 1
-            name = f"{hint}_{i}"
-        self.used.add(name)
-        return name
+        return fresh_name(hint, self.used, start=2)
 
     def const(self, hint: str, value) -> str:
         name = self.fresh(hint)

@@ -124,6 +124,16 @@ def dims(value: onnx.ValueInfoProto, symbolic: bool = True) -> tuple | None:
                  for d in t.shape.dim)
 
 
+def fresh_name(base: str, taken: set, start: int = 1) -> str:
+    """`base`, or `base_<k>` for the first k ≥ `start` not in `taken`; the name is added to `taken`."""
+    name, k = base, start - 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
 def static_shapes(model: onnx.ModelProto, complete: bool = False) -> dict[str, tuple]:
     """Inferred shapes of the graph's inputs, values and outputs (unknown dims None); with `complete`,
     only the fully known ones."""

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxlam.graph.model import opset_version, static_shapes
+from onnxlam.graph.model import fresh_name, opset_version, static_shapes
 
 NUMPY_PAD_MODE = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 
@@ -71,12 +71,7 @@ class FreshNames:
                         self._collect(g)
 
     def __call__(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name
+        return fresh_name(base, self.taken)
 
 
 def _constant_node(name: str, value: np.ndarray) -> onnx.NodeProto:
