@@ -10,15 +10,33 @@ import functools
 import sys
 
 import typer
-from rich.console import Console
 
 from onnxlam.errors import OnnxlamError
 from onnxlam.render.text import fmt  # noqa: F401  (the commands' table cells)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Local Attribution Maps (LAM) for super-resolution networks in ONNX.")
-err = Console(stderr=True)
-out = Console()
+
+
+class _Console:
+    """rich's Console, made on first use: importing rich.console is a third of `onnxlam --help`'s start."""
+
+    def __init__(self, stderr: bool):
+        self._stderr, self._console = stderr, None
+
+    def get(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name):
+        return getattr(self.get(), name)
+
+
+err = _Console(stderr=True)
+out = _Console(stderr=False)
 
 
 def fail(message: str, code: int) -> None:
@@ -67,7 +85,7 @@ def progress(elapsed: bool = False):
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TimeElapsedColumn(), TextColumn("eta")] if elapsed else []
-    return Progress(*columns, TimeRemainingColumn(), console=err, transient=True)
+    return Progress(*columns, TimeRemainingColumn(), console=err.get(), transient=True)
 
 
 def facts(title: str, rows) -> None:
