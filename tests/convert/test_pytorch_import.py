@@ -399,7 +399,7 @@ def test_a_local_network_with_size_requirements_is_analysed_whole(hr, tmp_path, 
     assert analyzer.receptive_field.global_ and "size requirements" in analyzer.receptive_field.reason
     window = (SCALE * LR_W - SIZE - 1, SCALE * LR_H - SIZE - 1)  # the bottom-right corner of the map
     got = analyzer.run(hr, window, SIZE, fold=FOLD)
-    assert got.extra.get("crop") is None
+    assert got.crop is None
 
     class Reference(torch.nn.Module):
         def forward(self, x):
