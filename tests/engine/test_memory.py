@@ -204,11 +204,12 @@ def test_one_step_too_big_is_cropped_and_said(big_image):
     assert rw["crop"] is None and rw["batch_size"] == 4
     footprint = memory.Footprint(tuple(memory.Probe(**p) for p in mem["probes"]))
     need_whole = mem["baseline"] + memory.margin(footprint.peak(1, n * n) + 3 * n * n * 16)
-    # + 128 MiB: the next process's baseline (its resident set after the whole-image forward pass,
-    # freed blocks included) differs from this one's by tens of MB (seen: 54 in the full suite), and
-    # when the gradient check is what binds, the limit has no other slack
+    # + 256 MiB: the next process's baseline (its resident set after the whole-image forward pass,
+    # freed blocks included) differs from this one's (seen: 54 MB; and in one full-suite run the
+    # cropped process peaked 72 MB over a limit with 128 MiB of this slack, while the test alone
+    # passes), and when the gradient check is what binds, the limit has no other slack
     limit = int(mem["baseline"] + memory.margin(max(footprint.check + 3 * n * n * 16,
-                                                    footprint.peak(1, 200 * 200) + 3 * n * n * 16))) + (128 << 20)
+                                                    footprint.peak(1, 200 * 200) + 3 * n * n * 16))) + (256 << 20)
     assert limit < need_whole, "the limit must force a crop"
     code, out, err, sampled = _lam_measured(model, hr, *args, "--out", folder / "cropped", "--max-memory", limit,
                                             cwd=folder)
