@@ -177,8 +177,10 @@ class Analyzer:
         analysis at two sizes cannot see."""
         from onnxlam.convert.pytorch import size_dependent_padding
 
-        if self._rf is None and size_dependent_padding(self.source):
-            self._rf = ReceptiveField(True, None, size_dependent_padding(self.source))
+        if self._rf is None:
+            padded = size_dependent_padding(self.source)
+            if padded:
+                self._rf = ReceptiveField(True, None, padded)
         if self._rf is None:
             try:
                 self._rf = receptive_field(self.normalised, INPUT, output_name=OUTPUT,
