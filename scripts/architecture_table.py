@@ -206,10 +206,10 @@ def main(argv=None) -> int:
 
 def _write(path: Path, text: str) -> None:
     """Atomic (onnxlam's writer): a half-written table never replaces a whole one."""
-    from onnxlam.batch.report import write_text_atomically
+    from onnxlam.files import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, text)
+    write_atomic(path, text)
 
 
 if __name__ == "__main__":

@@ -71,9 +71,9 @@ CONFIGS: dict[str, ZooConfig] = {c.name: c for c in [
     _c("RGT", "RGT", img_size=16, embed_dim=64, depth=[1], num_heads=[2], split_size=[4, 4], upscale=4),
     _c("CRAFT", "CRAFT", window_size=8, embed_dim=64, depths=[1], num_heads=[2], split_size_0=4,
        split_size_1=8, upscale=4),
-    _c("FDAT", "FDAT", note="measured: with the gradient check off the TorchScript case's map equals the "
-       "reference (max|ΔM| 1.9e-6, |ΔDI| 1.2e-6): the node-local check rejects a correct program "
-       "(its F.normalize: ReduceL2, Clip)", scale=4, embed_dim=12, num_groups=1, depth_per_group=1, num_heads=2, window_size=4,
+    _c("FDAT", "FDAT", note="its channel gate's Sigmoid sees inputs of ~1e-5, where the node-local check's "
+       "step was float32 rounding and rejected the correct program (5.5e-2) until smooth ops got a floored "
+       "tangent (`gradcheck.floored_tangents`)", scale=4, embed_dim=12, num_groups=1, depth_per_group=1, num_heads=2, window_size=4,
        mid_dim=8),
     _c("OmniSR", "OmniSR", num_feat=16, block_num=1, window_size=4, res_num=1, up_scale=4),
     _c("DCTLSA", "DCTLSA", nf=10, num_modules=6, upscale=4, num_head=2),
@@ -116,7 +116,9 @@ CONFIGS: dict[str, ZooConfig] = {c.name: c for c in [
     _c("Uformer", "Uformer", lr=64, note="LR 64: four ×2 downsamplings down to one 4×4 window (spandrel's "
        "multiple of 128 is for its default window 8)", img_size=256, embed_dim=8, depths=[1] * 9, num_heads=[1] * 9, win_size=4),
     _c("RetinexFormer", "RetinexFormer", n_feat=8, stage=1, num_blocks=[1, 1, 1]),
-    _c("HVICIDNet", "HVICIDNet", channels=[8, 8, 16, 32], heads=[1, 2, 4, 8]),
+    _c("HVICIDNet", "HVICIDNet", note="TorchScript exports its hue's boolean-mask assignments as NonZero/"
+       "GatherND/ScatterND with a data-dependent Slice, which onnx-ad refused until "
+       "`rewrite.masked_assignment_as_where`", channels=[8, 8, 16, 32], heads=[1, 2, 4, 8]),
     _c("MixDehazeNet", "MixDehazeNet", lr=48, embed_dims=[8, 16, 32, 16, 8], depths=[1, 1, 1, 1, 1]),
 ]}
 

@@ -11,9 +11,11 @@ Two independent checks, combined into one number compared with `FD_TOLERANCE`:
    (Relu, LeakyRelu, Sigmoid, Sqrt, …) use one derivative table for both modes, so a wrong one would
    be consistent between J and Jᵀ. Every image-dependent node, cut loose and fed the values it sees on
    the probe image, is compared with a central difference of that node alone; inputs move
-   multiplicatively, so no kink is crossed, and the inputs of max-type ops (MaxPool, ReduceMax,
-   Max, …) along a tangent that is a function of the value, so no step reorders them and no tie is
-   crossed (`order_preserving_tangents`). Tolerance 1e-2 (noise ≤ 1e-4).
+   multiplicatively, so no kink is crossed; the inputs of ops smooth everywhere (Sigmoid, Exp, …) by
+   at least a floor, so a tiny input's step is resolved in float32 (`floored_tangents`); and the
+   inputs of max-type ops (MaxPool, ReduceMax, Max, …) along a tangent that is a function of the
+   value, so no step reorders them and no tie is crossed (`order_preserving_tangents`). Tolerance
+   1e-2 (noise ≤ 1e-4).
 
 Why not a central difference of the whole network along a random direction: on ReLU networks with
 ~10⁶ units (Real-CUGAN) a ±1e-3 step crosses ~10³ kinks and the quotient does not converge, even in
@@ -270,6 +272,32 @@ def order_preserving_tangents(exploded: onnx.ModelProto, feeds: dict, perturb: l
     return out
 
 
+SMOOTH = {"Sigmoid", "Tanh", "Exp", "Erf", "Sin", "Cos", "Softplus", "Softsign", "Gelu", "Mish", "Softmax",
+          "LogSoftmax"}
+SMOOTH_FLOOR = 0.1  # the least |tangent| per element of a `SMOOTH` op's input, in that op's own units
+
+
+def floored_tangents(exploded: onnx.ModelProto, feeds: dict, perturb: list, r: dict) -> dict:
+    """Tangents for the inputs of ops that are smooth everywhere (`SMOOTH`: Sigmoid, Exp, Erf, …):
+    t = r·sign(z)·max(|z|, SMOOTH_FLOOR) instead of the multiplicative r·z.
+
+    The multiplicative tangent keeps a value from crossing zero (ReLU's kink); these ops have no
+    kink, but their output is O(1) where the input is tiny, so a step of ~|z| cannot be resolved:
+    FDAT's channel gate feeds a Sigmoid values of ~1e-5, whose central difference (a change of
+    ~1e-8 in ~0.5) was float32 rounding, and the correct rule failed (5.5e-2). Their curvature is on
+    a scale of ~1, so a step of SMOOTH_FLOOR·|s| ≤ 0.02 is resolved and still small.
+    """
+    out = {}
+    for node in exploded.graph.node:
+        if node.op_type not in SMOOTH or node.domain not in ("", "ai.onnx"):
+            continue
+        for i in node.input:
+            if i in perturb:
+                z = feeds[i]
+                out[i] = (r[i] * np.where(z < 0, -1.0, 1.0) * np.maximum(np.abs(z), SMOOTH_FLOOR)).astype(np.float32)
+    return out
+
+
 def check_local_derivatives(program, device="auto", seed=0, steps=(1e-2, 1e-1), one_per_signature=True,
                             report=False):
     """Largest relative L2 error, over the image-dependent nodes, of onnx-ad's forward rule against a
@@ -279,7 +307,9 @@ def check_local_derivatives(program, device="auto", seed=0, steps=(1e-2, 1e-1), 
 
     Each float input z moves as z·(1 + s·r), r uniform in [0.5, 1], |s| ≤ 2h = 0.2: no value crosses
     zero (no ReLU/Abs kink is crossed) and the tangent has the sign of the value (no cancellation in
-    the detector's sums). The inputs of selection ops (MaxPool, ReduceMax, Max, …: `SELECTING`) move
+    the detector's sums); inputs of ops smooth everywhere (Sigmoid, Exp, …) move at least
+    SMOOTH_FLOOR·r per element (`floored_tangents`), which float32 resolves where they are tiny.
+    The inputs of selection ops (MaxPool, ReduceMax, Max, …: `SELECTING`) move
     along a tangent that is a smooth function of the value instead (`order_preserving_tangents`),
     so no step reorders them and no tie or near-tie is crossed. An element whose two differences
     disagree (a kink of Clip, say) is left out unless a tenth of the node is.
@@ -293,7 +323,9 @@ def check_local_derivatives(program, device="auto", seed=0, steps=(1e-2, 1e-1), 
     names = [o.name for o in exploded.graph.output]
     if not names:
         return (0.0, []) if report else 0.0
-    tangent = {k: feeds[k] * rng.uniform(0.5, 1.0, feeds[k].shape).astype(np.float32) for k in perturb}
+    r = {k: rng.uniform(0.5, 1.0, feeds[k].shape).astype(np.float32) for k in perturb}
+    tangent = {k: feeds[k] * r[k] for k in perturb}
+    tangent.update(floored_tangents(exploded, feeds, perturb, r))
     tangent.update(order_preserving_tangents(exploded, feeds, perturb, rng))
     forward = onnx_ad.forward(exploded, inputs=perturb, outputs=names, layout="onnx")
     jvp = create_session(forward, device).run({**feeds, **{"fwd_" + k: t[..., None] for k, t in tangent.items()}})

@@ -20,6 +20,9 @@ shapes (the gradient program's), and returns replacement nodes or None to keep t
 - `DFT` inverse and onesided (`torch.fft.irfft2`, dynamo export: FFTformer): onnx-ad has no
   reverse rule; it is the full inverse DFT of the Hermitian spectrum the half determines,
   X[k] = conj(X[N−k]), rebuilt by a Gather of the mirrored bins and a conjugation.
+- A boolean-mask assignment `x[m] = f(y[m])` (TorchScript: NonZero, GatherND, ScatterND, a Slice to
+  the data-dependent count: HVI-CIDNet's colour transform): onnx-ad needs constant Slice bounds; with
+  f elementwise it is `Where(m, f(y), x)` (`masked_assignment_as_where`, a pattern over several nodes).
 
 Every new value is named by `FreshNames` (a name no value of the graph has): onnx-ad's own nodes
 and earlier rewrites use the obvious names (`Shape(out) → out_shape`), and an ONNX graph with one
@@ -338,13 +341,173 @@ def onesided_inverse_dft_as_full(node: onnx.NodeProto, constants: dict, shapes: 
     return nodes
 
 
+# --- masked assignment: `x[mask] = f(y[mask])` ---------------------------------------------------
+# Elementwise ops a masked vector may pass through on its way from GatherND to ScatterND. Each is
+# finite wherever its operands are, so computing it on every element (not only the masked ones)
+# cannot put a NaN into the gradient through the Where (0·inf); Div only by a non-zero constant.
+MASKED_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Neg", "Identity", "Floor", "Ceil", "Round"}
+DENSE = "\0dense"  # the key of a chain value's dense form (no ONNX name holds a NUL)
+
+
+class _Graph:
+    """Producers, consumers, constants and static shapes of one graph (for pattern matching)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.producer = {o: n for n in model.graph.node for o in n.output if o}
+        self.consumers: dict[str, list] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in model.graph.output}
+        self.constants, self.shapes = _constants(model), static_shapes(model)
+
+    def made_by(self, name: str, op_type: str) -> onnx.NodeProto | None:
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx") else None
+
+    def mask_of(self, indices: str) -> str | None:
+        """The mask m of `Transpose(NonZero(m), perm=[1, 0])` (through an `Expand` of m to its own shape)."""
+        t = self.made_by(indices, "Transpose")
+        if t is None or list(next((helper.get_attribute_value(a) for a in t.attribute if a.name == "perm"),
+                                  [1, 0])) != [1, 0]:
+            return None
+        nz = self.made_by(t.input[0], "NonZero")
+        if nz is None:
+            return None
+        mask = nz.input[0]
+        e = self.made_by(mask, "Expand")
+        if e is not None and self.shapes.get(e.input[0]) == self.shapes.get(mask) is not None:
+            mask = e.input[0]
+        return mask
+
+    def count_of(self, name: str) -> str | None:
+        """The mask whose element count `name` is: `Unsqueeze(Gather(Shape(indices), 0))` (or without
+        the Unsqueeze), `indices` a `Transpose(NonZero(m))`."""
+        u = self.made_by(name, "Unsqueeze")
+        g = self.made_by(u.input[0] if u is not None else name, "Gather")
+        if g is None or g.input[1] not in self.constants or int(np.asarray(self.constants[g.input[1]]).reshape(-1)[0]):
+            return None
+        shape = self.made_by(g.input[0], "Shape")
+        return self.mask_of(shape.input[0]) if shape is not None and len(shape.attribute) == 0 else None
+
+
+def _same_mask(graph: _Graph, a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and (a == b or _root_mask(graph, a) == _root_mask(graph, b))
+
+
+def _root_mask(graph: _Graph, mask: str) -> str:
+    e = graph.made_by(mask, "Expand")
+    return e.input[0] if e is not None and graph.shapes.get(e.input[0]) == graph.shapes.get(mask) else mask
+
+
+def _dense_chain(graph: _Graph, name: str, mask: str, chain: list) -> str | None:
+    """The dense form (mask's shape) of the masked vector `name`, appending the elementwise nodes that
+    compute it to `chain` as (node, dense operands); None where `name` is not such a vector."""
+    node = graph.producer.get(name)
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    op = node.op_type
+    if op == "GatherND":
+        batch_dims = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "batch_dims"), 0)
+        if batch_dims or not _same_mask(graph, graph.mask_of(node.input[1]), mask):
+            return None
+        if graph.shapes.get(node.input[0]) != graph.shapes.get(mask):
+            return None
+        return node.input[0]
+    if op == "Reshape":  # to [-1]: a 1-D vector stays itself
+        target = graph.constants.get(node.input[1])
+        if target is None or np.asarray(target).reshape(-1).tolist() != [-1]:
+            return None
+        return _dense_chain(graph, node.input[0], mask, chain)
+    if op == "Slice":  # [0 : the mask's count] along axis 0, step 1: all of it
+        operands = list(node.input[1:]) + [""] * (4 - len(node.input[1:]))
+        starts = graph.constants.get(operands[0])
+        if starts is None or np.asarray(starts).reshape(-1).tolist() != [0]:
+            return None
+        if operands[2] and np.asarray(graph.constants.get(operands[2], [1])).reshape(-1).tolist() != [0]:
+            return None
+        if operands[3] and np.asarray(graph.constants.get(operands[3], [0])).reshape(-1).tolist() != [1]:
+            return None
+        if not _same_mask(graph, graph.count_of(operands[1]), mask):
+            return None
+        return _dense_chain(graph, node.input[0], mask, chain)
+    if op not in MASKED_ELEMENTWISE:
+        return None
+    dense = []
+    for i, operand in enumerate(node.input):
+        if operand in graph.constants and np.asarray(graph.constants[operand]).size == 1:
+            if op == "Div" and i == 1 and not np.all(np.asarray(graph.constants[operand]) != 0):
+                return None
+            dense.append(operand)
+            continue
+        if op == "Div" and i == 1:
+            return None  # a computed divisor may be zero where the mask is off
+        d = _dense_chain(graph, operand, mask, chain)
+        if d is None:
+            return None
+        dense.append(d)
+    chain.append((node, dense))
+    return node.output[0] + DENSE
+
+
+def masked_assignment_as_where(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`x[m] = f(y[m])` as `Where(m, f(y), x)`: TorchScript's export of a boolean-mask assignment
+    (HVI-CIDNet's colour transform: `hue[img[:, 2] == value] = 4 + (…)[img[:, 2] == value]`).
+
+    The export is ScatterND(x, Transpose(NonZero(m)), Slice(Reshape(f(GatherND(y, Transpose(NonZero(m)))),
+    [-1]), 0, count)): its values have a data-dependent length, which onnx-ad cannot differentiate
+    (the Slice's end is computed). NonZero lists m's true elements in row-major order, GatherND reads
+    them from y and ScatterND writes them back to the same places of x, so with f elementwise
+    (`MASKED_ELEMENTWISE`, each operand a masked vector of the same m or a scalar constant) and y, m
+    and x of one shape, it is f applied to all of y, selected by m: exactly the same values.
+    """
+    graph = _Graph(model)
+    fresh = FreshNames(model)
+    replace: dict[int, list] = {}
+    for node in model.graph.node:
+        if node.op_type != "ScatterND" or node.domain not in ("", "ai.onnx"):
+            continue
+        if any(a.name == "reduction" and helper.get_attribute_value(a) not in (b"none", "none")
+               for a in node.attribute):
+            continue
+        data, indices, updates = node.input[:3]
+        mask = graph.mask_of(indices)
+        if mask is None or graph.shapes.get(mask) != graph.shapes.get(data) or graph.shapes.get(data) is None:
+            continue
+        chain: list = []
+        dense = _dense_chain(graph, updates, mask, chain)
+        if dense is None:
+            continue
+        names, nodes = {}, []
+        for old, operands in chain:
+            out = names[old.output[0] + DENSE] = fresh(f"{old.output[0]}_dense")
+            c = onnx.NodeProto()
+            c.CopyFrom(old)
+            del c.input[:]
+            c.input.extend(names.get(o, o) for o in operands)
+            c.output[0] = out
+            nodes.append(c)
+        selector = fresh(f"{node.output[0]}_mask")
+        nodes += [helper.make_node("Cast", [_root_mask(graph, mask)], [selector], to=onnx.TensorProto.BOOL),
+                  helper.make_node("Where", [selector, names.get(dense, dense), data], list(node.output))]
+        replace[id(node)] = nodes
+    if not replace:
+        return model
+    kept = []
+    for node in model.graph.node:
+        kept.extend(replace.get(id(node), [node]))
+    return prune(_with_nodes(model, kept))  # the NonZero index chains, unused now
+
+
 REWRITES: dict[str, Callable] = {"Pad": rewrite_pad, "Slice": slice_steps_as_gather,
                                  "AveragePool": average_pool_ceil_mode, "DFT": onesided_inverse_dft_as_full}
 
 
 def make_differentiable(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with every registered op rewritten where its rule applies (a shape-inferred, static model)."""
-    rewritten = _apply(model, REWRITES)
+    rewritten = _apply(masked_assignment_as_where(model), REWRITES)
     if rewritten is model:
         return model
     return onnx.shape_inference.infer_shapes(rewritten, strict_mode=True, data_prop=True)

@@ -13,6 +13,13 @@ restoring the old behaviour), the test shows that the net really reproduces it.
 4. CRAFT: `torch.flip` and strided slices (`rewrite.slice_steps_as_gather`).
 5. MIRNet2: AveragePool with ceil_mode=1 (`rewrite.average_pool_ceil_mode`).
 6. FFTformer (dynamo): `torch.fft.irfft2`, an inverse onesided DFT (`rewrite.onesided_inverse_dft_as_full`).
+
+Found by the developers' own table (docs/architectures.md), after the six above:
+
+7. FDAT: a channel gate's Sigmoid sees values of ~1e-5; the node-local difference of a step of ~|z|
+   is float32 rounding, and a correct program failed the check (`gradcheck.floored_tangents`).
+8. HVI-CIDNet (TorchScript): `hue[mask] = f(y)[mask]` is NonZero/GatherND/ScatterND with a
+   data-dependent length onnx-ad cannot differentiate (`rewrite.masked_assignment_as_where`).
 """
 from __future__ import annotations
 
@@ -139,6 +146,47 @@ class InverseRealFFT(nn.Module):
         f = torch.fft.rfft2(self.c(x))
         f = f * torch.view_as_complex(self.w)
         return x + torch.fft.irfft2(f, s=x.shape[-2:])
+
+
+class TinyGate(nn.Module):
+    """FDAT's channel gate: global average pool, a 1×1 conv of small weights, a Sigmoid of inputs
+    ~1e-5 (FDAT's: 1.7e-6 … 1.8e-5), gating the features."""
+
+    scale = 1
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.g = nn.Conv2d(8, 8, 1)
+        self.o = nn.Conv2d(8, 3, 3, padding=1)
+        with torch.no_grad():
+            self.g.weight.mul_(1e-4)
+            self.g.bias.zero_()
+
+    def forward(self, x):
+        f = self.c(x)
+        return x + self.o(f * torch.sigmoid(self.g(F.adaptive_avg_pool2d(f, 1))))
+
+
+class MaskedAssign(nn.Module):
+    """HVI-CIDNet's hue: boolean-mask assignments `hue[m] = f(y)[m]`, one of them through `% 6`
+    (Floor), and a scalar one (`hue[m] = 0`)."""
+
+    scale = 1
+
+    def __init__(self):
+        super().__init__()
+        self.o = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        eps = 1e-8
+        value, low = x.max(1)[0], x.min(1)[0]
+        hue = torch.zeros_like(value)
+        hue[x[:, 2] == value] = 4.0 + ((x[:, 0] - x[:, 1]) / (value - low + eps))[x[:, 2] == value]
+        hue[x[:, 1] == value] = 2.0 + ((x[:, 2] - x[:, 0]) / (value - low + eps))[x[:, 1] == value]
+        hue[x[:, 0] == value] = (0.0 + ((x[:, 1] - x[:, 2]) / (value - low + eps))[x[:, 0] == value]) % 6
+        hue[low == value] = 0.0
+        return x + self.o(torch.cat([x, hue[:, None] / 6.0], 1))
 
 
 def _seeded(cls, *args, **kwargs) -> nn.Module:
@@ -391,11 +439,84 @@ def test_onesided_inverse_dft_rewrite_equals_onnxruntime(n, axis_as_input):
     np.testing.assert_allclose(got[..., 0], torch.fft.irfft(spectrum, n=n, dim=1).numpy(), atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- 7. FDAT
+def _wrong_sigmoid(ctx, node, x, y, dtype):
+    """onnx-ad's Sigmoid derivative ×1.05, in both modes (one table): only the local check can see it."""
+    return ctx.b.op("Mul", [_REAL_SIGMOID(ctx, node, x, y, dtype), ctx.constant(1.05, dtype)])
+
+
+_REAL_SIGMOID = onnx_ad.rules.DERIVATIVE["Sigmoid"]
+
+
+@pytest.mark.parametrize("exporter", arch.EXPORTERS)
+def test_sigmoid_of_tiny_values_passes_the_check(exported, exporter, monkeypatch):
+    module, path = exported(TinyGate, exporter)
+    _matches_autograd(path, module)
+    # the net reproduces the fault: with multiplicative tangents only, the Sigmoid's step is rounding
+    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
+    monkeypatch.setattr(gradcheck, "SMOOTH", set())
+    old, worst = gradcheck.check_local_derivatives(prog, "cpu", report=True)
+    print(f"\n{exporter}: node-local error with the old tangents {old:.2e} ({worst[0][1]})")
+    assert old > gradcheck.LOCAL_TOLERANCE and worst[0][1].startswith("Sigmoid")
+
+
+def test_a_wrong_sigmoid_rule_at_tiny_values_is_still_rejected(exported, monkeypatch):
+    _, path = exported(TinyGate, "torchscript")
+    monkeypatch.setitem(onnx_ad.rules.DERIVATIVE, "Sigmoid", _wrong_sigmoid)
+    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
+    assert gradcheck.check_forward_reverse(prog, "cpu") < gradcheck.FR_TOLERANCE  # consistent: invisible there
+    local = gradcheck.check_local_derivatives(prog, "cpu")
+    print(f"\nSigmoid ×1.05: node-local error {local:.2e}")
+    assert local > 3 * gradcheck.LOCAL_TOLERANCE
+    with pytest.raises(NumericalError, match="fails its check"):
+        build_program(path, 1, LR, LR, cache=False)
+
+
+# ----------------------------------------------------------------------------- 8. HVI-CIDNet
+def test_masked_assignment(exported):
+    module, path = exported(MaskedAssign, "torchscript")
+    assert {"NonZero", "GatherND", "ScatterND"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    _matches_autograd(path, module)
+
+
+def test_masked_assignment_rewrite_keeps_values_and_refuses_unsafe_chains():
+    """`x[m] = f(y[m])` built by hand: with f = y·2 + 1 the rewrite gives Where and the same values
+    as onnxruntime's NonZero graph on inputs with ties; with f = Sqrt (NaN where the mask is off,
+    0·NaN in the Where's gradient) it is left alone."""
+    def graph(op):
+        s = [3, 4, 5]
+        nodes = [helper.make_node("Equal", ["y", "x"], ["m"]),
+                 helper.make_node("NonZero", ["m"], ["nz"]),
+                 helper.make_node("Transpose", ["nz"], ["idx"], perm=[1, 0]),
+                 helper.make_node("GatherND", ["y", "idx"], ["g"])]
+        nodes += ([helper.make_node("Mul", ["g", "two"], ["g2"]), helper.make_node("Add", ["g2", "one"], ["u"])]
+                  if op == "affine" else [helper.make_node("Sqrt", ["g"], ["u"])])
+        nodes.append(helper.make_node("ScatterND", ["x", "idx", "u"], ["out"]))
+        init = [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+                numpy_helper.from_array(np.array(1.0, np.float32), "one")]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n in "xy"],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, s)], init)
+        return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, (3, 4, 5)).astype(np.float32)
+    y = np.where(rng.uniform(size=x.shape) < 0.5, x, rng.integers(0, 3, x.shape)).astype(np.float32)
+    model = graph("affine")
+    rewritten = rewrite.masked_assignment_as_where(model)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "Where" in ops and not {"NonZero", "GatherND", "ScatterND"} & set(ops)
+    onnx.checker.check_model(rewritten, full_check=True)
+    np.testing.assert_array_equal(_run(rewritten, {"x": x, "y": y})[0], _run(model, {"x": x, "y": y})[0])
+    unsafe = graph("sqrt")
+    assert rewrite.masked_assignment_as_where(unsafe) is unsafe
+
+
 # ----------------------------------------------------------------------------- whole LAM maps
 LAM_CASES = [pytest.param(TiesPool, "torchscript", id="safmn-maxpool-torchscript"),
              pytest.param(NegativePad, "torchscript", id="realcugan-negative-pad-torchscript"),
              pytest.param(Flip, "dynamo", id="craft-flip-dynamo"),
-             pytest.param(InverseRealFFT, "dynamo", id="fftformer-irfft2-dynamo")]
+             pytest.param(InverseRealFFT, "dynamo", id="fftformer-irfft2-dynamo"),
+             pytest.param(MaskedAssign, "torchscript", id="hvicidnet-masked-assignment-torchscript")]
 
 
 @pytest.mark.parametrize("cls, exporter", LAM_CASES)
