@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from onnxlam.graph.model import SizeRequirements, size_dependent_padding  # noqa: F401 (the API names both here)
 from onnxlam.errors import InputError
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
@@ -61,38 +62,6 @@ class ExportError(InputError):
 
 class FixedSizeOnly(ExportError):
     """No dynamic-size export reproduces the model; a fixed LR size is needed."""
-
-
-@dataclass(frozen=True)
-class SizeRequirements:
-    """spandrel's `SizeRequirements`: sides ≥ minimum, multiples of `multiple_of`, square when `square`."""
-
-    minimum: int = 0
-    multiple_of: int = 1
-    square: bool = False
-
-    @property
-    def none(self) -> bool:
-        return self.minimum == 0 and self.multiple_of == 1 and not self.square
-
-    def padded(self, height: int, width: int) -> tuple[int, int]:
-        """The size the network is called at for an LR input of height × width (spandrel's rule)."""
-        def up(n: int) -> int:
-            n = max(n, self.minimum)
-            return -(-n // self.multiple_of) * self.multiple_of
-        h, w = up(height), up(width)
-        return (max(h, w),) * 2 if self.square else (h, w)
-
-    def text(self) -> str:
-        if self.none:
-            return "none"
-        parts = [f"minimum {self.minimum}"] if self.minimum else []
-        parts += [f"multiple of {self.multiple_of}"] if self.multiple_of > 1 else []
-        parts += ["square"] if self.square else []
-        return ", ".join(parts) + " (padded reflect bottom/right, output cropped)"
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -443,24 +412,6 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
         raise FixedSizeOnly(f"{what} exports at a fixed size only ({'; '.join(rejected)}); give the LR size "
                             "(import-pth --size H W)")
     raise ExportError(f"{what}: no export reproduces the PyTorch call: {'; '.join(rejected)}")
-
-
-def size_dependent_padding(model) -> Optional[str]:
-    """Why a crop of the input would change what an imported model computes, or None.
-
-    The baked padding depends on the input size (how many rows reach the next multiple, or the
-    minimum), so the network run on a crop is padded differently from the network run on the image:
-    the receptive-field crop, exact for shift-equivariant networks, is not exact here.
-    """
-    meta = {p.key: p.value for p in model.metadata_props}
-    try:
-        req = SizeRequirements(**json.loads(meta["onnxlam.size_requirements"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-    if req.none:
-        return None
-    return (f"the model pads its input to its size requirements ({req.text()}), by an amount that "
-            "depends on the input size: a crop would be padded differently, so it is analysed whole")
 
 
 # --------------------------------------------------------------------------------------------- the cache

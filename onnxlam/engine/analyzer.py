@@ -26,7 +26,8 @@ from onnxlam.engine.program import GradientProgram, build_program, infer_scale, 
 from onnxlam.engine.runtime import Session, create_session, resolve_device
 from onnxlam.errors import InputError, NumericalError
 from onnxlam.graph.detector import MASK, append_detector, window_mask
-from onnxlam.graph.model import INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims, require_standard_ops
+from onnxlam.graph.model import (INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims,
+                                 require_standard_ops, size_dependent_padding)
 from onnxlam.graph.receptive_field import ReceptiveField, receptive_field
 from onnxlam.lam import image as images
 from onnxlam.lam.integration import integrate
@@ -175,8 +176,6 @@ class Analyzer:
         A model whose baked padding depends on the input size (a checkpoint's size requirements, see
         `convert.pytorch`) is global: its reach at a border changes with the image's size, which the
         analysis at two sizes cannot see."""
-        from onnxlam.convert.pytorch import size_dependent_padding
-
         if self._rf is None:
             padded = size_dependent_padding(self.source)
             if padded:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -493,3 +494,55 @@ def output_dims(model: onnx.ModelProto, name: str = OUTPUT) -> tuple | None:
         if v.name == name and v.type.tensor_type.HasField("shape"):
             return dims(v)
     return None
+
+
+# --- size requirements baked into an imported checkpoint (convert/pytorch.py writes them) ---
+@dataclass(frozen=True)
+class SizeRequirements:
+    """spandrel's `SizeRequirements`: sides ≥ minimum, multiples of `multiple_of`, square when `square`."""
+
+    minimum: int = 0
+    multiple_of: int = 1
+    square: bool = False
+
+    @property
+    def none(self) -> bool:
+        return self.minimum == 0 and self.multiple_of == 1 and not self.square
+
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """The size the network is called at for an LR input of height × width (spandrel's rule)."""
+        def up(n: int) -> int:
+            n = max(n, self.minimum)
+            return -(-n // self.multiple_of) * self.multiple_of
+        h, w = up(height), up(width)
+        return (max(h, w),) * 2 if self.square else (h, w)
+
+    def text(self) -> str:
+        if self.none:
+            return "none"
+        parts = [f"minimum {self.minimum}"] if self.minimum else []
+        parts += [f"multiple of {self.multiple_of}"] if self.multiple_of > 1 else []
+        parts += ["square"] if self.square else []
+        return ", ".join(parts) + " (padded reflect bottom/right, output cropped)"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def size_dependent_padding(model: onnx.ModelProto) -> str | None:
+    """Why a crop of the input would change what an imported model computes, or None.
+
+    An imported checkpoint (`convert.pytorch`) records its baked size requirements in
+    `metadata_props`. The baked padding depends on the input size (how many rows reach the next multiple, or the
+    minimum), so the network run on a crop is padded differently from the network run on the image:
+    the receptive-field crop, exact for shift-equivariant networks, is not exact here.
+    """
+    meta = _metadata(model)
+    try:
+        req = SizeRequirements(**json.loads(meta["onnxlam.size_requirements"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if req.none:
+        return None
+    return (f"the model pads its input to its size requirements ({req.text()}), by an amount that "
+            "depends on the input size: a crop would be padded differently, so it is analysed whole")
