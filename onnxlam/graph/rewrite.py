@@ -353,6 +353,8 @@ def grid_sample_bilinear(node: onnx.NodeProto, constants: dict, shapes: dict, op
     x = (g + 1)(W − 1)/2 with align_corners, else ((g + 1)W − 1)/2; x₀ = ⌊x⌋, x₁ = x₀ + 1,
     weights x₁ − x and x − x₀ (likewise y); a corner outside the image counts 0 (zeros), or reads
     the nearest edge pixel (border: clamping the indices alone equals clamping the coordinate).
+    Where a border coordinate lies exactly on the edge, PyTorch takes the outer one-sided derivative
+    w.r.t. the grid (0) and this the inner one; both are subgradients, on a set of measure zero.
     """
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731

@@ -105,6 +105,8 @@ def video_layout(model: onnx.ModelProto, frames: int, where: str = "<memory>") -
             raise InputError(f"{where} takes {total} input channels, which is not {frames} frames of 1 or 3 "
                              "channels; give as many frames as the model takes")
         oc = fixed(do[1]) if len(do) == 4 else None
+        if len(do) == 4 and oc is None:
+            oc = _inferred_channels(model, inp, di)
         if len(do) == 4 and oc == c:
             return VideoLayout(frames, c, True, "one")
         if len(do) == 4 and oc == total:
@@ -115,6 +117,25 @@ def video_layout(model: onnx.ModelProto, frames: int, where: str = "<memory>") -
                          f"or N×{frames}×{c}×H×W")
     raise InputError(f"{where}: its input has shape {_text(di)}; a video model takes N×T×C×h×w or "
                      "N×(T·C)×h×w")
+
+
+def _inferred_channels(model: onnx.ModelProto, inp: onnx.ValueInfoProto, di: tuple) -> int | None:
+    """The output's channel count by shape inference at a fixed input shape (dynamic dims: batch 1,
+    32×32), where the file leaves it symbolic; None if inference cannot tell."""
+    from onnxlam.graph.model import fix_input_shape
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    weights = {t.name for t in m.graph.initializer}
+    kept = [v for v in m.graph.input if v.name not in weights]
+    del m.graph.input[:]
+    m.graph.input.extend(kept)
+    shape = tuple(d if isinstance(d, int) else (1 if k == 0 else 32) for k, d in enumerate(di))
+    try:
+        d = dims(fix_input_shape(m, shape).graph.output[0], symbolic=False)
+    except InputError:
+        return None
+    return d[1] if d and len(d) == 4 else None
 
 
 def _text(d) -> str:
