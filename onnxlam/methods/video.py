@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from onnxlam.graph.video import VideoLayout, open_video_model
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini
 from onnxlam.lam.options import LamOptions
 from onnxlam.lam.result import Completeness, Window, to_json_value
+
+if TYPE_CHECKING:
+    from onnxlam.engine.cropping import Crop
 
 D = LamOptions()
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -78,7 +81,7 @@ class VideoLamResult:
     value_range: float               # the model's per-frame pixel convention
     channel_order: str
     warnings: tuple[str, ...] = ()
-    crop: object | None = None       # engine.cropping.Crop: the LR box analysed, where not the whole frame
+    crop: Crop | None = None         # the LR box analysed, where not the whole frame
 
     def to_json(self) -> dict:
         data = {f.name: to_json_value(getattr(self, f.name)) for f in fields(self) if not f.metadata.get("array")}
