@@ -99,7 +99,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
 def lam(model: ModelArg,
         images: Annotated[List[str], typer.Argument(
             help="HR image (downsampled per the LAM protocol), or LR with --lr. For a video SR model: the "
-            "frames in order (FRAME0 FRAME1 …), or one folder of frames (sorted by name).", metavar="IMAGE...")],
+            "frames in order (FRAME0 FRAME1 …), or one folder of frames (sorted by name).", metavar="IMAGE")],
         window: Annotated[Tuple[int, int], typer.Option(
             "--window", help="X Y: top-left column and row of the window in SR-output pixels. Repeat for "
             "several windows: they share each forward pass and get a sub-folder each.")],
