@@ -27,6 +27,7 @@ with frames in place of an image.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -104,11 +105,18 @@ def frame_metrics(attribution: np.ndarray) -> dict:
                 di_temporal=(1.0 - gini(shares)) * 100.0, zero=not total > 0)
 
 
+def _natural(path: Path) -> list:
+    """Sort key of a file name with its runs of digits compared as numbers (frame2 before frame10)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+
 def frame_files(items: Sequence[str | Path]) -> list[Path]:
-    """The frames named on the command line: the files as given, or one folder's images sorted by name."""
+    """The frames named on the command line: the files as given, or one folder's images sorted by name
+    (runs of digits by value: frame2 before frame10; other files left out)."""
     paths = [Path(p) for p in items]
     if len(paths) == 1 and paths[0].is_dir():
-        found = sorted(p for p in paths[0].iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted((p for p in paths[0].iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                       key=_natural)
         if not found:
             raise InputError(f"the folder {paths[0]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return found

@@ -8,6 +8,7 @@ command line; the bilinear GridSample rewrite against autograd.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -25,7 +26,7 @@ from video_architectures import LR, T, RecurrentVSR, SlidingVSR, StackedBgr255, 
 from onnxlam.errors import InputError, NumericalError
 from onnxlam.graph import rewrite
 from onnxlam.graph.video import VideoLayout
-from onnxlam.methods.video import VideoAnalyzer, analyze_video, frame_metrics
+from onnxlam.methods.video import VideoAnalyzer, analyze_video, frame_files, frame_metrics
 
 WINDOW, SIZE, FOLD = (8, 10), 12, 6
 
@@ -125,6 +126,23 @@ def test_layout_errors(nets, zoo):
         VideoAnalyzer(nets["files"]["sliding", "torchscript"], T, 0)
     with pytest.raises(InputError, match="takes one image"):
         VideoAnalyzer(zoo.onnx("fsrcnn", "torchscript"), T)
+
+
+def test_frame_files_sorts_a_folder_by_name_numbers_by_value(tmp_path):
+    for name in ("frame10.png", "frame2.png", "frame1.PNG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in frame_files([tmp_path])] == ["frame1.PNG", "frame2.png", "frame10.png"]
+    assert frame_files(["b.png", "a.png"]) == [Path("b.png"), Path("a.png")]  # files: as given
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        frame_files([tmp_path / "empty"])
+
+
+def test_single_image_call_on_a_video_model_says_how_to_give_frames(nets, frames, tmp_path):
+    paths = _write_frames(tmp_path / "lr", frames)
+    r = run_cli("lam", nets["files"]["sliding", "torchscript"], paths[0], "--lr", "--window", 0, 0, "--fold", 2,
+                "--device", "cpu", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "--frame K" in r.stderr and "N×T×C×h×w" in r.stderr, r.stderr
 
 
 # --- GridSample ---------------------------------------------------------------------------------------
