@@ -218,3 +218,46 @@ def reference_lam(
         nan_gradients=nan_count,
         sr=sr,
     )
+
+
+# --------------------------------------------------------------------------- video: T input frames
+def reference_video_lam(
+    model: torch.nn.Module,
+    frames: np.ndarray,
+    x: int,
+    y: int,
+    size: int = 16,
+    output_frame: int | None = None,
+    sigma: float = 1.2,
+    fold: int = 50,
+    kernel_size: int = 9,
+) -> dict:
+    """LAM of a video model for frames ``frames`` (T x C x h x w float32 in [0,1]), window (x, y, size).
+
+    Every frame is blurred along the path (spec §3 per frame); the detector (spec §2) is on the model's
+    output frame ``output_frame`` (output N x T x C x H x W), or on its only output (N x C x H x W) when
+    None; autograd w.r.t. all frames (spec §4). Returns dict(A (T x C x h x w), M (T x h x w, one max
+    over all frames), shares, di_frames (each frame's own abs-normalised map), di_joint, di_temporal).
+    """
+    frames = np.asarray(frames, np.float32)
+    t, c, h, w = frames.shape
+    images, derivs, _ = make_path(frames.reshape(t * c, h, w), "blur", sigma, fold, kernel_size)
+    model.eval()
+    acc = np.zeros(frames.shape, np.float64)
+    for k in range(images.shape[0]):
+        xt = torch.from_numpy(images[k].reshape(t, c, h, w).copy())[None].requires_grad_(True)
+        with torch.enable_grad():
+            out = model(xt)
+            if output_frame is not None:
+                out = out[:, output_frame]
+            d = detector(out, x, y, size)[0]
+            d.backward()
+        grad = xt.grad[0].numpy().astype(np.float64)
+        grad[np.isnan(grad)] = 0.0
+        acc += grad * derivs[k].reshape(t, c, h, w).astype(np.float64)
+    A = acc / images.shape[0]
+    S = np.abs(A.sum(axis=1))
+    M = S / (S.max() + 1e-5)
+    shares = M.sum(axis=(1, 2)) / M.sum()
+    return dict(A=A, M=M, shares=shares, di_frames=[diffusion_index(abs_normalise(A[i])) for i in range(t)],
+                di_joint=diffusion_index(M), di_temporal=(1.0 - gini(shares)) * 100.0)

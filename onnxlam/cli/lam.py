@@ -97,7 +97,9 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
 @app.command()
 @handled
 def lam(model: ModelArg,
-        image: Annotated[str, typer.Argument(help="HR image (downsampled per the LAM protocol), or LR with --lr.")],
+        images: Annotated[List[str], typer.Argument(
+            help="HR image (downsampled per the LAM protocol), or LR with --lr. For a video SR model: the "
+            "frames in order (FRAME0 FRAME1 …), or one folder of frames (sorted by name).", metavar="IMAGE")],
         window: Annotated[Tuple[int, int], typer.Option(
             "--window", help="X Y: top-left column and row of the window in SR-output pixels. Repeat for "
             "several windows: they share each forward pass and get a sub-folder each.")],
@@ -118,9 +120,20 @@ def lam(model: ModelArg,
         stdev: Annotated[Optional[float], typer.Option(
             "--stdev", help="Noise standard deviation in [0, 1] units (default 0.1).")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the noise (default 0).")] = None,
+        frame: Annotated[Optional[int], typer.Option(
+            "--frame", help="Video SR: the output frame K whose window is analysed (a model restoring every "
+            "frame needs it; a sliding-window model restores the centre).")] = None,
         debug: Debug = False):
-    """Compute the local attribution map of a window and write the arrays, result.json and pictures."""
+    """Compute the local attribution map of a window and write the arrays, result.json and pictures.
+
+    With several frames (or a folder of them) or --frame: video LAM, a map per input frame."""
     from onnxlam.lam.options import LamOptions
+
+    video = frame is not None or len(images) > 1 or Path(images[0]).is_dir()
+    if not video:
+        image = images[0]
+    elif noise_tunnel is not None or program is not None or more_windows or input_values:
+        raise InputError("video LAM takes one --window and no --noise-tunnel, --program or --input")
 
     tunnel = None
     if noise_tunnel is not None:
@@ -135,8 +148,52 @@ def lam(model: ModelArg,
     options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop,
                          context=context, max_memory=max_memory, inputs=inputs(input_values))
+    if video:
+        return run_video_lam(model, images, window, frame, options, out_dir=out_dir, as_json=as_json)
     run_lam(model, image, [window] + [pair(w) for w in more_windows], options, program=program,
             out_dir=out_dir, as_json=as_json, tunnel=tunnel)
+
+
+def run_video_lam(model: str, frames: list[str], window: tuple[int, int], frame: int | None, options=None, *,
+                  out_dir: Optional[Path] = None, as_json: bool = False):
+    """`onnxlam lam MODEL FRAME0 FRAME1 … [--frame K]` as a function: video LAM (`methods/video.py`)."""
+    from onnxlam.lam.options import LamOptions
+    from onnxlam.methods.video import VideoAnalyzer, frame_files, write_video_result
+    from onnxlam.render.outputs import check_out_dir
+
+    options = (options or LamOptions()).validate()
+    files = frame_files(frames)
+    model = resolve_model(model, str(files[0]), options.lr)
+    name = Path(frames[0]).name if len(frames) == 1 else f"{files[0].stem}-T{len(files)}"
+    folder = out_dir or _default_out(model, name, *window)
+    check_out_dir(folder)
+    model_args = {k: v for k, v in options.model_arguments().items() if k != "inputs"}
+    analyzer = VideoAnalyzer(model, len(files), frame, **model_args)
+    with progress() as bar:
+        task = bar.add_task("video LAM", total=options.fold)
+        step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        result = analyzer.run_video([str(f) for f in files], window, options.size, progress=step,
+                                    **options.run_arguments())
+    write_video_result(result, folder)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        w = result.window
+        rows = [("frames", f"{len(files)}  (output frame {result.frame}, {result.layout.output} output)"),
+                ("shares", "  ".join(f"{t}: {100 * s:.1f}%" for t, s in enumerate(result.shares))),
+                ("DI per frame", "  ".join(f"{t}: {d:.2f}" for t, d in enumerate(result.di_frames))),
+                ("DI joint", f"{result.di_joint:.3f}"), ("temporal DI", f"{result.di_temporal:.3f}"),
+                ("window", f"x={w.x} y={w.y} size={w.size}"),
+                ("scale", f"×{result.scale}  (LR {result.lr_size[1]}×{result.lr_size[0]})"),
+                ("completeness", f"Σ attribution {result.completeness.attribution_sum:.5g}  vs  "
+                                 f"ΔD {result.completeness.objective_delta:.5g}"),
+                ("seconds", f"{result.seconds:.2f}"), ("written to", str(folder))]
+        facts("Video local attribution map", rows)
+    for note in result.warnings:
+        err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    if result.nan_gradients:
+        err.print(f"[yellow]warning:[/] {result.nan_gradients} NaN gradient values were replaced by 0")
+    return result
 
 
 @app.command()

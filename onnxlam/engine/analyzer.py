@@ -66,7 +66,7 @@ class Group:
 class Analyzer:
     """One model, ready to analyse images: `Analyzer("model.onnx").run("photo.png", window=(x, y))`."""
 
-    def __init__(self, model: str | Path, *, device: str = D.device, value_range: float | None = D.value_range,
+    def __init__(self, model: str | Path | tuple, *, device: str = D.device, value_range: float | None = D.value_range,
                  bgr: bool | None = D.bgr, batch_size: int | None = D.batch_size, cache: bool = True,
                  check_ops: bool = True, max_memory: int | str | None = D.max_memory,
                  inputs: dict[str, float] | tuple | None = None):
@@ -74,7 +74,11 @@ class Analyzer:
         self.model_path = str(model)
         # extra inputs (a noise level, a quality factor) fixed to constants: a one-input network from here on
         self.inputs = dict(inputs or {})
-        self.source, self.info = open_model(model, self.inputs)
+        if isinstance(model, tuple):  # an in-memory (ModelProto, ModelInfo): a video model adapted to one image
+            self.source, self.info = model
+            self.model_path = self.info.path
+        else:
+            self.source, self.info = open_model(model, self.inputs)
         if check_ops:  # `inspect` describes such models instead
             require_standard_ops(self.source, self.model_path)
         self.value_range = self.info.value_range if value_range is None else float(value_range)
@@ -189,10 +193,13 @@ class Analyzer:
         return self._rf
 
     # --- the analysis -------------------------------------------------------------------------
-    def prepare(self, image: str | Path | np.ndarray, lr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """The LR input and the cropped HR image (float32 C×h×w in [0, 1]; HR None with `lr`), spec §1."""
+    def prepare(self, image: str | Path | np.ndarray, lr: bool = False,
+                channels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The LR input and the cropped HR image (float32 C×h×w in [0, 1]; HR None with `lr`), spec §1.
+
+        `channels`: the image's channels where the model's input has others (one frame of a video)."""
         pixels = images.read_image(image) if isinstance(image, (str, Path)) else images.from_array(image)
-        pixels = images.match_channels(pixels, self.info.channels)
+        pixels = images.match_channels(pixels, channels or self.info.channels)
         if lr and self._scale is None:
             self._size_hint = (int(pixels.shape[0]), int(pixels.shape[1]))
         x = images.to_unit(pixels) if lr else images.prepare_lr(pixels, self.scale)

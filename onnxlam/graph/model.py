@@ -185,8 +185,10 @@ def inspect_model(model: onnx.ModelProto, path: str | Path = "<memory>", sha256:
             raise InputError(f"{where}: not a single-image SR model: its {role} '{spec.name}' is "
                              f"{spec.type_name}, not a float image")
         if len(spec.dims) != 4:
+            video = (" (a video SR model, N×T×C×h×w: give its frames, `onnxlam lam MODEL FRAME0 FRAME1 … "
+                     "--frame K`)") if role == "input" and len(spec.dims) == 5 else ""
             raise InputError(f"{where}: not a single-image SR model: its {role} '{spec.name}' has "
-                             f"shape {spec.shape_text() or 'unknown'}; onnxlam needs N×C×H×W")
+                             f"shape {spec.shape_text() or 'unknown'}; onnxlam needs N×C×H×W{video}")
     channels = inp.dims[1] if isinstance(inp.dims[1], int) else 3  # a symbolic channel axis: RGB
     if channels not in (1, 3):
         raise InputError(f"{where}: the input '{inp.name}' has {channels} channels; onnxlam analyses "
