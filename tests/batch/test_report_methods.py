@@ -80,6 +80,7 @@ def test_rows_carry_their_method_and_only_its_columns(report, inputs):
         assert (r["di"] != "") == has_di and (r["pixels_90"] != "") == has_di
         assert all((r[k] != "") == (not has_di) for k in ("positive", "negative", "neutral", "effect_range",
                                                            "reference_psnr"))
+        assert (r["path"], r["fold"]) == (("blur", str(FOLD)) if has_di else ("", ""))  # CEM has no LAM path
         slug = Path(r["folder"]).name
         assert (f"-{r['method']}-" in slug) == (r["method"] != "lam")
     data = json.loads((report / "results.json").read_text())
@@ -185,6 +186,32 @@ def test_rerun_computes_nothing_and_a_changed_method_option_only_its_cases(repor
     assert json.loads(r.stdout)["run"]["computed"] == 4  # the CEM cases; LAM and the noise tunnel reused
     changed = {p.name for p in (out / "cases").iterdir() if (p / "result.json").stat().st_mtime_ns != times[p.name]}
     assert len(changed) == 4 and all("-cem-" in name for name in changed)
+    # a LAM path option: LAM's and the noise tunnel's cases are recomputed, CEM's (no path) are not
+    flags = list(METHOD_FLAGS)
+    flags[flags.index("--fold") + 1] = FOLD - 1
+    r = run_cli(*_args(inputs, out, *flags, "--cem-seed", 7), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["run"]["computed"] == 8 and json.loads(r.stdout)["run"]["reused"] == 4
+
+
+def test_a_failing_case_of_a_method_is_recorded_and_the_others_go_on(inputs, tmp_path):
+    out = tmp_path / "rep"
+    r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images" / "one.png", "--window", 8, 8,
+                "--window", 60, 60, "--method", "lam,cem", "--fold", 2, "--cem-samples", 1, "--cem-refine", 0,
+                "--cem-bank-size", 10, "--device", "cpu", "--out", out, "--json")
+    assert r.returncode == 1, r.stderr  # a failed case
+    rows = {(row["x"], row["method"]): row for row in _rows(out)}
+    assert {k: row["status"] for k, row in rows.items()} == {("8", "lam"): "ok", ("8", "cem"): "ok",
+                                                              ("60", "lam"): "failed", ("60", "cem"): "failed"}
+    failed = rows[("60", "cem")]
+    assert "ROI (60, 60) of side 16 is not inside the 64×64 output" in failed["message"]
+    error = json.loads((out / failed["folder"] / "error.json").read_text())
+    assert error["method"] == "cem" and error["status"] == "failed" and error["case"]["method"]["name"] == "cem"
+    r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images" / "one.png", "--window", 8, 8,
+                "--window", 60, 60, "--method", "lam,cem", "--fold", 2, "--cem-samples", 1, "--cem-refine", 0,
+                "--cem-bank-size", 10, "--device", "cpu", "--out", out, "--json")
+    run = json.loads(r.stdout)["run"]  # the failed cases are retried, the others reused
+    assert (run["reused"], run["failed"]) == (2, 2)
 
 
 def test_cem_on_a_local_cluster_equals_the_serial_run(report, inputs, tmp_path):

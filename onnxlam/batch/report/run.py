@@ -138,10 +138,14 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
         return digest
 
     method_options = config.method_options
-    fingerprints = {c: Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, options.lr,
-                                   options.path, float(options.sigma), options.fold, options.kernel_size,
-                                   options.value_range, options.bgr, options.context,
-                                   method=method_options.parameters(c.method)) for c in cases}
+
+    def fingerprint(c: Case) -> Fingerprint:
+        # CEM has no LAM path: its cases hold LAM's defaults there, so --fold & co. do not recompute them
+        o = LamOptions(value_range=options.value_range, bgr=options.bgr) if c.method == CEM else options
+        return Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, o.lr, o.path, float(o.sigma), o.fold,
+                           o.kernel_size, o.value_range, o.bgr, o.context, method=method_options.parameters(c.method))
+
+    fingerprints = {c: fingerprint(c) for c in cases}
     report = Report(out, config, [], started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     todo = []
     for c in cases:

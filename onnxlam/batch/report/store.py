@@ -110,7 +110,7 @@ class CaseRow:
 
     def to_json(self, options: LamOptions) -> dict:
         c = self.case
-        return {"model": c.model, "image": c.image, "method": c.method,
+        data = {"model": c.model, "image": c.image, "method": c.method,
                 "window": {"x": c.x, "y": c.y, "size": c.size},
                 "lr": options.lr, "path": options.path, "sigma": options.sigma, "fold": options.fold,
                 "kernel_size": options.kernel_size, "value_range": options.value_range, "bgr": options.bgr,
@@ -120,10 +120,14 @@ class CaseRow:
                 "scale": self.scale, "seconds": self.seconds, "status": self.status, "message": self.message,
                 "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused,
                 "effects": self.effects.to_json() if self.effects else None}
+        if c.method == CEM:  # LAM's path options do not apply to a causal effect map
+            data.update(dict.fromkeys(("lr", "path", "sigma", "fold", "kernel_size", "context")))
+        return data
 
     def csv_values(self, options: LamOptions) -> list:
         c, e = self.case, self.effects
-        return [c.model, c.image, c.x, c.y, c.size, options.path, options.fold, _num(self.di), _num(self.gini),
+        path, fold = ("", "") if c.method == CEM else (options.path, options.fold)
+        return [c.model, c.image, c.x, c.y, c.size, path, fold, _num(self.di), _num(self.gini),
                 *(_num(self.range.get(k)) for k in RANGE_KEYS), _num(self.seconds, 3), self.status,
                 self.message, self.folder, c.method,
                 *(("",) * 5 if e is None else (e.positive, e.negative, e.neutral, _num(e.effect_range),
