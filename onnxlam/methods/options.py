@@ -108,9 +108,20 @@ def parse_methods(values: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def check_methods(methods: tuple[str, ...], lam_options, method_options: MethodOptions) -> MethodOptions:
-    """InputError for a combination no case could run with; the options with the patch folder absolute
-    (a cluster's workers do not run in this folder)."""
+def check_methods(methods: tuple[str, ...], lam_options, method_options: MethodOptions,
+                  given: Iterable[str] = ()) -> MethodOptions:
+    """InputError for a combination no case could run with, or for options `given` (names) that no
+    chosen method takes; the options with the patch folder absolute (a cluster's workers do not run
+    in this folder)."""
+    from dataclasses import fields
+
+    flags = {f.name: f.metadata["flag"] for f in fields(MethodOptions)}
+    for name in given:
+        cem = name.startswith("cem_")
+        if (CEM not in methods) if cem else not set(TUNNELS) & set(methods):
+            raise InputError(f"{flags[name]} belongs to " + ("--method cem" if cem else
+                             "the noise tunnel (--method smoothgrad, smoothgrad_sq or vargrad)") +
+                             f"; the report runs {', '.join(methods)}: add the method or leave the option out")
     if CEM in methods:
         if lam_options.lr:
             raise InputError("--method cem takes the HR image as its ground truth (the input is its bicubic "

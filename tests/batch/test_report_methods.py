@@ -242,6 +242,8 @@ def test_cem_on_a_local_cluster_equals_the_serial_run(report, inputs, tmp_path):
     (("--method", "cem", "--lr"), "--lr does not apply"),
     (("--method", "cem", "--cem-refine", "-1"), "--cem-refine must be ≥ 0"),
     (("--method", "smoothgrad", "--samples", "0"), "--samples must be at least 1"),
+    (("--method", "lam,smoothgrad", "--cem-block", "4"), "--cem-block belongs to --method cem"),
+    (("--method", "cem", "--stdev", "0.2"), "--stdev belongs to the noise tunnel"),
 ])
 def test_bad_method_is_a_usage_error(inputs, tmp_path, flags, needle):
     out = tmp_path / "never"

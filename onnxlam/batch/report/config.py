@@ -126,7 +126,7 @@ class ConfigValues(make_dataclass("_ConfigValues",
         options = replace(LamOptions(), **given).validate()
         methods = parse_methods(self.methods)
         given = {k: getattr(self, k) for k in METHOD_KEYS if getattr(self, k) is not None}
-        method_options = check_methods(methods, options, replace(MethodOptions(), **given).validate())
+        method_options = check_methods(methods, options, replace(MethodOptions(), **given).validate(), given)
         from onnxlam.batch.cluster import parse_target
 
         parse_target(self.cluster, self.scheduler)  # InputError for a bad or doubly given target

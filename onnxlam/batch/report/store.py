@@ -61,7 +61,8 @@ class Fingerprint:
     format: int = FORMAT
     # Left out, as device and batch_size are: max_memory. It decides how the work is split, not which
     # map is asked for; a case cut to fit the limit says so in its result.json ("crop", "warnings").
-    method: dict | None = None  # a method beyond LAM and its options (`MethodOptions.parameters`)
+    # a method beyond LAM and its options (`MethodOptions.parameters`); not hashed, the rest is
+    method: dict | None = field(default=None, hash=False)
 
     def to_json(self) -> dict:
         data = asdict(self)
