@@ -280,3 +280,22 @@ def test_method_defaults_are_the_methods_own():
     assert (o.samples, o.stdev, o.seed) == (noise_tunnel.SAMPLES, noise_tunnel.STDEV, noise_tunnel.SEED)
     assert o.cem_arguments() == {k: run[k].default for k in ("block", "samples", "refine", "tol", "seed", "patches",
                                                               "bank_size")}
+
+
+def test_the_other_noise_tunnels_equal_their_api(inputs, tmp_path):
+    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.noise_tunnel import NoiseTunnel, noise_tunnel
+
+    out, image = tmp_path / "rep", inputs / "images" / "two.png"
+    r = run_cli("report", "--model", inputs / "a.onnx", "--image", image, "--window", 30, 20, "--fold", 2,
+                "--method", "smoothgrad_sq,vargrad", "--samples", 2, "--stdev", 0.05, "--device", "cpu", "--out", out)
+    assert r.returncode == 0, r.stderr
+    analyzer = Analyzer(inputs / "a.onnx", device="cpu")
+    rows = _rows(out)
+    assert [row["method"] for row in rows] == ["smoothgrad_sq", "vargrad"]
+    for row in rows:
+        direct, = noise_tunnel(analyzer, str(image), [(30, 20)], NoiseTunnel(row["method"], 2, 0.05, 0), 16, fold=2)
+        np.testing.assert_allclose(np.load(out / row["folder"] / "gradient.npy"), direct.gradient, rtol=1e-6, atol=1e-12)
+        assert float(row["di"]) == pytest.approx(direct.di, rel=1e-5)
+    a, b = (np.load(out / row["folder"] / "gradient.npy") for row in rows)
+    assert (a >= 0).all() and (b >= 0).all() and (b <= a + 1e-12).all()  # E[A²] ≥ E[A²] − E[A]² ≥ 0
