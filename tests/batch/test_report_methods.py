@@ -295,7 +295,8 @@ def test_the_other_noise_tunnels_equal_their_api(inputs, tmp_path):
     assert [row["method"] for row in rows] == ["smoothgrad_sq", "vargrad"]
     for row in rows:
         direct, = noise_tunnel(analyzer, str(image), [(30, 20)], NoiseTunnel(row["method"], 2, 0.05, 0), 16, fold=2)
-        np.testing.assert_allclose(np.load(out / row["folder"] / "gradient.npy"), direct.gradient, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(np.load(out / row["folder"] / "gradient.npy"), direct.gradient, rtol=1e-6,
+                                   atol=1e-12)
         assert float(row["di"]) == pytest.approx(direct.di, rel=1e-5)
     a, b = (np.load(out / row["folder"] / "gradient.npy") for row in rows)
     assert (a >= 0).all() and (b >= 0).all() and (b <= a + 1e-12).all()  # E[A²] ≥ E[A²] − E[A]² ≥ 0
