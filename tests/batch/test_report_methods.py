@@ -300,3 +300,17 @@ def test_the_other_noise_tunnels_equal_their_api(inputs, tmp_path):
         assert float(row["di"]) == pytest.approx(direct.di, rel=1e-5)
     a, b = (np.load(out / row["folder"] / "gradient.npy") for row in rows)
     assert (a >= 0).all() and (b >= 0).all() and (b <= a + 1e-12).all()  # E[A²] ≥ E[A²] − E[A]² ≥ 0
+
+
+def test_page_shows_cem_columns_only_where_cem_ran(report, inputs, tmp_path):
+    page = (report / "index.html").read_text()
+    assert "CEM range dB" in page and ">CEM +<" in page
+    row = next(r for r in _rows(report) if r["method"] == "cem")
+    cells = "".join(f'<td class=n data-v="{row[k]}">{row[k]}</td>' for k in ("positive", "negative", "neutral"))
+    assert cells in page  # the case's counts, in their columns
+    plain = tmp_path / "plain"
+    r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images" / "one.png", "--window", 8, 8,
+                "--fold", 2, "--device", "cpu", "--out", plain)
+    assert r.returncode == 0, r.stderr
+    page = (plain / "index.html").read_text()
+    assert "CEM" not in page and "<td>lam</td>" in page

@@ -98,7 +98,8 @@ def render_html(report: Report) -> str:
              + (" CEM (the window is the region of interest): input blocks whose replacement lowers (+), raises "
                 "(−) or leaves (0) the ROI's PSNR, and the effect range max − min in dB."
                 if CEM in report.config.methods else "") + "</p>"]
-    parts += _summary_table(summaries)
+    cem = CEM in report.config.methods  # CEM's columns only where it ran
+    parts += _summary_table(summaries, cem)
     parts.append("<h2>DI distribution per model</h2><div class=\"plots\">")
     for s in summaries:
         if s.method == CEM:  # no DI
@@ -107,30 +108,32 @@ def render_html(report: Report) -> str:
         parts.append(f'<div class="plot"><h3 title="{_e(title)}">{_e(title)}</h3>'
                      f"{_histogram_svg(s.dis, lo, hi)}</div>")
     parts.append("</div>")
-    parts += _case_table(report.rows)
+    parts += _case_table(report.rows, cem)
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _summary_table(summaries: Sequence[ModelSummary]) -> list[str]:
+def _summary_table(summaries: Sequence[ModelSummary], cem: bool = False) -> list[str]:
     lines = ["<h2>Summary per model</h2>", "<table><thead><tr><th>model</th><th>method</th><th class=n>cases</th>"
              "<th class=n>failures</th><th class=n>DI mean</th><th class=n>DI median</th><th class=n>DI std</th>"
-             "<th class=n>radius 90% (mean)</th><th class=n>CEM range dB (mean)</th></tr></thead><tbody>"]
+             "<th class=n>radius 90% (mean)</th>" + ("<th class=n>CEM range dB (mean)</th>" if cem else "")
+             + "</tr></thead><tbody>"]
     for s in summaries:
         lines.append(f"<tr><td>{_e(s.model)}</td><td>{_e(s.method)}</td><td class=n>{s.cases}</td>"
                      f"<td class=n>{s.failures}</td>"
                      f"<td class=n>{_fmt(s.di_mean)}</td><td class=n>{_fmt(s.di_median)}</td>"
                      f"<td class=n>{_fmt(s.di_std)}</td><td class=n>{_fmt(s.radius_90_mean)}</td>"
-                     f"<td class=n>{_fmt(s.effect_range_mean)}</td></tr>")
+                     + (f"<td class=n>{_fmt(s.effect_range_mean)}</td>" if cem else "") + "</tr>")
     lines.append("</tbody></table>")
     return lines
 
 
-def _case_table(rows: Sequence[CaseRow]) -> list[str]:
+def _case_table(rows: Sequence[CaseRow], cem: bool = False) -> list[str]:
     heads = [("panel", False), ("model", False), ("image", False), ("method", False), ("x", True), ("y", True),
              ("size", True), ("DI", True), ("Gini", True), ("px 50%", True), ("px 90%", True), ("px 99%", True),
-             ("radius 90%", True), ("CEM +", True), ("CEM −", True), ("CEM 0", True), ("CEM range dB", True),
-             ("seconds", True), ("status", False), ("message", False)]
+             ("radius 90%", True)]
+    heads += [("CEM +", True), ("CEM −", True), ("CEM 0", True), ("CEM range dB", True)] if cem else []
+    heads += [("seconds", True), ("status", False), ("message", False)]
     lines = ["<h2>Cases</h2>", '<input id="filter" type="search" placeholder="Filter cases…" '
              'aria-label="Filter cases">', '<div class="wrap"><table id="cases"><thead><tr>']
     for name, numeric in heads:
@@ -150,8 +153,8 @@ def _case_table(rows: Sequence[CaseRow]) -> list[str]:
         def num(v, digits=2):
             return f'<td class=n data-v="{"" if v is None else _e(v)}">{_fmt(v, digits)}</td>'
 
-        effects = "".join(num(v) for v in ((None,) * 4 if eff is None else
-                                           (eff.positive, eff.negative, eff.neutral, eff.effect_range)))
+        effects = "" if not cem else "".join(num(v) for v in ((None,) * 4 if eff is None else (
+            eff.positive, eff.negative, eff.neutral, eff.effect_range)))
         folder_link = f'<a href="{_href(r.folder + "/")}">{_e(r.status)}</a>' if r.status != "pending" \
             else _e(r.status)
         lines.append(
