@@ -338,15 +338,15 @@ def _abandoned() -> bool:
 
 
 def report_task(rows, fingerprints: dict, options, out: str, model_path: str, sha256: str,
-                reraise_unexpected: bool = False) -> list:
-    """A worker's part of a report: one group (the pending windows of one model on one image) computed
-    and written by `report.run_group`; returns the cases' rows for the client."""
+                reraise_unexpected: bool = False, method_options=None) -> list:
+    """A worker's part of a report: one group (the pending windows of one model and method on one
+    image) computed and written by `report.run_group`; returns the cases' rows for the client."""
     from onnxlam.batch.report.run import ReportListener, run_group
 
     done = []
     with _session(sha256, model_path, options) as analyzers:
         for row in run_group(rows, fingerprints, analyzers, options, Path(out), ReportListener(),
-                             reraise_unexpected, 1, len(rows)):
+                             reraise_unexpected, 1, len(rows), method_options):
             done.append(row)
             if _abandoned():
                 break
@@ -420,7 +420,8 @@ class ClusterExecutor:
             key = f"onnxlam-{Path(first.model).stem}-{Path(first.image).stem}-{uuid.uuid4().hex[:12]}"
             future = self.client.submit(
                 report_task, rows, {r.case: pending.fingerprints[r.case] for r in rows}, options, str(out),
-                resolved[first.model], hashes[first.model], reraise_unexpected, key=key, workers=[worker],
+                resolved[first.model], hashes[first.model], reraise_unexpected, report.config.method_options,
+                key=key, workers=[worker],
                 allow_other_workers=True, retries=RETRIES, pure=False)
             futures[future] = group
         last = time.monotonic()

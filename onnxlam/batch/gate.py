@@ -134,6 +134,8 @@ def load_baseline(path: str | Path) -> list[GateCase]:
     for i, entry in enumerate(data["cases"]):
         if not isinstance(entry, dict) or entry.get("status") != "ok":
             continue
+        if entry.get("method", "lam") != "lam":  # the gate holds LAM's DI; other methods' cases are not its
+            continue
         try:
             w = entry["window"]
             missing = [k for k in BASELINE_KEYS if k not in entry]

@@ -17,10 +17,12 @@ D = LamOptions()  # the defaults, for the commands' signatures
 _HINTS = typing.get_type_hints(LamOptions)
 
 
-def _alias(name: str, given: bool = False):
-    """`Annotated[T, typer.Option(flag, help)]` for the LAM option `name`, its type from the field's."""
-    f = option_field(name)
-    choices = [t for t in typing.get_args(_HINTS[name]) or (_HINTS[name],) if t is not type(None)]
+def _alias(name: str, given: bool = False, cls=None):
+    """`Annotated[T, typer.Option(flag, help)]` for the option `name` of `cls` (default LamOptions; any
+    dataclass of `lam.options.option` fields), its type from the field's."""
+    f = option_field(name, cls)
+    hints = _HINTS if cls is None else typing.get_type_hints(cls)
+    choices = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
     kind = str if str in choices else choices[0]  # "24G" on the command line; parsed by the option's check
     flag = f.metadata["optional_flag" if given else "flag"]
     help = f.metadata["help"]
@@ -57,6 +59,26 @@ GivenFold = _alias("fold", given=True)
 GivenKernelSize = _alias("kernel_size", given=True)
 GivenCrop = _alias("crop", given=True)
 GivenDevice = _alias("device", given=True)
+
+# The report's options of the methods beyond LAM, from `batch.report.methods.MethodOptions` (as overrides:
+# None is "not given", so a TOML file or the method's default decides).
+def _method_alias(name: str):
+    from onnxlam.methods.options import MethodOptions
+
+    return _alias(name, given=True, cls=MethodOptions)
+
+
+GivenSamples = _method_alias("samples")
+GivenStdev = _method_alias("stdev")
+GivenSeed = _method_alias("seed")
+GivenCemSize = _method_alias("cem_size")
+GivenCemBlock = _method_alias("cem_block")
+GivenCemSamples = _method_alias("cem_samples")
+GivenCemRefine = _method_alias("cem_refine")
+GivenCemTol = _method_alias("cem_tol")
+GivenCemSeed = _method_alias("cem_seed")
+GivenCemPatches = _method_alias("cem_patches")
+GivenCemBankSize = _method_alias("cem_bank_size")
 
 Inputs = Annotated[Optional[typing.List[str]], typer.Option("--input", metavar="NAME=VALUE",
                                                             help=option_field("inputs").metadata["help"])]

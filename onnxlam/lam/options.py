@@ -114,14 +114,7 @@ class LamOptions:
 
     def validate(self) -> LamOptions:
         """InputError for the first option no analysis could run with; the options themselves otherwise."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            check = f.metadata["check"]
-            if value is not None and check is not None:
-                problem = check(f.metadata["flag"].split("/")[0], value)
-                if problem:
-                    raise InputError(problem)
-        return self
+        return validate_options(self)
 
     def model_arguments(self) -> dict:
         """Keyword arguments of `Analyzer(...)` for these options."""
@@ -143,12 +136,26 @@ class LamOptions:
         return replace(cls(), **given_options(data, where)).validate()
 
 
-def option_names(scope: str | None = None) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(LamOptions) if scope is None or f.metadata["scope"] == scope)
+def validate_options(options):
+    """InputError for the first field of `options` (a dataclass of `option` fields: LamOptions, or
+    another method's declaration) whose check fails; `options` itself otherwise."""
+    for f in fields(options):
+        value = getattr(options, f.name)
+        check = f.metadata["check"]
+        if value is not None and check is not None:
+            problem = check(f.metadata["flag"].split("/")[0], value)
+            if problem:
+                raise InputError(problem)
+    return options
 
 
-def option_field(name: str):
-    return next(f for f in fields(LamOptions) if f.name == name)
+def option_names(scope: str | None = None, cls=None) -> tuple[str, ...]:
+    """The option names of `cls` (default LamOptions; any dataclass of `option` fields)."""
+    return tuple(f.name for f in fields(cls or LamOptions) if scope is None or f.metadata["scope"] == scope)
+
+
+def option_field(name: str, cls=None):
+    return next(f for f in fields(cls or LamOptions) if f.name == name)
 
 
 def default(name: str):
@@ -156,10 +163,11 @@ def default(name: str):
     return None if f.default is MISSING else f.default
 
 
-def given_options(data: Mapping[str, Any], where: str = "options") -> dict:
-    """The LAM options among `data`'s keys, type-checked (floats from ints), None values left out."""
+def given_options(data: Mapping[str, Any], where: str = "options", cls=None) -> dict:
+    """The options of `cls` (default LamOptions) among `data`'s keys, type-checked (floats from ints),
+    None values left out."""
     given = {}
-    for f in fields(LamOptions):
+    for f in fields(cls or LamOptions):
         value = data.get(f.name)
         if value is None:
             continue

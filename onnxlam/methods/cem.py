@@ -727,9 +727,12 @@ def render(result: CemResult) -> dict[str, np.ndarray]:
     return {"cem.png": picture, "panel.png": pictures.panel([boxed, picture], labels)}
 
 
-def write_result(result: CemResult, out: str | Path) -> Path:
+def write_result(result: CemResult, out: str | Path, about: dict | None = None) -> Path:
     """`effect.npy`, `psnr_coarse.npy`, `psnr_fine.npy`, `refined.npy`, `result.json`, `cem.png`,
-    `panel.png` into folder `out`, all or nothing."""
+    `panel.png` into folder `out`, all or nothing.
+
+    `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
+    replace the result's own keys."""
     import json
 
     from onnxlam.files import atomic_dir
@@ -745,5 +748,9 @@ def write_result(result: CemResult, out: str | Path) -> Path:
         np.save(tmp / "refined.npy", result.refined)
         for name, picture in render(result).items():
             pictures.save(str(tmp / name), picture)
-        (tmp / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        data = result.to_json()
+        clash = sorted(set(data) & set(about or {}))
+        if clash:
+            raise ValueError(f"result.json already has {', '.join(clash)}")
+        (tmp / "result.json").write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
     return out

@@ -13,11 +13,13 @@ from typing import Sequence
 
 from onnxlam.errors import InputError
 from onnxlam.lam.options import LamOptions, given_options, option_names
+from onnxlam.methods.options import CEM, LAM, MethodOptions, check_methods, parse_methods
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-REPORT_KEYS = ("models", "images", "windows", "windows_file", "out", "cluster", "scheduler")
-CONFIG_KEYS = REPORT_KEYS + option_names()
+REPORT_KEYS = ("models", "images", "windows", "windows_file", "out", "cluster", "scheduler", "methods", "method")
+METHOD_KEYS = option_names(cls=MethodOptions)
+CONFIG_KEYS = REPORT_KEYS + option_names() + METHOD_KEYS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -35,24 +37,29 @@ class WindowSpec:
 
 @dataclass(frozen=True)
 class Case:
-    """One analysis of a report: `model` and `image` as given (paths or collection names)."""
+    """One analysis of a report: `model` and `image` as given (paths or collection names), the window
+    (for CEM: the region of interest) and the `method` (methods/options.py)."""
 
     model: str
     image: str
     x: int
     y: int
     size: int
+    method: str = LAM
 
     @property
     def slug(self) -> str:
-        """The case folder's name: readable, file-system safe, unique per (model, image, window)."""
+        """The case folder's name: readable, file-system safe, unique per (model, image, window, method).
+        A LAM case's has no method in it, as before methods were added, so earlier reports resume."""
         readable = _safe(f"{_stem(self.model)}-{_stem(self.image)}")[:80]
         where = hashlib.sha1(f"{os.path.abspath(self.model)}\0{os.path.abspath(self.image)}".encode()).hexdigest()
-        return f"{readable}-{self.x}-{self.y}-{self.size}-{where[:8]}"
+        method = "" if self.method == LAM else f"{self.method}-"
+        return f"{readable}-{method}{self.x}-{self.y}-{self.size}-{where[:8]}"
 
     @property
     def label(self) -> str:
-        return f"{_stem(self.model)} · {Path(self.image).name} · ({self.x}, {self.y}) {self.size}px"
+        method = "" if self.method == LAM else f" · {self.method}"
+        return f"{_stem(self.model)} · {Path(self.image).name} · ({self.x}, {self.y}) {self.size}px{method}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class ReportConfig:
     options: LamOptions = LamOptions()
     cluster: str | None = None     # "local:N": a Dask LocalCluster of N workers (batch/cluster.py)
     scheduler: str | None = None   # an existing Dask scheduler: tcp://…, tls://… or a scheduler file
+    methods: tuple[str, ...] = (LAM,)              # what each (model, image, window) case runs
+    method_options: MethodOptions = MethodOptions()  # the options of the methods beyond LAM
 
 
 @dataclass(frozen=True)
@@ -77,13 +86,16 @@ class _ReportValues:
     out: Path | None = None
     cluster: str | None = None
     scheduler: str | None = None
+    methods: tuple[str, ...] | None = None
 
 
-class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for name in option_names()],
+class ConfigValues(make_dataclass("_ConfigValues",
+                                  [(name, object, None) for name in option_names() + METHOD_KEYS],
                                   bases=(_ReportValues,), frozen=True)):
     """Report settings as given (TOML file or command line); None means "not given here".
 
-    The report's own keys, then every LAM option (its fields derive from `LamOptions`).
+    The report's own keys, then every LAM option (its fields derive from `LamOptions`), then every
+    option of the other methods (from `methods.MethodOptions`).
     """
 
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
@@ -112,11 +124,14 @@ class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for nam
             raise InputError("no window given: use --window X Y (repeatable), --windows-file or `windows`")
         given = {k: getattr(self, k) for k in option_names() if getattr(self, k) is not None}
         options = replace(LamOptions(), **given).validate()
+        methods = parse_methods(self.methods)
+        given = {k: getattr(self, k) for k in METHOD_KEYS if getattr(self, k) is not None}
+        method_options = check_methods(methods, options, replace(MethodOptions(), **given).validate(), given)
         from onnxlam.batch.cluster import parse_target
 
         parse_target(self.cluster, self.scheduler)  # InputError for a bad or doubly given target
         return ReportConfig(tuple(self.models), tuple(self.images), tuple(windows), self.out or default_out,
-                            options, self.cluster, self.scheduler)
+                            options, self.cluster, self.scheduler, methods, method_options)
 
 
 def asdict_shallow(values: ConfigValues) -> dict:
@@ -173,7 +188,9 @@ def load_config(path: str | Path) -> ConfigValues:
     Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
     size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
     max_memory (a string such as "24G", or bytes); where it runs: cluster ("local:N") or scheduler
-    (tcp://host:port, tls://host:port or a scheduler file), not both.
+    (tcp://host:port, tls://host:port or a scheduler file), not both; `methods` (or `method`: a name or
+    a list, default ["lam"]) and the methods' options (`methods.MethodOptions`: samples, stdev, seed,
+    cem_size, cem_block, …; cem_patches is taken from the file's folder).
     """
     try:
         import tomllib
@@ -228,9 +245,19 @@ def load_config(path: str | Path) -> ConfigValues:
     scheduler = typed("scheduler", str)  # a scheduler file is taken from the config's folder too
     if scheduler is not None and "://" not in scheduler:
         scheduler = _relative_to(base, scheduler)
+    if "methods" in data and "method" in data:
+        raise InputError(f"{path}: give `methods` or `method`, not both")
+    methods = data.get("methods", data.get("method"))
+    if methods is not None and not (isinstance(methods, str) or (isinstance(methods, list) and all(
+            isinstance(m, str) for m in methods))):
+        raise InputError(f"{path}: `methods` must be a string or a list of strings")
+    method_values = given_options(data, str(path), cls=MethodOptions)
+    if method_values.get("cem_patches") is not None:
+        method_values["cem_patches"] = _relative_to(base, method_values["cem_patches"])
     return ConfigValues(models=paths("models"), images=paths("images"), windows=windows,
                         windows_file=one_path("windows_file"), out=one_path("out"), cluster=typed("cluster", str),
-                        scheduler=scheduler, **given_options(data, str(path)))
+                        scheduler=scheduler, methods=None if methods is None else tuple(parse_methods(methods)),
+                        **given_options(data, str(path)), **method_values)
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
@@ -262,7 +289,10 @@ def expand_images(images: Sequence[str]) -> list[str]:
 
 
 def plan_cases(config: ReportConfig, resolve_model=None) -> list[Case]:
-    """The report's cases, models × images × windows in that order, without duplicates.
+    """The report's cases, models × images × windows × methods in that order, without duplicates.
+
+    A window's size is its own, else the report's --size; a CEM case's ROI is the window, of side
+    --cem-size when that is given (and the window has no size of its own).
 
     `resolve_model` maps a model as given to its file (collection names); a missing model or image is
     an InputError here, before any case runs.
@@ -276,10 +306,14 @@ def plan_cases(config: ReportConfig, resolve_model=None) -> list[Case]:
     for model in config.models:
         for image in images:
             for w in config.windows:
-                case = Case(model, image, w.x, w.y, w.size if w.size is not None else config.options.size)
-                if case not in seen:
-                    seen.add(case)
-                    cases.append(case)
+                for method in config.methods:
+                    size = w.size if w.size is not None else config.options.size
+                    if method == CEM and w.size is None:
+                        size = config.method_options.cem_size or size
+                    case = Case(model, image, w.x, w.y, size, method)
+                    if case not in seen:
+                        seen.add(case)
+                        cases.append(case)
     return cases
 
 

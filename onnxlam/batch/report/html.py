@@ -1,5 +1,6 @@
-"""index.html: a self-contained page (no network) with the per-model summary, the DI distribution
-per model as inline SVG, and a sortable case table with thumbnails."""
+"""index.html: a self-contained page (no network) with the summary per model and method, the DI
+distribution per model and method as inline SVG (CEM has no DI: its counts and effect range are in the
+tables), and a sortable case table with each case's picture (its method's panel.png)."""
 from __future__ import annotations
 
 import html
@@ -11,6 +12,7 @@ from urllib.parse import quote
 
 from onnxlam._version import __version__
 from onnxlam.batch.report.config import _stem
+from onnxlam.methods.options import CEM, LAM
 from onnxlam.batch.report.store import CaseRow, ModelSummary, Report
 from onnxlam.render.text import fmt as _fmt
 
@@ -84,40 +86,54 @@ def render_html(report: Report) -> str:
              "<title>onnxlam report</title>", f"<style>{_CSS}</style></head><body>",
              "<h1>Local attribution maps: report</h1>",
              f'<p class="meta">{len(report.rows)} cases · {report.failed} failed · {report.pending} pending · '
+             f"method{'s' if len(report.config.methods) > 1 else ''} "
+             f"<code>{_e(', '.join(report.config.methods))}</code> · "
              f"path <code>{_e(o.path)}</code> · sigma {_e(f'{o.sigma:g}')} · fold {o.fold} · "
              f"kernel {o.kernel_size}{' · LR input' if o.lr else ''} · onnxlam {_e(__version__)} · "
              f"started {_e(report.started)}</p>",
              '<p class="meta">Files: <a href="results.csv">results.csv</a> · '
              '<a href="results.json">results.json</a>. DI: diffusion index (higher: more input pixels '
              "contribute). Range: LR pixels holding 50/90/99% of the attribution, and the radius (LR pixels) "
-             "around the window centre holding 90%.</p>"]
-    parts += _summary_table(summaries)
+             "around the window centre holding 90%."
+             + (" CEM (the window is the region of interest): input blocks whose replacement lowers (+), raises "
+                "(−) or leaves (0) the ROI's PSNR, and the effect range max − min in dB."
+                if CEM in report.config.methods else "") + "</p>"]
+    cem = CEM in report.config.methods  # CEM's columns only where it ran
+    parts += _summary_table(summaries, cem)
     parts.append("<h2>DI distribution per model</h2><div class=\"plots\">")
     for s in summaries:
-        parts.append(f'<div class="plot"><h3 title="{_e(s.model)}">{_e(s.model)}</h3>'
+        if s.method == CEM:  # no DI
+            continue
+        title = s.model if s.method == LAM else f"{s.model} · {s.method}"
+        parts.append(f'<div class="plot"><h3 title="{_e(title)}">{_e(title)}</h3>'
                      f"{_histogram_svg(s.dis, lo, hi)}</div>")
     parts.append("</div>")
-    parts += _case_table(report.rows)
+    parts += _case_table(report.rows, cem)
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _summary_table(summaries: Sequence[ModelSummary]) -> list[str]:
-    lines = ["<h2>Summary per model</h2>", "<table><thead><tr><th>model</th><th class=n>cases</th>"
+def _summary_table(summaries: Sequence[ModelSummary], cem: bool = False) -> list[str]:
+    lines = ["<h2>Summary per model</h2>", "<table><thead><tr><th>model</th><th>method</th><th class=n>cases</th>"
              "<th class=n>failures</th><th class=n>DI mean</th><th class=n>DI median</th><th class=n>DI std</th>"
-             "<th class=n>radius 90% (mean)</th></tr></thead><tbody>"]
+             "<th class=n>radius 90% (mean)</th>" + ("<th class=n>CEM range dB (mean)</th>" if cem else "")
+             + "</tr></thead><tbody>"]
     for s in summaries:
-        lines.append(f"<tr><td>{_e(s.model)}</td><td class=n>{s.cases}</td><td class=n>{s.failures}</td>"
+        lines.append(f"<tr><td>{_e(s.model)}</td><td>{_e(s.method)}</td><td class=n>{s.cases}</td>"
+                     f"<td class=n>{s.failures}</td>"
                      f"<td class=n>{_fmt(s.di_mean)}</td><td class=n>{_fmt(s.di_median)}</td>"
-                     f"<td class=n>{_fmt(s.di_std)}</td><td class=n>{_fmt(s.radius_90_mean)}</td></tr>")
+                     f"<td class=n>{_fmt(s.di_std)}</td><td class=n>{_fmt(s.radius_90_mean)}</td>"
+                     + (f"<td class=n>{_fmt(s.effect_range_mean)}</td>" if cem else "") + "</tr>")
     lines.append("</tbody></table>")
     return lines
 
 
-def _case_table(rows: Sequence[CaseRow]) -> list[str]:
-    heads = [("panel", False), ("model", False), ("image", False), ("x", True), ("y", True), ("size", True),
-             ("DI", True), ("Gini", True), ("px 50%", True), ("px 90%", True), ("px 99%", True),
-             ("radius 90%", True), ("seconds", True), ("status", False), ("message", False)]
+def _case_table(rows: Sequence[CaseRow], cem: bool = False) -> list[str]:
+    heads = [("panel", False), ("model", False), ("image", False), ("method", False), ("x", True), ("y", True),
+             ("size", True), ("DI", True), ("Gini", True), ("px 50%", True), ("px 90%", True), ("px 99%", True),
+             ("radius 90%", True)]
+    heads += [("CEM +", True), ("CEM −", True), ("CEM 0", True), ("CEM range dB", True)] if cem else []
+    heads += [("seconds", True), ("status", False), ("message", False)]
     lines = ["<h2>Cases</h2>", '<input id="filter" type="search" placeholder="Filter cases…" '
              'aria-label="Filter cases">', '<div class="wrap"><table id="cases"><thead><tr>']
     for name, numeric in heads:
@@ -132,19 +148,21 @@ def _case_table(rows: Sequence[CaseRow]) -> list[str]:
                      f'alt="{_e(c.label)}"></a>')
         else:
             thumb = ""
-        rng = r.range
+        rng, eff = r.range, r.effects
 
         def num(v, digits=2):
             return f'<td class=n data-v="{"" if v is None else _e(v)}">{_fmt(v, digits)}</td>'
 
+        effects = "" if not cem else "".join(num(v) for v in ((None,) * 4 if eff is None else (
+            eff.positive, eff.negative, eff.neutral, eff.effect_range)))
         folder_link = f'<a href="{_href(r.folder + "/")}">{_e(r.status)}</a>' if r.status != "pending" \
             else _e(r.status)
         lines.append(
             f'<tr class="{_e(r.status)}"><td>{thumb}</td><td class="name" title="{_e(c.model)}">'
             f'{_e(_stem(c.model))}</td><td class="name" title="{_e(c.image)}">{_e(Path(c.image).name)}</td>'
-            f"{num(c.x)}{num(c.y)}{num(c.size)}"
+            f"<td>{_e(c.method)}</td>{num(c.x)}{num(c.y)}{num(c.size)}"
             f"{num(r.di)}{num(r.gini, 4)}{num(rng.get('pixels_50'))}{num(rng.get('pixels_90'))}"
-            f"{num(rng.get('pixels_99'))}{num(rng.get('radius_90'), 1)}{num(r.seconds, 1)}"
+            f"{num(rng.get('pixels_99'))}{num(rng.get('radius_90'), 1)}{effects}{num(r.seconds, 1)}"
             f'<td class="status-{_e(r.status)}">{folder_link}</td><td class="msg">{_e(r.message)}</td></tr>')
     lines.append("</tbody></table></div>")
     return lines

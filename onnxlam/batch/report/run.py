@@ -1,9 +1,13 @@
-"""Batch reports: LAM over models × images × windows, resumable, with results.csv/json and index.html.
+"""Batch reports: LAM (or another method) over models × images × windows, resumable, with
+results.csv/json and index.html.
 
-A report is a list of cases (one model, one image, one window). The pending cases of one model and
-one image are computed by one `Analyzer.run_windows` call, so their windows share each forward pass;
-should that call fail, its cases are run one by one, so one bad window fails only itself. Each case is
-written by `outputs.write_result` into its own folder `OUT/cases/<slug>/`, which appears all at once
+A report is a list of cases (one model, one image, one window, one method: methods/options.py).
+The pending LAM cases of one model and one image are computed by one `Analyzer.run_windows` call, so
+their windows share each forward pass (a noise tunnel's likewise, through `noise_tunnel`); should that
+call fail, its cases are run one by one, so one bad window fails only itself. CEM cases run one at a
+time (`CemRunner.run`: the ROI's interventions are the work; nothing is shared between windows). Each
+case is written by its method's own writer (`outputs.write_result`, `cem.write_result`) into its own
+folder `OUT/cases/<slug>/`, which appears all at once
 (the folder is built under a temporary name and renamed). The case's parameters (`Fingerprint`) are
 stored in its `result.json` under "case", so a rerun skips every case whose folder holds the same
 fingerprint, and recomputes the rest. After every case `results.csv`, `results.json` and `index.html`
@@ -28,9 +32,10 @@ from onnxlam.graph.model import file_sha256, inputs_text
 from onnxlam.errors import InputError, OnnxlamError
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig, plan_cases
+from onnxlam.methods.options import CEM, LAM, MethodOptions
 from onnxlam.batch.report.store import (CASES, ERROR, RESULT, CaseRow, Fingerprint, Report, _row_from_result,
-                                        _write_dir_atomically, exclusive, read_complete, remove_leftovers,
-                                        write_aggregates)
+                                        _write_dir_atomically, case_files, exclusive, read_complete,
+                                        remove_leftovers, write_aggregates)
 
 
 
@@ -132,14 +137,20 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
             digest = hashlib.sha256(f"{digest}|{inputs_text(dict(options.inputs))}".encode()).hexdigest()
         return digest
 
-    fingerprints = {c: Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, options.lr,
-                                   options.path, float(options.sigma), options.fold, options.kernel_size,
-                                   options.value_range, options.bgr, options.context) for c in cases}
+    method_options = config.method_options
+
+    def fingerprint(c: Case) -> Fingerprint:
+        # CEM has no LAM path: its cases hold LAM's defaults there, so --fold & co. do not recompute them
+        o = LamOptions(value_range=options.value_range, bgr=options.bgr) if c.method == CEM else options
+        return Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, o.lr, o.path, float(o.sigma), o.fold,
+                           o.kernel_size, o.value_range, o.bgr, o.context, method=method_options.parameters(c.method))
+
+    fingerprints = {c: fingerprint(c) for c in cases}
     report = Report(out, config, [], started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     todo = []
     for c in cases:
         folder = f"{CASES}/{c.slug}"
-        data = read_complete(out / folder, fingerprints[c])
+        data = read_complete(out / folder, fingerprints[c], case_files(c.method))
         if data is not None:
             report.rows.append(_row_from_result(c, folder, data, reused=True))
         else:
@@ -162,7 +173,7 @@ def run_serial(pending: PendingRun, listener: ReportListener, resolve_model, rer
             rows = [report.rows[i] for i in group]
             listener.group_started([r.case for r in rows], index, pending.count)
             finished = run_group(rows, pending.fingerprints, analyzers, options, out, listener,
-                                 reraise_unexpected, index, pending.count)
+                                 reraise_unexpected, index, pending.count, report.config.method_options)
             for i, row in zip(group, finished):  # each case is written and counted as soon as it is done
                 report.rows[i] = row
                 report.computed += row.status == "ok"
@@ -174,11 +185,12 @@ def run_serial(pending: PendingRun, listener: ReportListener, resolve_model, rer
 
 
 def _groups(rows: Sequence[CaseRow], todo: Sequence[int]) -> list[list[int]]:
-    """The pending rows (indices) by model and image, in order of first appearance: one group per
-    `run_windows` call. Models stay together as planned, so each model is loaded once."""
-    groups: dict[tuple[str, str], list[int]] = {}
+    """The pending rows (indices) by model, image and method, in order of first appearance: one group
+    per `run_windows` call. Models stay together as planned, so each model is loaded once."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
     for i in todo:
-        groups.setdefault((rows[i].case.model, rows[i].case.image), []).append(i)
+        c = rows[i].case
+        groups.setdefault((c.model, c.image, c.method), []).append(i)
     return list(groups.values())
 
 
@@ -204,25 +216,41 @@ class ModelSession:
         windows = [Window(c.x, c.y, c.size) for c in cases]
         return self.analyzer.run_windows(image, windows, progress=progress, **options.run_arguments())
 
+    def run_tunnel(self, image: str, cases: Sequence[Case], tunnel, options: LamOptions, progress=None):
+        """`noise_tunnel.noise_tunnel` of the cases' windows on one image (`tunnel`: a NoiseTunnel)."""
+        from onnxlam.lam.result import Window
+        from onnxlam.methods.noise_tunnel import noise_tunnel
+
+        windows = [Window(c.x, c.y, c.size) for c in cases]
+        return noise_tunnel(self.analyzer, image, windows, tunnel, cases[0].size, progress=progress,
+                            **options.run_arguments())
+
 
 class _Analyzers:
-    """One model session at a time, for the model whose cases are running: its programs (one per
-    input shape) are built once and reused by every case of that model. A model that cannot be
-    loaded fails its cases with the same message without being loaded again."""
+    """One model at a time, for the model whose cases are running: its session (programs built once
+    per input shape) and, for CEM cases, its `CemRunner` (forward passes only), each made on first use
+    and reused by every case of that model. A model that cannot be loaded fails its cases with the
+    same message without being loaded again (per kind: a model without gradient rules still runs CEM)."""
 
     def __init__(self, options: LamOptions, resolve_model):
         self.options = options
         self.resolve_model = resolve_model
         self.model: str | None = None
         self.analyzer = None
+        self.runner = None
         self.error: str | None = None
+        self.runner_error: str | None = None
 
-    def get(self, model: str) -> ModelSession:
+    def _switch(self, model: str) -> None:
         if model != self.model:
-            from onnxlam.engine.analyzer import Analyzer
-
             self.close()
             self.model = model
+
+    def get(self, model: str) -> ModelSession:
+        self._switch(model)
+        if self.analyzer is None and self.error is None:
+            from onnxlam.engine.analyzer import Analyzer
+
             try:
                 self.analyzer = ModelSession(Analyzer(self.resolve_model(model), **self.options.model_arguments()))
             except OnnxlamError as exc:
@@ -231,25 +259,66 @@ class _Analyzers:
             raise InputError(self.error)
         return self.analyzer
 
+    def cem(self, model: str):
+        """The model's `cem.CemRunner` with the report's device, memory limit and pixel convention (the
+        batch is CEM's own: interventions per run, sized from measured memory)."""
+        self._switch(model)
+        if self.runner is None and self.runner_error is None:
+            from onnxlam.methods.cem import CemRunner
+
+            o = self.options
+            try:
+                self.runner = CemRunner(self.resolve_model(model), device=o.device, max_memory=o.max_memory,
+                                        value_range=o.value_range, bgr=o.bgr)
+            except OnnxlamError as exc:
+                self.runner_error = str(exc)
+        if self.runner_error is not None:
+            raise InputError(self.runner_error)
+        return self.runner
+
     def close(self) -> None:
-        self.model, self.analyzer, self.error = None, None, None
+        self.model, self.analyzer, self.error, self.runner, self.runner_error = None, None, None, None, None
 
 
 def run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers, options: LamOptions,
               out: Path, listener: ReportListener, reraise_unexpected: bool, index: int,
-              count: int) -> Iterator[CaseRow]:
-    """The rows of one model's pending cases on one image, each yielded once its folder is written.
+              count: int, method_options: MethodOptions | None = None) -> Iterator[CaseRow]:
+    """The rows of one model's pending cases of one method on one image, each yielded once its folder
+    is written.
 
-    One `run_windows` call computes them all. When it fails, each case runs alone, so that one bad
-    window (outside the image, say) fails only itself and its message is its own. The one function
-    that computes and writes cases: the serial run calls it in this process, a cluster's workers
-    call it on theirs (`batch/cluster.py`), so both write exactly the same case folders.
+    One `run_windows` call computes them all (a noise tunnel's: one `noise_tunnel` call). When it
+    fails, each case runs alone, so that one bad window (outside the image, say) fails only itself and
+    its message is its own. CEM cases run one at a time. The one function that computes and writes
+    cases: the serial run calls it in this process, a cluster's workers call it on theirs
+    (`batch/cluster.py`), so both write exactly the same case folders.
     """
     first = rows[0].case
+    method_options = method_options or MethodOptions()
+    if first.method == CEM:
+        for n, row in enumerate(rows):
+            if len(rows) > 1:  # a lone case was announced by group_started
+                listener.case_started(row.case, index + n, count)
+            yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
+                               lambda c=row.case: _run_cem(analyzers, c, options, method_options, listener.step))
+        return
+    if first.method == LAM:
+        def together(cases):
+            return analyzers.get(first.model).run_windows(first.image, cases, options, progress=listener.step)
+
+        def alone(c):
+            return analyzers.get(c.model).run(c.image, c.x, c.y, c.size, options, progress=listener.step)
+    else:
+        tunnel = method_options.tunnel(first.method)
+
+        def together(cases):
+            return analyzers.get(first.model).run_tunnel(first.image, cases, tunnel, options,
+                                                         progress=listener.step)
+
+        def alone(c):
+            return together([c])[0]
     if len(rows) > 1:
         try:
-            results = analyzers.get(first.model).run_windows(first.image, [r.case for r in rows], options,
-                                                             progress=listener.step)
+            results = together([r.case for r in rows])
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -265,8 +334,14 @@ def run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers
         if len(rows) > 1:  # a retry after the group failed; a lone case was announced by group_started
             listener.case_started(row.case, index + n, count)
         yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
-                           lambda c=row.case: _share(analyzers.get(c.model).run(c.image, c.x, c.y, c.size,
-                                                                                options, progress=listener.step), 1))
+                           lambda c=row.case: _share(alone(c), 1))
+
+
+def _run_cem(analyzers: _Analyzers, case: Case, options: LamOptions, method_options: MethodOptions, progress):
+    """A CEM case: the causal effect map of the case's window as the ROI (its "group" is itself)."""
+    result = analyzers.cem(case.model).run(case.image, (case.x, case.y), case.size, crop=options.crop,
+                                           progress=progress, **method_options.cem_arguments())
+    return result, {"windows": 1, "seconds": round(result.seconds, 4)}
 
 
 def fail_case(row: CaseRow, fingerprint: Fingerprint, out: Path, message: str) -> CaseRow:
@@ -288,15 +363,22 @@ def _share(result, windows: int):
 
 def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unexpected: bool,
                  compute) -> CaseRow:
-    """Write the case's folder from `compute()` (its LamResult) and return its row; a failure of either
-    is recorded in the case's folder (error.json) and row instead."""
+    """Write the case's folder from `compute()` (its LamResult, or CemResult for CEM) with the method's
+    own writer and return its row; a failure of either is recorded in the case's folder (error.json)
+    and row instead."""
     from onnxlam.render.outputs import write_result
 
     case, target = row.case, out / row.folder
     start = time.perf_counter()
     try:
         result, group = compute()
-        write_result(replace(result, model=case.model), target, {"case": fingerprint.to_json(), "group": group})
+        about = {"case": fingerprint.to_json(), "group": group}
+        if case.method == CEM:
+            from onnxlam.methods.cem import write_result as write_cem
+
+            write_cem(replace(result, model=case.model), target, about)
+        else:
+            write_result(replace(result, model=case.model), target, about)
         return _row_from_result(case, row.folder, json.loads((target / RESULT).read_text()), reused=False)
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -307,6 +389,7 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
         message = " ".join(message.split())  # one line, for the CSV and the table
         seconds = time.perf_counter() - start
         record = {"case": fingerprint.to_json(), "model": case.model, "image": case.image,
+                  **({} if case.method == LAM else {"method": case.method}),
                   "window": {"x": case.x, "y": case.y, "size": case.size}, "status": "failed",
                   "message": message, "seconds": round(seconds, 4)}
         with contextlib.suppress(OSError):

@@ -19,6 +19,7 @@ from onnxlam.errors import InputError
 from onnxlam.files import atomic_dir, write_atomic
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig
+from onnxlam.methods.options import CEM, LAM
 
 
 FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every case
@@ -27,8 +28,12 @@ RESULT = "result.json"
 ERROR = "error.json"
 AGGREGATES = ("results.csv", "results.json", "index.html")
 CASE_FILES = ("attribution.npy", "gradient.npy", RESULT, "panel.png")
+CEM_FILES = ("effect.npy", "psnr_coarse.npy", "psnr_fine.npy", "refined.npy", RESULT, "cem.png", "panel.png")
+# The columns after "folder" came with the methods (appended, so the LAM columns keep their places): a
+# column a case's method does not have is empty (CEM has no DI; LAM has no causal effects).
 CSV_COLUMNS = ("model", "image", "x", "y", "size", "path", "fold", "di", "gini", "pixels_50", "pixels_90",
-               "pixels_99", "radius_90", "seconds", "status", "message", "folder")
+               "pixels_99", "radius_90", "seconds", "status", "message", "folder", "method", "positive",
+               "negative", "neutral", "effect_range", "reference_psnr")
 RANGE_KEYS = ("pixels_50", "pixels_90", "pixels_99", "radius_90")
 
 
@@ -56,6 +61,32 @@ class Fingerprint:
     format: int = FORMAT
     # Left out, as device and batch_size are: max_memory. It decides how the work is split, not which
     # map is asked for; a case cut to fit the limit says so in its result.json ("crop", "warnings").
+    # a method beyond LAM and its options (`MethodOptions.parameters`); not hashed, the rest is
+    method: dict | None = field(default=None, hash=False)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if data["method"] is None:  # a LAM case's fingerprint is what it was before methods were added
+            del data["method"]
+        return data
+
+
+def case_files(method: str) -> tuple[str, ...]:
+    """The files a complete case folder of `method` holds (what the method's own command writes)."""
+    return CEM_FILES if method == CEM else CASE_FILES
+
+
+@dataclass(frozen=True)
+class Effects:
+    """A CEM case's summary (methods/cem.py §5): blocks whose replacement lowers (positive), raises
+    (negative) or leaves (neutral) the ROI's PSNR, the ROI's own blocks, max CE − min CE in dB, and O."""
+
+    positive: int
+    negative: int
+    neutral: int
+    roi_blocks: int
+    effect_range: float
+    reference_psnr: float
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -76,23 +107,32 @@ class CaseRow:
     scale: int | None = None
     model_sha256: str | None = None
     reused: bool = False
+    effects: Effects | None = None  # CEM's
 
     def to_json(self, options: LamOptions) -> dict:
         c = self.case
-        return {"model": c.model, "image": c.image, "window": {"x": c.x, "y": c.y, "size": c.size},
+        data = {"model": c.model, "image": c.image, "method": c.method,
+                "window": {"x": c.x, "y": c.y, "size": c.size},
                 "lr": options.lr, "path": options.path, "sigma": options.sigma, "fold": options.fold,
                 "kernel_size": options.kernel_size, "value_range": options.value_range, "bgr": options.bgr,
                 "crop": options.crop, "context": options.context, "inputs": dict(options.inputs),
                 "di": self.di, "gini": self.gini,
                 "range": {k: self.range.get(k) for k in RANGE_KEYS},
                 "scale": self.scale, "seconds": self.seconds, "status": self.status, "message": self.message,
-                "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused}
+                "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused,
+                "effects": self.effects.to_json() if self.effects else None}
+        if c.method == CEM:  # LAM's path options do not apply to a causal effect map
+            data.update(dict.fromkeys(("lr", "path", "sigma", "fold", "kernel_size", "context")))
+        return data
 
     def csv_values(self, options: LamOptions) -> list:
-        c = self.case
-        return [c.model, c.image, c.x, c.y, c.size, options.path, options.fold, _num(self.di), _num(self.gini),
+        c, e = self.case, self.effects
+        path, fold = ("", "") if c.method == CEM else (options.path, options.fold)
+        return [c.model, c.image, c.x, c.y, c.size, path, fold, _num(self.di), _num(self.gini),
                 *(_num(self.range.get(k)) for k in RANGE_KEYS), _num(self.seconds, 3), self.status,
-                self.message, self.folder]
+                self.message, self.folder, c.method,
+                *(("",) * 5 if e is None else (e.positive, e.negative, e.neutral, _num(e.effect_range),
+                                               _num(e.reference_psnr)))]
 
 
 def _num(value, digits: int = 6) -> str:
@@ -106,19 +146,26 @@ def _num(value, digits: int = 6) -> str:
 def _row_from_result(case: Case, folder: str, data: dict, reused: bool) -> CaseRow:
     # an ok case's message is what its run warned about (an approximate memory crop), for the CSV and table
     message = " ".join(" ".join(data.get("warnings") or []).split())
+    if case.method == CEM:  # cem.CemResult.to_json: no DI; counts and the effect range instead
+        counts, effect = data["counts"], data["effect"]
+        effects = Effects(int(counts["positive"]), int(counts["negative"]), int(counts["neutral"]),
+                          int(counts["roi_blocks"]), float(effect["range"]), float(data["reference_psnr"]))
+        return CaseRow(case, folder, "ok", message, None, None, data.get("seconds"), {}, data.get("scale"),
+                       data.get("model_sha256"), reused, effects)
     return CaseRow(case, folder, "ok", message, float(data["di"]), float(data["gini"]), data.get("seconds"),
                    dict(data.get("range") or {}), data.get("scale"), data.get("model_sha256"), reused)
 
 
-def read_complete(folder: Path, fingerprint: Fingerprint) -> dict | None:
-    """The case's result.json when the folder holds a complete result of these parameters, else None."""
+def read_complete(folder: Path, fingerprint: Fingerprint, files: Sequence[str] = CASE_FILES) -> dict | None:
+    """The case's result.json when the folder holds a complete result of these parameters (and every
+    one of `files`, `case_files(method)`), else None."""
     try:
         data = json.loads((folder / RESULT).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("case") != fingerprint.to_json():
         return None
-    if not all((folder / name).is_file() for name in CASE_FILES):
+    if not all((folder / name).is_file() for name in files):
         return None
     return data
 
@@ -195,7 +242,8 @@ class Report:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """DI statistics of one model's completed cases (std: sample standard deviation, None below 2)."""
+    """DI statistics of one model's completed cases of one method (std: sample standard deviation, None
+    below 2); for CEM, which has no DI, the mean effect range (dB) instead."""
 
     model: str
     cases: int
@@ -205,25 +253,30 @@ class ModelSummary:
     di_std: float | None
     radius_90_mean: float | None
     dis: tuple[float, ...]
+    method: str = LAM
+    effect_range_mean: float | None = None
 
     def to_json(self) -> dict:
-        return {"model": self.model, "cases": self.cases, "failures": self.failures, "di_mean": self.di_mean,
-                "di_median": self.di_median, "di_std": self.di_std, "radius_90_mean": self.radius_90_mean}
+        return {"model": self.model, "method": self.method, "cases": self.cases, "failures": self.failures,
+                "di_mean": self.di_mean, "di_median": self.di_median, "di_std": self.di_std,
+                "radius_90_mean": self.radius_90_mean, "effect_range_mean": self.effect_range_mean}
 
 
 def summarise(rows: Sequence[CaseRow]) -> list[ModelSummary]:
-    """Per model, in order of first appearance: case and failure counts, DI mean/median/std."""
-    models = list(dict.fromkeys(r.case.model for r in rows))
+    """Per model and method, in order of first appearance: case and failure counts, DI mean/median/std
+    (the DIs of two methods are not pooled), CEM's mean effect range."""
+    keys = list(dict.fromkeys((r.case.model, r.case.method) for r in rows))
     summaries = []
-    for model in models:
-        mine = [r for r in rows if r.case.model == model]
+    for model, method in keys:
+        mine = [r for r in rows if (r.case.model, r.case.method) == (model, method)]
         dis = [r.di for r in mine if r.status == "ok" and r.di is not None]
         radii = [r.range["radius_90"] for r in mine if r.status == "ok" and r.range.get("radius_90") is not None]
+        ranges = [r.effects.effect_range for r in mine if r.status == "ok" and r.effects is not None]
         summaries.append(ModelSummary(
             model, len(mine), sum(r.status == "failed" for r in mine),
             statistics.fmean(dis) if dis else None, statistics.median(dis) if dis else None,
             statistics.stdev(dis) if len(dis) > 1 else None, statistics.fmean(radii) if radii else None,
-            tuple(dis)))
+            tuple(dis), method, statistics.fmean(ranges) if ranges else None))
     return summaries
 
 
@@ -252,6 +305,7 @@ def results_json(report: Report) -> dict:
     return {
         "format": FORMAT, "onnxlam": __version__, "started": report.started,
         "options": o.to_json(),
+        "methods": list(report.config.methods), "method_options": report.config.method_options.to_json(),
         "run": {"cases": len(report.rows), "computed": report.computed, "reused": report.reused,
                 "failed": report.failed, "pending": report.pending},
         "summary": [s.to_json() for s in report.summaries()],
