@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ad
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxlam.graph.detector import MASK, OBJECTIVE
 from onnxlam.errors import NumericalError
@@ -298,6 +298,58 @@ def floored_tangents(exploded: onnx.ModelProto, feeds: dict, perturb: list, r: d
     return out
 
 
+PIECEWISE_CONSTANT = {"Floor": 0.0, "Ceil": 0.0, "Round": 0.5}  # op: where its jumps are, mod 1
+CLAMPING = {"Clip", "Max", "Min"}  # kinks at their constant operands (Max/Min: a clamp, like ReLU's at 0)
+
+
+def _constant_values(model: onnx.ModelProto) -> dict:
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(a.t)
+    return values
+
+
+def in_cell_tangents(exploded: onnx.ModelProto, feeds: dict, perturb: list, r: dict) -> dict:
+    """Tangents for the inputs of ops with jumps or kinks at fixed values: t = r·d/2, d the distance
+    to the nearest one, so no step |s| ≤ 0.2 reaches it.
+
+    `PIECEWISE_CONSTANT` ops (Floor, Ceil, Round) jump at every integer (Round: every half-integer):
+    a step across one measures the jump, not the derivative (0); onnx-ad's own lowering of a
+    bilinear GridSample floors coordinates, and its correct program failed the check (1.0). Clip,
+    and Max/Min with a constant operand, have kinks at their constant bounds, not at 0 where the
+    multiplicative tangent keeps away from: GridSample's clamped coordinates failed (8.6e-2).
+    An element on a jump or kink (or too near one for float32 to resolve the step) stays put
+    (t = 0: either one-sided derivative is a subgradient);
+    a wrong rule still shows, as a non-zero Floor derivative or a Clip passing the tangent outside.
+    """
+    constants, out = None, {}
+    for node in exploded.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in PIECEWISE_CONSTANT:
+            for i in node.input:
+                if i in perturb:
+                    z = feeds[i].astype(np.float64) - PIECEWISE_CONSTANT[node.op_type]
+                    frac = z - np.floor(z)
+                    out[i] = (r[i] * 0.5 * np.minimum(frac, 1.0 - frac)).astype(np.float32)
+        elif node.op_type in CLAMPING:
+            constants = _constant_values(exploded) if constants is None else constants
+            points = [float(np.asarray(constants[c]).reshape(-1)[0]) for c in node.input
+                      if c in constants and np.asarray(constants[c]).size == 1]
+            if not points or (node.op_type != "Clip" and len(points) + 1 != len([c for c in node.input if c])):
+                continue
+            for i in node.input:
+                if i in perturb:
+                    z = feeds[i].astype(np.float64)
+                    t = r[i] * 0.5 * np.min([np.abs(z - p) for p in points], axis=0)
+                    # a step float32 cannot resolve (within ~1e-6·|z| of a kink): that element stays too
+                    out[i] = np.where(1e-2 * t < 1e-4 * np.abs(z), 0.0, t).astype(np.float32)
+    return out
+
+
 def check_local_derivatives(program, device="auto", seed=0, steps=(1e-2, 1e-1), one_per_signature=True,
                             report=False):
     """Largest relative L2 error, over the image-dependent nodes, of onnx-ad's forward rule against a
@@ -326,6 +378,7 @@ def check_local_derivatives(program, device="auto", seed=0, steps=(1e-2, 1e-1), 
     r = {k: rng.uniform(0.5, 1.0, feeds[k].shape).astype(np.float32) for k in perturb}
     tangent = {k: feeds[k] * r[k] for k in perturb}
     tangent.update(floored_tangents(exploded, feeds, perturb, r))
+    tangent.update(in_cell_tangents(exploded, feeds, perturb, r))
     tangent.update(order_preserving_tangents(exploded, feeds, perturb, rng))
     forward = onnx_ad.forward(exploded, inputs=perturb, outputs=names, layout="onnx")
     jvp = create_session(forward, device).run({**feeds, **{"fwd_" + k: t[..., None] for k, t in tangent.items()}})

@@ -23,14 +23,6 @@ shapes (the gradient program's), and returns replacement nodes or None to keep t
 - A boolean-mask assignment `x[m] = f(y[m])` (TorchScript: NonZero, GatherND, ScatterND, a Slice to
   the data-dependent count: HVI-CIDNet's colour transform): onnx-ad needs constant Slice bounds; with
   f elementwise it is `Where(m, f(y), x)` (`masked_assignment_as_where`, a pattern over several nodes).
-- `GridSample` in bilinear mode, zeros or border padding (flow warping: BasicVSR-style video SR):
-  onnx-ad lowers it itself, correctly, but with float `Floor` and `Clip` nodes, whose node-local
-  difference check (`gradcheck`) steps across their jumps and kinks and rejects the program. Here
-  the corner indices are computed in int64 (an exact floor: truncate, minus one where that rounded
-  up), border padding clamps the integer indices only (the two corners then read the same edge
-  pixel: value and derivative are the clamped coordinate's), zeros padding weights each corner by
-  its validity, and the four corners are `GatherElements` of the flattened image.
-
 Every new value is named by `FreshNames` (a name no value of the graph has): onnx-ad's own nodes
 and earlier rewrites use the obvious names (`Shape(out) → out_shape`), and an ONNX graph with one
 name defined twice is invalid.
@@ -506,85 +498,8 @@ def masked_assignment_as_where(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in model.graph.node:
         kept.extend(replace.get(id(node), [node]))
     return prune(_with_nodes(model, kept))  # the NonZero index chains, unused now
-def grid_sample_bilinear(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
-                         fresh: FreshNames) -> list | None:
-    """Bilinear `GridSample` (4-D, zeros or border padding, either align_corners) as integer corner
-    indices, four `GatherElements` and their weights (ONNX / PyTorch `grid_sample` semantics).
-
-    x = (g + 1)(W − 1)/2 with align_corners, else ((g + 1)W − 1)/2; x₀ = ⌊x⌋, x₁ = x₀ + 1,
-    weights x₁ − x and x − x₀ (likewise y); a corner outside the image counts 0 (zeros), or reads
-    the nearest edge pixel (border: clamping the indices alone equals clamping the coordinate).
-    Where a border coordinate lies exactly on the edge, PyTorch takes the outer one-sided derivative
-    w.r.t. the grid (0) and this the inner one; both are subgradients, on a set of measure zero.
-    """
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
-    mode, padding = text(attrs.get("mode", "linear" if opset >= 20 else "bilinear")), text(attrs.get("padding_mode", "zeros"))
-    shape, grid_shape = shapes.get(node.input[0]), shapes.get(node.input[1])
-    if (mode not in ("linear", "bilinear") or padding not in ("zeros", "border") or opset < 16
-            or not shape or not grid_shape or len(shape) != 4 or None in shape or None in grid_shape):
-        return None
-    n, c, h, w = shape
-    ho, wo = grid_shape[1:3]
-    align = int(attrs.get("align_corners", 0))
-    out = node.output[0]
-    name = lambda what: fresh(f"{out}_gs_{what}")  # noqa: E731
-    nodes: list = []
-
-    def const(what, value):
-        nm = name(what)
-        nodes.append(_constant_node(nm, np.asarray(value)))
-        return nm
-
-    def op(kind, inputs, what, **kw):
-        nm = name(what)
-        nodes.append(helper.make_node(kind, inputs, [nm], **kw))
-        return nm
-
-    def corners(axis_index: int, size: int):
-        """Integer corner indices (clamped) and float weights (validity folded in for zeros) on one axis."""
-        g = op("Gather", [node.input[1], const(f"axis{axis_index}", np.array(axis_index, np.int64))], f"g{axis_index}", axis=3)
-        a, b = ((size - 1) / 2.0, 0.0) if align else (size / 2.0, -0.5)
-        x = op("Add", [op("Mul", [op("Add", [g, const("one", np.float32(1))], "g1"), const("a", np.float32(a))], "ga"),
-                       const("b", np.float32(b))], f"x{axis_index}")
-        t = op("Cast", [x], "trunc", to=onnx.TensorProto.INT64)
-        up = op("Cast", [op("Greater", [op("Cast", [t], "truncf", to=onnx.TensorProto.FLOAT), x], "up")], "upi",
-                to=onnx.TensorProto.INT64)
-        i0 = op("Sub", [t, up], "i0")
-        i1 = op("Add", [i0, const("onei", np.array(1, np.int64))], "i1")
-        w1 = op("Sub", [x, op("Cast", [i0], "i0f", to=onnx.TensorProto.FLOAT)], "w1")
-        w0 = op("Sub", [const("onef", np.float32(1)), w1], "w0")
-        result = []
-        for i, wt in ((i0, w0), (i1, w1)):
-            if padding == "zeros":
-                inside = op("And", [op("GreaterOrEqual", [i, const("zero", np.array(0, np.int64))], "ge"),
-                                    op("LessOrEqual", [i, const("last", np.array(size - 1, np.int64))], "le")], "in")
-                wt = op("Mul", [wt, op("Cast", [inside], "inf", to=onnx.TensorProto.FLOAT)], "wv")
-            clamped = op("Clip", [i, const("lo", np.array(0, np.int64)), const("hi", np.array(size - 1, np.int64))], "ic")
-            result.append((clamped, wt))
-        return result
-
-    xs, ys = corners(0, w), corners(1, h)
-    flat = op("Reshape", [node.input[0], const("flat_shape", np.array([n, c, h * w], np.int64))], "flat")
-    index_shape = const("index_shape", np.array([n, 1, ho * wo], np.int64))
-    expand_shape = const("expand_shape", np.array([n, c, ho * wo], np.int64))
-    weight_shape = const("weight_shape", np.array([n, 1, ho, wo], np.int64))
-    terms = []
-    for yi, wy in ys:
-        row = op("Mul", [yi, const("w", np.array(w, np.int64))], "row")
-        for xi, wx in xs:
-            index = op("Expand", [op("Reshape", [op("Add", [row, xi], "idx"), index_shape], "idx3"), expand_shape], "idxe")
-            picked = op("Reshape", [op("GatherElements", [flat, index], "pick", axis=2),
-                                    const("out_shape", np.array([n, c, ho, wo], np.int64))], "pick4")
-            weight = op("Reshape", [op("Mul", [wy, wx], "wxy"), weight_shape], "wxy4")
-            terms.append(op("Mul", [picked, weight], "term"))
-    nodes.append(helper.make_node("Sum", terms, [out]))
-    return nodes
-
-
 REWRITES: dict[str, Callable] = {"Pad": rewrite_pad, "Slice": slice_steps_as_gather,
-                                 "AveragePool": average_pool_ceil_mode, "DFT": onesided_inverse_dft_as_full,
-                                 "GridSample": grid_sample_bilinear}
+                                 "AveragePool": average_pool_ceil_mode, "DFT": onesided_inverse_dft_as_full}
 
 
 def make_differentiable(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -20,6 +20,9 @@ Found by the developers' own table (docs/architectures.md), after the six above:
    is float32 rounding, and a correct program failed the check (`gradcheck.floored_tangents`).
 8. HVI-CIDNet (TorchScript): `hue[mask] = f(y)[mask]` is NonZero/GatherND/ScatterND with a
    data-dependent length onnx-ad cannot differentiate (`rewrite.masked_assignment_as_where`).
+9. Flow warping (BasicVSR-style video SR, `F.grid_sample`): onnx-ad lowers GridSample correctly, with
+   Floor and Clip nodes whose node-local differences stepped across their jumps and kinks, and the
+   correct program failed the check (`gradcheck.in_cell_tangents`).
 """
 from __future__ import annotations
 
@@ -187,6 +190,26 @@ class MaskedAssign(nn.Module):
         hue[x[:, 0] == value] = (0.0 + ((x[:, 1] - x[:, 2]) / (value - low + eps))[x[:, 0] == value]) % 6
         hue[low == value] = 0.0
         return x + self.o(torch.cat([x, hue[:, None] / 6.0], 1))
+
+
+class Warp(nn.Module):
+    """BasicVSR's flow warping: `grid_sample` (bilinear) of the image by a flow a conv predicts."""
+
+    scale = 1
+
+    def __init__(self, padding_mode="border", align_corners=True):
+        super().__init__()
+        self.f = nn.Conv2d(3, 2, 3, padding=1)
+        self.o = nn.Conv2d(3, 3, 3, padding=1)
+        self.padding_mode, self.align_corners = padding_mode, align_corners
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        grid = torch.stack([xs, ys], -1)[None] + 0.3 * torch.tanh(self.f(x)).permute(0, 2, 3, 1)
+        warped = F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding_mode,
+                               align_corners=self.align_corners)
+        return x + self.o(warped)
 
 
 def _seeded(cls, *args, **kwargs) -> nn.Module:
@@ -511,12 +534,40 @@ def test_masked_assignment_rewrite_keeps_values_and_refuses_unsafe_chains():
     assert rewrite.masked_assignment_as_where(unsafe) is unsafe
 
 
+# ----------------------------------------------------------------------------- 9. GridSample
+@pytest.mark.parametrize("exporter, padding, align", [("torchscript", "border", True), ("torchscript", "zeros", False),
+                                                      ("dynamo", "zeros", True)])
+def test_grid_sample_passes_the_check(exported, exporter, padding, align, monkeypatch):
+    module, path = exported(Warp, exporter, padding, align)
+    assert "GridSample" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    _matches_autograd(path, module)
+    # the net reproduces the fault: stepping across Floor's jumps and Clip's bounds
+    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
+    monkeypatch.setattr(gradcheck, "PIECEWISE_CONSTANT", {})
+    monkeypatch.setattr(gradcheck, "CLAMPING", set())
+    old, worst = gradcheck.check_local_derivatives(prog, "cpu", report=True)
+    print(f"\n{exporter}/{padding}: node-local error with the old tangents {old:.2e} ({worst[0][1]})")
+    assert old > gradcheck.LOCAL_TOLERANCE and worst[0][1].split()[0] in ("Floor", "Clip")
+
+
+@pytest.mark.parametrize("op_type", ["Floor", "Clip"])
+def test_a_wrong_floor_or_clip_rule_is_still_rejected(exported, monkeypatch, op_type):
+    """In-cell tangents do not blind the check: Floor or Clip passing the tangent through is caught."""
+    _, path = exported(Warp, "torchscript", "border", True)
+    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
+    monkeypatch.setitem(onnx_ad.rules.FORWARD, op_type, lambda ctx, node, tangents: tangents[0])
+    local = gradcheck.check_local_derivatives(prog, "cpu")
+    print(f"\n{op_type} passing its tangent: node-local error {local:.2e}")
+    assert local > gradcheck.LOCAL_TOLERANCE  # Clip: seen 2.0e-2 (few coordinates are clamped); Floor 1.0
+
+
 # ----------------------------------------------------------------------------- whole LAM maps
 LAM_CASES = [pytest.param(TiesPool, "torchscript", id="safmn-maxpool-torchscript"),
              pytest.param(NegativePad, "torchscript", id="realcugan-negative-pad-torchscript"),
              pytest.param(Flip, "dynamo", id="craft-flip-dynamo"),
              pytest.param(InverseRealFFT, "dynamo", id="fftformer-irfft2-dynamo"),
-             pytest.param(MaskedAssign, "torchscript", id="hvicidnet-masked-assignment-torchscript")]
+             pytest.param(MaskedAssign, "torchscript", id="hvicidnet-masked-assignment-torchscript"),
+             pytest.param(Warp, "torchscript", id="basicvsr-grid-sample-torchscript")]
 
 
 @pytest.mark.parametrize("cls, exporter", LAM_CASES)

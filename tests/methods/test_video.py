@@ -3,7 +3,7 @@
 Two tiny video SR nets (tests/video_architectures.py): a sliding-window one (EDVR-style, offset-free alignment weights,
 the centre frame restored) and a recurrent one (BasicVSR-style: a flow net, the hidden state warped
 with `F.grid_sample`, every frame restored). Both exporters; `lam MODEL FRAME… --frame K` on the
-command line; the bilinear GridSample rewrite against autograd.
+command line; onnx-ad's GridSample against autograd, and its program through the gradient check.
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ from PIL import Image
 import torch_reference as ref
 from clitools import run_cli
 from video_architectures import LR, T, RecurrentVSR, SlidingVSR, StackedBgr255, build, export
-from onnxlam.errors import InputError, NumericalError
-from onnxlam.graph import rewrite
+from onnxlam.errors import InputError
 from onnxlam.graph.video import VideoLayout
 from onnxlam.methods.video import VideoAnalyzer, analyze_video, frame_files, frame_metrics
 
@@ -158,25 +157,16 @@ def _grid_sample_model(padding, align, shape=(1, 2, 5, 6), grid=(1, 4, 3, 2)):
     return onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
 
 
-@pytest.mark.parametrize("rewritten", [True, False])
-@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize("align", [0, 1])
-def test_grid_sample_rewrite_matches_autograd(padding, align, rewritten):
-    """The rewrite's values and onnx-ad's reverse gradients of it (w.r.t. image and grid) equal
-    PyTorch's `grid_sample` and autograd, with grid points outside the image and on integer pixels.
-    Unrewritten, onnx-ad's own GridSample lowering is correct too (it is the gradient check that
-    rejects it: see the next test)."""
+def test_grid_sample_matches_autograd(padding, align):
+    """onnx-ad's own GridSample lowering (values, and reverse gradients w.r.t. image and grid) equals
+    PyTorch's `grid_sample` and autograd, with grid points outside the image and on integer pixels."""
     m = _grid_sample_model(padding, align)
-    if rewritten:
-        m = rewrite.make_differentiable(m)
-    assert ("GridSample" in {n.op_type for n in m.graph.node}) != rewritten
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 2, 5, 6)).astype(np.float32)
     grid = rng.uniform(-1.3, 1.3, (1, 4, 3, 2)).astype(np.float32)
-    # a corner (zeros: where PyTorch's border clamp takes the outer one-sided derivative, see the
-    # rewrite) and an exact pixel centre: the floor's edge cases
-    grid[0, 0, 0] = [-1.0, 1.0] if padding == "zeros" else [-0.6, 0.5]
-    grid[0, 1, 1] = [0.2, -0.5] if align else [1 / 6, -0.2]
+    grid[0, 1, 1] = [0.2, -0.5] if align else [1 / 6, -0.2]  # an exact pixel centre: the floor's edge case
     seed = rng.normal(size=(1, 2, 4, 3)).astype(np.float32)
     program = onnx_ad.reverse(m, inputs=["x", "grid"], outputs=["y"], layout="onnx")
     program.ir_version = min(program.ir_version, 10)
@@ -191,14 +181,13 @@ def test_grid_sample_rewrite_matches_autograd(padding, align, rewritten):
     assert np.abs(outputs["adj_grid"][..., 0] - gt.grad.numpy()).max() < 1e-4
 
 
-def test_onnx_ads_own_grid_sample_lowering_fails_the_local_check(nets, monkeypatch):
-    """Why the rewrite exists: without it, onnx-ad lowers GridSample with float Floor and Clip nodes,
-    whose node-local differences (graph/gradcheck.py) step across their jumps, and the (correct)
-    program is rejected. When this test fails, the check accepts the lowering: drop the rewrite."""
-    monkeypatch.setitem(rewrite.REWRITES, "GridSample", lambda *args: None)
+def test_the_recurrent_program_passes_the_gradient_check(nets):
+    """onnx-ad lowers GridSample with float Floor and Clip nodes; the node-local check steps inside
+    their cells (`gradcheck.in_cell_tangents`) and accepts the correct program."""
     analyzer = VideoAnalyzer(nets["files"]["recurrent", "torchscript"], T, 2, device="cpu", cache=False)
-    with pytest.raises(NumericalError, match="fails its check"):
-        analyzer.build(1, LR, LR, 1)
+    program = analyzer.build(1, LR, LR, 1)
+    ops = {n.op_type for n in program.model.graph.node}
+    assert {"Floor", "Clip"} <= ops and program.fd_error <= 1e-3
 
 
 # --- the command line ---------------------------------------------------------------------------------
