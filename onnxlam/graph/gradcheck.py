@@ -27,11 +27,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ad
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from onnxlam.graph.detector import MASK, OBJECTIVE
 from onnxlam.errors import NumericalError
-from onnxlam.graph.model import INPUT
+from onnxlam.graph.model import INPUT, constant_values
 from onnxlam.engine.runtime import create_session
 
 SEED = "adj_" + OBJECTIVE          # the program's seed input (onnx-ad's naming)
@@ -302,16 +302,6 @@ PIECEWISE_CONSTANT = {"Floor": 0.0, "Ceil": 0.0, "Round": 0.5}  # op: where its 
 CLAMPING = {"Clip", "Max", "Min"}  # kinks at their constant operands (Max/Min: a clamp, like ReLU's at 0)
 
 
-def _constant_values(model: onnx.ModelProto) -> dict:
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(a.t)
-    return values
-
-
 def in_cell_tangents(exploded: onnx.ModelProto, feeds: dict, perturb: list, r: dict) -> dict:
     """Tangents for the inputs of ops with jumps or kinks at fixed values: t = r·d/2, d the distance
     to the nearest one, so no step |s| ≤ 0.2 reaches it.
@@ -336,7 +326,7 @@ def in_cell_tangents(exploded: onnx.ModelProto, feeds: dict, perturb: list, r: d
                     frac = z - np.floor(z)
                     out[i] = (r[i] * 0.5 * np.minimum(frac, 1.0 - frac)).astype(np.float32)
         elif node.op_type in CLAMPING:
-            constants = _constant_values(exploded) if constants is None else constants
+            constants = constant_values(exploded) if constants is None else constants
             points = [float(np.asarray(constants[c]).reshape(-1)[0]) for c in node.input
                       if c in constants and np.asarray(constants[c]).size == 1]
             if not points or (node.op_type != "Clip" and len(points) + 1 != len([c for c in node.input if c])):

@@ -146,6 +146,17 @@ def static_shapes(model: onnx.ModelProto, complete: bool = False) -> dict[str, t
     return shapes
 
 
+def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The initializers and Constant nodes' values of the main graph, by name."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
 def opset_version(model: onnx.ModelProto) -> int:
     """The model's default-domain opset (a model without one is taken as the newest onnx knows)."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),

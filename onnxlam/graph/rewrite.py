@@ -35,19 +35,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxlam.graph.model import fresh_name, opset_version, static_shapes
+from onnxlam.graph.model import constant_values, fresh_name, opset_version, static_shapes
 
 NUMPY_PAD_MODE = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
-
-
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
 
 
 class FreshNames:
@@ -360,7 +350,7 @@ class _Graph:
                 if i:
                     self.consumers.setdefault(i, []).append(n)
         self.outputs = {o.name for o in model.graph.output}
-        self.constants, self.shapes = _constants(model), static_shapes(model)
+        self.constants, self.shapes = constant_values(model), static_shapes(model)
 
     def made_by(self, name: str, op_type: str) -> onnx.NodeProto | None:
         node = self.producer.get(name)
@@ -591,7 +581,7 @@ def drop_seed_axis(model: onnx.ModelProto) -> onnx.ModelProto:
     operands are all 4-D values with a unit axis appended (or one-element constants) runs on the 4-D
     values, and an Unsqueeze gives the 5-D name to whatever still needs it; `prune` drops the rest.
     """
-    shapes, constants = static_shapes(model), _constants(model)
+    shapes, constants = static_shapes(model), constant_values(model)
     opset = opset_version(model)
     if opset < 13:
         return model
@@ -699,7 +689,7 @@ def _outer_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def _apply(model: onnx.ModelProto, rules: dict[str, Callable]) -> onnx.ModelProto:
-    constants, shapes = _constants(model), static_shapes(model)
+    constants, shapes = constant_values(model), static_shapes(model)
     opset = opset_version(model)
     fresh = FreshNames(model)
     nodes, changed = [], False

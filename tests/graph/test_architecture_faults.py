@@ -249,16 +249,23 @@ def _matches_autograd(path, module, batch=1) -> float:
     return worst
 
 
+def _rejected_without(path, monkeypatch, ops: tuple, **old) -> None:
+    """The net reproduces its fault: with the check's tangents as they were (`old`: gradcheck's op
+    sets emptied), the node-local check rejects the correct program, worst at one of `ops`."""
+    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
+    for name, value in old.items():
+        monkeypatch.setattr(gradcheck, name, value)
+    error, worst = gradcheck.check_local_derivatives(prog, "cpu", report=True)
+    print(f"\n{path.name}: node-local error with the old tangents {error:.2e} ({worst[0][1]})")
+    assert error > gradcheck.LOCAL_TOLERANCE and worst[0][1].split()[0] in ops
+
+
 # ----------------------------------------------------------------------------- 1. SAFMN
 @pytest.mark.parametrize("exporter", arch.EXPORTERS)
 def test_maxpool_with_near_ties_passes_the_check(exported, exporter, monkeypatch):
     module, path = exported(TiesPool, exporter)
     _matches_autograd(path, module)
-    # the net reproduces the fault: with the old per-element tangents, MaxPool's difference crosses ties
-    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
-    monkeypatch.setattr(gradcheck, "SELECTING", set())
-    old, worst = gradcheck.check_local_derivatives(prog, "cpu", report=True)
-    assert old > gradcheck.LOCAL_TOLERANCE and worst[0][1].startswith("MaxPool")
+    _rejected_without(path, monkeypatch, ("MaxPool",), SELECTING=set())  # per-element tangents cross ties
 
 
 def _argmin_indices(ctx, node):
@@ -475,12 +482,7 @@ _REAL_SIGMOID = onnx_ad.rules.DERIVATIVE["Sigmoid"]
 def test_sigmoid_of_tiny_values_passes_the_check(exported, exporter, monkeypatch):
     module, path = exported(TinyGate, exporter)
     _matches_autograd(path, module)
-    # the net reproduces the fault: with multiplicative tangents only, the Sigmoid's step is rounding
-    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
-    monkeypatch.setattr(gradcheck, "SMOOTH", set())
-    old, worst = gradcheck.check_local_derivatives(prog, "cpu", report=True)
-    print(f"\n{exporter}: node-local error with the old tangents {old:.2e} ({worst[0][1]})")
-    assert old > gradcheck.LOCAL_TOLERANCE and worst[0][1].startswith("Sigmoid")
+    _rejected_without(path, monkeypatch, ("Sigmoid",), SMOOTH=set())  # a step of ~|z|: float32 rounding
 
 
 def test_a_wrong_sigmoid_rule_at_tiny_values_is_still_rejected(exported, monkeypatch):
@@ -541,13 +543,7 @@ def test_grid_sample_passes_the_check(exported, exporter, padding, align, monkey
     module, path = exported(Warp, exporter, padding, align)
     assert "GridSample" in {n.op_type for n in onnx.load(str(path)).graph.node}
     _matches_autograd(path, module)
-    # the net reproduces the fault: stepping across Floor's jumps and Clip's bounds
-    prog = build_program(path, 1, LR, LR, cache=False, verify=False)
-    monkeypatch.setattr(gradcheck, "PIECEWISE_CONSTANT", {})
-    monkeypatch.setattr(gradcheck, "CLAMPING", set())
-    old, worst = gradcheck.check_local_derivatives(prog, "cpu", report=True)
-    print(f"\n{exporter}/{padding}: node-local error with the old tangents {old:.2e} ({worst[0][1]})")
-    assert old > gradcheck.LOCAL_TOLERANCE and worst[0][1].split()[0] in ("Floor", "Clip")
+    _rejected_without(path, monkeypatch, ("Floor", "Clip"), PIECEWISE_CONSTANT={}, CLAMPING=set())
 
 
 @pytest.mark.parametrize("op_type", ["Floor", "Clip"])
