@@ -2,7 +2,7 @@
 the fault is still there.
 
 When one of these tests fails, onnx-ad has fixed that fault: drop the matching rewrite in
-`onnxlam/rewrite.py` (named in each docstring) and this test. Each docstring is the report one would
+`onnxlam/graph/rewrite.py` (named in each docstring) and this test. Each docstring is the report one would
 file upstream. Checked against onnx-ad 0.3.0, onnx 1.23, onnxruntime 1.31.
 """
 from __future__ import annotations
@@ -87,3 +87,33 @@ def test_inverse_onesided_dft_is_not_differentiated():
     with pytest.raises(onnx_ad.UnsupportedOperator, match="inverse onesided DFT"):
         _reverse(m)
 
+
+
+def test_slice_with_a_computed_end_is_not_differentiated():
+    """Slice whose `ends` is computed (from a NonZero's count): not differentiated.
+
+    TorchScript exports a boolean-mask assignment `x[m] = f(y[m])` (HVI-CIDNet's colour transform) as
+    NonZero, GatherND, f, a Slice of the values to `Shape(NonZero(m))[1]`, and ScatterND. `onnx_ad.reverse`
+    of `Slice(x[6], starts=[0], ends=Unsqueeze(Gather(Shape(NonZero(x > 0.5)), 1)))` raises
+    "Slice is differentiable only with a constant 'ends' operand". The adjoint of a unit-step Slice is
+    a Pad of the seed to the input's length, which onnxruntime computes at run time as well (Shape of
+    the input, Sub, Concat) whatever the bounds are. Worked around by `rewrite.masked_assignment_as_where`.
+    """
+    nodes = [helper.make_node("Greater", ["x", "half"], ["m"]),
+             helper.make_node("NonZero", ["m"], ["nz"]),
+             helper.make_node("Shape", ["nz"], ["nz_shape"]),
+             helper.make_node("Gather", ["nz_shape", "one"], ["count"], axis=0),
+             helper.make_node("Unsqueeze", ["count", "zero_axis"], ["end"]),
+             helper.make_node("Slice", ["x", "zero", "end"], ["y"])]
+    init = [numpy_helper.from_array(np.array(0.5, np.float32), "half"), _ints("one", 1), _ints("zero", [0]),
+            _ints("zero_axis", [0])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], init)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    m = onnx.shape_inference.infer_shapes(m)
+    x = np.array([0.1, 0.9, 0.7, 0.2, 0.8, 0.3], np.float32)
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x[:3])  # the model itself runs
+    with pytest.raises(onnx_ad.UnsupportedOperator, match="constant 'ends'"):
+        _reverse(m)
