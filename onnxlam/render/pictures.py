@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import linalg, signal
 
 __all__ = [
     "seismic",
@@ -160,7 +159,7 @@ def _kde_bandwidth(weights: np.ndarray, h: int, w: int) -> np.ndarray:
         if extent == 1:  # every point has the same coordinate on this axis
             cov[axis, :] = cov[:, axis] = 0.0
             cov[axis, axis] = 1.0
-    return linalg.cholesky(cov, lower=True) * factor
+    return np.linalg.cholesky(cov) * factor  # lower-triangular L, Σ = L Lᵀ
 
 
 def _gaussian_on_offsets(chol: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -173,9 +172,19 @@ def _gaussian_on_offsets(chol: np.ndarray, h: int, w: int) -> np.ndarray:
     """
     dy, dx = np.mgrid[-(h - 1) : h, -(w - 1) : w]
     offsets = np.vstack([dx.ravel(), dy.ravel()]).astype(np.float64)
-    white = linalg.solve_triangular(chol, offsets, lower=True)
+    white = np.linalg.solve(chol, offsets)  # L⁻¹ δ (2×2: a triangular solve needs no SciPy)
     quad = np.einsum("ij,ij->j", white, white)
     return np.exp(-0.5 * quad).reshape(dy.shape)
+
+
+def _convolve_same(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``scipy.signal.fftconvolve(a, kernel, mode="same")`` with NumPy's FFT: the full linear
+    convolution, cropped to a's shape around the kernel's centre. (SciPy's signal module costs about
+    a second of import time in every process that writes a picture.)"""
+    full = [n + k - 1 for n, k in zip(a.shape, kernel.shape)]
+    z = np.fft.irfft2(np.fft.rfft2(a, full) * np.fft.rfft2(kernel, full), full)
+    top, left = (kernel.shape[0] - 1) // 2, (kernel.shape[1] - 1) // 2
+    return z[top:top + a.shape[0], left:left + a.shape[1]]
 
 
 def kde_density(m: np.ndarray) -> np.ndarray:
@@ -191,7 +200,7 @@ def kde_density(m: np.ndarray) -> np.ndarray:
     computed exactly but fast: evaluating the KDE at the data grid itself is the 2-D convolution
     ``Z = W ⊛ G`` of the normalised weight image W with the kernel Gaussian G of covariance
     ``kde.covariance`` sampled at every integer offset (−(h−1)…h−1 rows, −(w−1)…w−1 columns),
-    done with ``scipy.signal.fftconvolve`` in O(N log N) instead of SciPy's O(N²) sum.
+    done with FFTs (``_convolve_same``) in O(N log N) instead of SciPy's O(N²) sum.
 
     Accuracy: the FFT rounding error is absolute, about 1e-15 of the max, so values agree with
     SciPy to ~1e-12 relative or better except where the density itself is below ~1e-6 of its
@@ -211,7 +220,7 @@ def kde_density(m: np.ndarray) -> np.ndarray:
     weights /= np.sum(weights)
     kernel = _gaussian_on_offsets(_kde_bandwidth(weights, h, w), h, w)
     # 'same' keeps the h×w block whose centre offset is 0: Z[p] = Σ_q W[q] G[p − q].
-    z = signal.fftconvolve(weights.reshape(h, w), kernel, mode="same")
+    z = _convolve_same(weights.reshape(h, w), kernel)
     z = np.maximum(z, 0.0)
     return z / z.max()
 
