@@ -48,7 +48,8 @@ def test_tiny_cnn_crop_is_exact(tmp_path, window):
     _compare(path, image, window, 16, lr=False)
 
 
-@pytest.mark.parametrize("name", ["edsr", "rrdb", "fsrcnn"])
+@pytest.mark.parametrize("name", [pytest.param("edsr", marks=pytest.mark.slow),  # fsrcnn fast: the suite's time
+                                  pytest.param("rrdb", marks=pytest.mark.slow), "fsrcnn"])
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_reference_architectures_crop_exact(zoo, astronaut, name, exporter):
     """Local architectures of the parity suite on a larger LR image than their export size."""
@@ -86,9 +87,13 @@ def test_bundled_model_crop_is_exact_and_reported():
 
 
 def test_cli_context_and_no_crop(tmp_path):
+    from PIL import Image
+
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     model = REPO / "exported_models" / "span-x4.onnx"
-    cmd = [sys.executable, "-m", "onnxlam", "lam", str(model), str(HR), "--window", "20", "20", "--fold", "3",
+    hr = tmp_path / "hr.png"  # 160×160 (LR 40×40): the uncropped run stays small
+    Image.open(HR).crop((0, 0, 160, 160)).save(hr)
+    cmd = [sys.executable, "-m", "onnxlam", "lam", str(model), str(hr), "--window", "20", "20", "--fold", "3",
            "--json"]
     a = subprocess.run(cmd + ["--out", str(tmp_path / "a")], capture_output=True, text=True, env=env)
     b = subprocess.run(cmd + ["--no-crop", "--out", str(tmp_path / "b")], capture_output=True, text=True, env=env)
