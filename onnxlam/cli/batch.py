@@ -27,7 +27,7 @@ Cluster = Annotated[Optional[str], typer.Option(
     "127.0.0.1 (needs the cluster extra of onnxlam).")]
 Methods = Annotated[Optional[List[str]], typer.Option(
     "--method", metavar="NAME", help="What each case computes: lam (default), cem, smoothgrad, smoothgrad_sq, "
-    "vargrad; repeatable or a comma list (--method lam,cem).")]
+    "vargrad, erf; repeatable or a comma list (--method lam,cem).")]
 Scheduler = Annotated[Optional[str], typer.Option(
     "--scheduler", metavar="ADDRESS", help="Run on an existing Dask cluster: tcp://host:port, tls://host:port "
     "or a scheduler file; the output folder must be on a file system every worker reaches (needs the "

@@ -231,8 +231,11 @@ def erf_picture(result: ErfResult, decades: int = DECADES) -> np.ndarray:
     return pictures.panel(parts, labels)
 
 
-def write_erf(result: ErfResult, out: str | Path) -> Path:
-    """`erf.npy` (float32 h×w), `result.json` and `erf.png` into folder `out`, all or nothing."""
+def write_erf(result: ErfResult, out: str | Path, about: dict | None = None) -> Path:
+    """`erf.npy` (float32 h×w), `result.json` and `erf.png` into folder `out`, all or nothing.
+
+    `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
+    replace the result's own keys."""
     import json
 
     from onnxlam.files import atomic_dir
@@ -241,6 +244,10 @@ def write_erf(result: ErfResult, out: str | Path) -> Path:
     check_out_dir(Path(out))
     with atomic_dir(out) as tmp:
         np.save(tmp / "erf.npy", result.erf.astype(np.float32))
-        (tmp / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        data = result.to_json()
+        clash = sorted(set(data) & set(about or {}))
+        if clash:
+            raise ValueError(f"about may not replace the result's own keys: {', '.join(clash)}")
+        (tmp / "result.json").write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
         pictures.save(str(tmp / "erf.png"), erf_picture(result))
     return Path(out)

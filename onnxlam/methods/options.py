@@ -3,11 +3,11 @@
 `lam` (the default) is the local attribution map (Gu & Dong, CVPR 2021; lam/); `cem` the causal
 effect map of the window taken as the region of interest (Hu et al., TPAMI 2025; methods/cem.py,
 forward passes only); `smoothgrad`, `smoothgrad_sq` and `vargrad` LAM through the noise tunnel
-(Smilkov et al. 2017, Adebayo et al. 2018; methods/noise_tunnel.py). Each case folder holds what
-the method's own command writes (`onnxlam lam`, `onnxlam cem`, `onnxlam lam --noise-tunnel`).
-
-ERF (methods/erf.py) is not a report method: it is one map per model *averaged over images*, so it
-has no (model, image, window) case; run `onnxlam erf MODEL IMAGES…` on the report's images instead.
+(Smilkov et al. 2017, Adebayo et al. 2018; methods/noise_tunnel.py); `erf` the effective receptive
+field of the window (the gradient of its intensity sum; methods/erf.py) on the case's one image. Each
+case folder holds what the method's own command writes (`onnxlam lam`, `onnxlam cem`, `onnxlam lam
+--noise-tunnel`, `onnxlam erf MODEL IMAGE --pixel X Y --size S`). The ERF averaged over many images is
+`onnxlam erf MODEL IMAGES…`: a report's per-image ERFs are its terms (each normalised to unit mass).
 
 `MethodOptions` declares the methods' report options with `lam.options.option`, as `LamOptions`
 declares LAM's: the report's flags (`cli.options._alias`), its TOML keys (`config`) and validation
@@ -26,10 +26,9 @@ from onnxlam.lam.options import _at_least, _non_negative, option, validate_optio
 
 LAM = "lam"
 CEM = "cem"
+ERF = "erf"
 TUNNELS = ("smoothgrad", "smoothgrad_sq", "vargrad")  # methods/noise_tunnel.KINDS, checked by a test
-METHODS = (LAM, CEM) + TUNNELS
-NOT_IN_REPORTS = {"erf": "erf averages over images, so it has no (model, image, window) case; run "
-                         "`onnxlam erf MODEL IMAGES…` on the report's images"}
+METHODS = (LAM, CEM) + TUNNELS + (ERF,)
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,8 @@ class MethodOptions:
             return None
         if method == CEM:
             return {"name": CEM, **self.cem_arguments()}
+        if method == ERF:
+            return {"name": ERF}
         return {"name": method, "samples": self.samples, "stdev": float(self.stdev), "seed": self.seed}
 
 
@@ -98,8 +99,6 @@ def parse_methods(values: Iterable[str] | str | None) -> tuple[str, ...]:
             raise InputError(f"a method is a name ({', '.join(METHODS)}); got {item!r}")
         names += [n.strip().lower() for n in item.split(",") if n.strip()]
     for name in names:
-        if name in NOT_IN_REPORTS:
-            raise InputError(f"--method {name}: {NOT_IN_REPORTS[name]}")
         if name not in METHODS:
             raise InputError(f"unknown method {name!r}; choose one or more of {', '.join(METHODS)} "
                              "(--method lam,cem or --method lam --method cem)")

@@ -1,9 +1,10 @@
-"""`onnxlam report --method`: CEM and the noise tunnel as report methods (issue 12).
+"""`onnxlam report --method`: CEM, the noise tunnel and the ERF as report methods (issue 12).
 
 Each non-LAM case is compared with its method's own API called directly (the methods' own tests
 compare those APIs with independent PyTorch references), plus checks that do not go through the
 method's code: CEM's block counts against the grid computed here, the noise tunnel's map against the
-mean of LAM over noisy inputs drawn here. Also: LAM cases unchanged by --method, resumption per
+mean of LAM over noisy inputs drawn here, the ERF's peak against a finite difference of the model
+itself. Also: LAM cases unchanged by --method, resumption per
 (method, case), the gate leaving other methods' cases out, a local Dask cluster equal to the serial
 run, and bad method names as usage errors.
 """
@@ -238,7 +239,6 @@ def test_cem_on_a_local_cluster_equals_the_serial_run(report, inputs, tmp_path):
 
 @pytest.mark.parametrize("flags, needle", [
     (("--method", "lam,bogus"), "unknown method 'bogus'; choose one or more of lam, cem, smoothgrad"),
-    (("--method", "erf"), "erf averages over images"),
     (("--method", "cem", "--lr"), "--lr does not apply"),
     (("--method", "cem", "--cem-refine", "-1"), "--cem-refine must be ≥ 0"),
     (("--method", "smoothgrad", "--samples", "0"), "--samples must be at least 1"),
@@ -314,3 +314,61 @@ def test_page_shows_cem_columns_only_where_cem_ran(report, inputs, tmp_path):
     assert r.returncode == 0, r.stderr
     page = (plain / "index.html").read_text()
     assert "CEM" not in page and "<td>lam</td>" in page
+
+
+def test_erf_cases_equal_the_api_and_a_finite_difference(inputs, tmp_path):
+    """`--method erf`: per (model, image, window) the ERF of the window on that one image, the folder
+    `onnxlam erf` writes, its mass counts and 90% radius in LAM's columns; DI empty. The peak pixel's
+    value is checked against central differences of the model's own window sum (onnxruntime, no
+    gradient program); a rerun, or another --fold, recomputes nothing."""
+    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.engine.runtime import create_session
+    from onnxlam.lam.image import prepare_lr, read_image
+    from onnxlam.methods.erf import effective_receptive_field
+
+    out = tmp_path / "erf"
+    r = run_cli(*_args(inputs, out, "--method", "erf", "--device", "cpu"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["run"]["computed"] == 4
+    analyzer = Analyzer(inputs / "a.onnx", device="cpu", cache=False)
+    session = create_session(onnx.load(str(inputs / "a.onnx")), "cpu").session  # the file as is
+    name = session.get_inputs()[0].name
+    for row in _rows(out):
+        assert row["method"] == "erf" and row["status"] == "ok" and row["di"] == "" and row["fold"] == ""
+        folder = out / row["folder"]
+        assert sorted(p.name for p in folder.iterdir()) == ["erf.npy", "erf.png", "result.json"]
+        data = json.loads((folder / "result.json").read_text())
+        assert data["case"]["method"] == {"name": "erf"}
+        x, y, size = int(row["x"]), int(row["y"]), int(row["size"])
+        direct = effective_receptive_field(analyzer, [row["image"]], (x, y), size)
+        erf = np.load(folder / "erf.npy")
+        np.testing.assert_array_equal(erf, direct.erf.astype(np.float32))
+        assert abs(float(erf.sum()) - 1.0) < 1e-5
+        assert int(row["pixels_90"]) == direct.pixels["90"] and float(row["radius_90"]) == pytest.approx(
+            direct.radii["90"], abs=1e-6)
+        # independent: Σ_c |∂S/∂x_c| at the peak, S the window's intensity sum, by central differences
+        lr = prepare_lr(read_image(row["image"]), 2).astype(np.float64)
+        r0, c0 = np.unravel_index(int(np.argmax(erf)), erf.shape)
+
+        def window_sum(z):
+            sr = session.run(None, {name: z[None].astype(np.float32)})[0][0].astype(np.float64)
+            return sr[:, y:y + size, x:x + size].sum()
+        g = []
+        for ch in range(3):
+            e = np.zeros_like(lr)
+            e[ch, r0, c0] = 1e-2
+            g.append((window_sum(lr + e) - window_sum(lr - e)) / 2e-2)
+        assert np.abs(g).sum() == pytest.approx(float(erf[r0, c0]) * float(np.sum(direct.gradient_mass)),
+                                               rel=2e-2)
+    page = (out / "index.html").read_text()
+    assert "erf.png" in page
+    again = run_cli(*_args(inputs, out, "--method", "erf", "--device", "cpu", "--fold", 7), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["run"]["computed"] == 0, again.stderr
+    # and on a local Dask cluster: the same folders and maps
+    import distributed  # noqa: F401  (the cluster extra, part of the test extra)
+    cluster = tmp_path / "erf-cluster"
+    c = run_cli(*_args(inputs, cluster, "--method", "erf", "--device", "cpu"), "--cluster", "local:2", "--json")
+    assert c.returncode == 0 and json.loads(c.stdout)["run"]["computed"] == 4, c.stderr
+    for a, b in zip(_rows(out), _rows(cluster)):
+        assert a["folder"] == b["folder"] and a["pixels_90"] == b["pixels_90"]
+        np.testing.assert_array_equal(np.load(cluster / b["folder"] / "erf.npy"), np.load(out / a["folder"] / "erf.npy"))

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from onnxlam._version import __version__
 from onnxlam.batch.report.config import _stem
-from onnxlam.methods.options import CEM, LAM
+from onnxlam.methods.options import CEM, ERF, LAM
 from onnxlam.batch.report.store import CaseRow, ModelSummary, Report
 from onnxlam.render.text import fmt as _fmt
 
@@ -143,7 +143,7 @@ def _case_table(rows: Sequence[CaseRow], cem: bool = False) -> list[str]:
     for r in rows:
         c = r.case
         if r.status == "ok":
-            panel = f"{r.folder}/panel.png"
+            panel = f"{r.folder}/{'erf.png' if c.method == ERF else 'panel.png'}"
             thumb = (f'<a href="{_href(panel)}"><img src="{_href(panel)}" loading="lazy" '
                      f'alt="{_e(c.label)}"></a>')
         else:

@@ -32,7 +32,7 @@ from onnxlam.graph.model import file_sha256, inputs_text
 from onnxlam.errors import InputError, OnnxlamError
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig, plan_cases
-from onnxlam.methods.options import CEM, LAM, MethodOptions
+from onnxlam.methods.options import CEM, ERF, LAM, MethodOptions
 from onnxlam.batch.report.store import (CASES, ERROR, RESULT, CaseRow, Fingerprint, Report, _row_from_result,
                                         _write_dir_atomically, case_files, exclusive, read_complete,
                                         remove_leftovers, write_aggregates)
@@ -140,8 +140,10 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
     method_options = config.method_options
 
     def fingerprint(c: Case) -> Fingerprint:
-        # CEM has no LAM path: its cases hold LAM's defaults there, so --fold & co. do not recompute them
-        o = LamOptions(value_range=options.value_range, bgr=options.bgr) if c.method == CEM else options
+        # CEM and ERF have no LAM path: their cases hold LAM's defaults there, so --fold & co. do not
+        # recompute them (ERF reads --lr: it differentiates at the LR input itself)
+        o = {CEM: LamOptions(value_range=options.value_range, bgr=options.bgr),
+             ERF: LamOptions(lr=options.lr, value_range=options.value_range, bgr=options.bgr)}.get(c.method, options)
         return Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, o.lr, o.path, float(o.sigma), o.fold,
                            o.kernel_size, o.value_range, o.bgr, o.context, method=method_options.parameters(c.method))
 
@@ -225,6 +227,13 @@ class ModelSession:
         return noise_tunnel(self.analyzer, image, windows, tunnel, cases[0].size, progress=progress,
                             **options.run_arguments())
 
+    def run_erf(self, case: Case, options: LamOptions, progress=None):
+        """`erf.effective_receptive_field` of the case's window on its one image."""
+        from onnxlam.methods.erf import effective_receptive_field
+
+        return effective_receptive_field(self.analyzer, [case.image], (case.x, case.y), case.size, lr=options.lr,
+                                         progress=progress)
+
 
 class _Analyzers:
     """One model at a time, for the model whose cases are running: its session (programs built once
@@ -294,12 +303,13 @@ def run_group(rows: Sequence[CaseRow], fingerprints: dict, analyzers: _Analyzers
     """
     first = rows[0].case
     method_options = method_options or MethodOptions()
-    if first.method == CEM:
+    if first.method in (CEM, ERF):
+        run = _run_cem if first.method == CEM else _run_erf
         for n, row in enumerate(rows):
             if len(rows) > 1:  # a lone case was announced by group_started
                 listener.case_started(row.case, index + n, count)
             yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
-                               lambda c=row.case: _run_cem(analyzers, c, options, method_options, listener.step))
+                               lambda c=row.case: run(analyzers, c, options, method_options, listener.step))
         return
     if first.method == LAM:
         def together(cases):
@@ -344,6 +354,12 @@ def _run_cem(analyzers: _Analyzers, case: Case, options: LamOptions, method_opti
     return result, {"windows": 1, "seconds": round(result.seconds, 4)}
 
 
+def _run_erf(analyzers: _Analyzers, case: Case, options: LamOptions, method_options: MethodOptions, progress):
+    """An ERF case: the effective receptive field of the case's window on its one image."""
+    result = analyzers.get(case.model).run_erf(case, options, progress)
+    return result, {"windows": 1, "seconds": round(result.seconds, 4)}
+
+
 def fail_case(row: CaseRow, fingerprint: Fingerprint, out: Path, message: str) -> CaseRow:
     """Record `row` as failed with `message`, as a failed computation is (error.json, failed row): for
     cases whose whole task failed, out of the reach of `run_group` (a cluster's worker lost for good)."""
@@ -377,6 +393,10 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
             from onnxlam.methods.cem import write_result as write_cem
 
             write_cem(replace(result, model=case.model), target, about)
+        elif case.method == ERF:
+            from onnxlam.methods.erf import write_erf
+
+            write_erf(replace(result, model=case.model), target, about)
         else:
             write_result(replace(result, model=case.model), target, about)
         return _row_from_result(case, row.folder, json.loads((target / RESULT).read_text()), reused=False)

@@ -19,7 +19,7 @@ from onnxlam.errors import InputError
 from onnxlam.files import atomic_dir, write_atomic
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig
-from onnxlam.methods.options import CEM, LAM
+from onnxlam.methods.options import CEM, ERF, LAM
 
 
 FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every case
@@ -29,6 +29,8 @@ ERROR = "error.json"
 AGGREGATES = ("results.csv", "results.json", "index.html")
 CASE_FILES = ("attribution.npy", "gradient.npy", RESULT, "panel.png")
 CEM_FILES = ("effect.npy", "psnr_coarse.npy", "psnr_fine.npy", "refined.npy", RESULT, "cem.png", "panel.png")
+ERF_FILES = ("erf.npy", RESULT, "erf.png")
+NO_PATH = (CEM, ERF)  # methods without LAM's path (path, sigma, fold, kernel): those options do not apply
 # The columns after "folder" came with the methods (appended, so the LAM columns keep their places): a
 # column a case's method does not have is empty (CEM has no DI; LAM has no causal effects).
 CSV_COLUMNS = ("model", "image", "x", "y", "size", "path", "fold", "di", "gini", "pixels_50", "pixels_90",
@@ -73,7 +75,7 @@ class Fingerprint:
 
 def case_files(method: str) -> tuple[str, ...]:
     """The files a complete case folder of `method` holds (what the method's own command writes)."""
-    return CEM_FILES if method == CEM else CASE_FILES
+    return {CEM: CEM_FILES, ERF: ERF_FILES}.get(method, CASE_FILES)
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,13 @@ class CaseRow:
                 "effects": self.effects.to_json() if self.effects else None}
         if c.method == CEM:  # LAM's path options do not apply to a causal effect map
             data.update(dict.fromkeys(("lr", "path", "sigma", "fold", "kernel_size", "context")))
+        elif c.method == ERF:  # nor to a gradient at the image itself
+            data.update(dict.fromkeys(("path", "sigma", "fold", "kernel_size", "context")))
         return data
 
     def csv_values(self, options: LamOptions) -> list:
         c, e = self.case, self.effects
-        path, fold = ("", "") if c.method == CEM else (options.path, options.fold)
+        path, fold = ("", "") if c.method in NO_PATH else (options.path, options.fold)
         return [c.model, c.image, c.x, c.y, c.size, path, fold, _num(self.di), _num(self.gini),
                 *(_num(self.range.get(k)) for k in RANGE_KEYS), _num(self.seconds, 3), self.status,
                 self.message, self.folder, c.method,
@@ -152,6 +156,11 @@ def _row_from_result(case: Case, folder: str, data: dict, reused: bool) -> CaseR
                           int(counts["roi_blocks"]), float(effect["range"]), float(data["reference_psnr"]))
         return CaseRow(case, folder, "ok", message, None, None, data.get("seconds"), {}, data.get("scale"),
                        data.get("model_sha256"), reused, effects)
+    if case.method == ERF:  # erf.ErfResult.to_json: no DI; the mass counts and radius, as LAM's range
+        stats = {"pixels_50": data["pixels"]["50"], "pixels_90": data["pixels"]["90"],
+                 "pixels_99": data["pixels"]["99"], "radius_90": data["radii"]["90"]}
+        return CaseRow(case, folder, "ok", message, None, None, data.get("seconds"), stats, data.get("scale"),
+                       data.get("model_sha256"), reused)
     return CaseRow(case, folder, "ok", message, float(data["di"]), float(data["gini"]), data.get("seconds"),
                    dict(data.get("range") or {}), data.get("scale"), data.get("model_sha256"), reused)
 
