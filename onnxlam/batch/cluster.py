@@ -39,7 +39,6 @@ import math
 import os
 import re
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -52,7 +51,6 @@ INSTALL = 'pip install "onnxlam[cluster]"'
 RETRIES = 2                # reruns of a task that raised (a lost worker is counted by Dask separately)
 MODELS_PER_WORKER = 4      # Analyzers a worker keeps (each holds its programs, one per input shape)
 WORKER_WAIT = 60.0         # seconds to wait for the first worker of an external scheduler
-AGGREGATE_EVERY = 2.0      # seconds between rewrites of results.csv/json and index.html while running
 SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
 _LOCAL = re.compile(r"local:(\d+)")
 _ADDRESS = re.compile(r"(%s)://[^\s/]+" % "|".join(SCHEMES))
@@ -398,7 +396,7 @@ class ClusterExecutor:
         from distributed import as_completed
 
         from onnxlam.batch.report.run import fail_case
-        from onnxlam.batch.report.store import remove_leftovers, write_aggregates
+        from onnxlam.batch.report.store import AggregateWriter, remove_leftovers
 
         if self.client is None:
             with self:
@@ -424,7 +422,7 @@ class ClusterExecutor:
                 key=key, workers=[worker],
                 allow_other_workers=True, retries=RETRIES, pure=False)
             futures[future] = group
-        last = time.monotonic()
+        aggregates = AggregateWriter()
         try:
             for future in as_completed(futures):
                 group = futures.pop(future)
@@ -448,13 +446,11 @@ class ClusterExecutor:
                     report.rows[i] = row
                     report.computed += row.status == "ok"
                     listener.case_finished(row)
-                if time.monotonic() - last > AGGREGATE_EVERY:  # not per case: 10,000 rows cost a rewrite
-                    write_aggregates(report)
-                    last = time.monotonic()
+                aggregates.maybe(report)  # not per case: 10,000 rows cost a rewrite
         finally:
             if futures:  # interrupted: stop what is queued (a running group stops at its next case)
                 self.client.cancel(list(futures))
-        write_aggregates(report)
+        aggregates.now(report)
         remove_leftovers(out)  # the temporary folder of a case whose worker was killed while writing it
 
 

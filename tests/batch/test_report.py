@@ -449,3 +449,33 @@ def test_an_ok_case_carries_its_warnings_into_the_table():
     row = _row_from_result(case, "f", {"di": 1.0, "gini": 0.5, "warnings": [note]}, reused=False)
     assert row.status == "ok" and row.message == note
     assert _row_from_result(case, "f", {"di": 1.0, "gini": 0.5}, reused=True).message == ""
+
+
+def test_aggregate_rewrites_are_bounded(monkeypatch):
+    """`AggregateWriter`: at most every 2 s, and at most a tenth of the time once a rewrite is slow
+    (a clock and a rewrite cost driven here)."""
+    from onnxlam.batch.report import store
+
+    clock = [0.0]
+    rewrites = []
+
+    def slow_rewrite(report):
+        rewrites.append(clock[0])
+        clock[0] += cost[0]
+    monkeypatch.setattr(store.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(store, "write_aggregates", slow_rewrite)
+    cost = [0.01]
+    writer = store.AggregateWriter()
+    for _ in range(100):  # a case every 0.5 s, cheap rewrites: one every 2 s
+        clock[0] += 0.5
+        writer.maybe(None)
+    assert 20 <= len(rewrites) <= 25 and min(b - a for a, b in zip(rewrites, rewrites[1:])) > 2.0
+    rewrites.clear()
+    cost[0] = 1.0
+    for _ in range(200):  # rewrites of 1 s: no more than a tenth of the time
+        clock[0] += 0.5
+        writer.maybe(None)
+    spent = len(rewrites) * cost[0]
+    assert spent <= 0.1 * clock[0] and len(rewrites) >= 5
+    writer.now(None)
+    assert len(rewrites) * cost[0] == spent + 1.0  # the final one always

@@ -33,7 +33,8 @@ from onnxlam.errors import InputError, OnnxlamError
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig, plan_cases
 from onnxlam.methods.options import CEM, ERF, LAM, MethodOptions
-from onnxlam.batch.report.store import (CASES, ERROR, RESULT, CaseRow, Fingerprint, Report, _row_from_result,
+from onnxlam.batch.report.store import (CASES, ERROR, RESULT, AggregateWriter, CaseRow, Fingerprint, Report,
+                                        _row_from_result,
                                         _write_dir_atomically, case_files, exclusive, read_complete,
                                         remove_leftovers, write_aggregates)
 
@@ -165,10 +166,15 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
 
 
 def run_serial(pending: PendingRun, listener: ReportListener, resolve_model, reraise_unexpected: bool) -> None:
-    """The embedded executor: the groups one after the other in this process, one model loaded at a time."""
+    """The embedded executor: the groups one after the other in this process, one model loaded at a time.
+
+    The aggregates (results.csv/json, index.html) are rewritten as `AggregateWriter` allows and at the
+    end, not after every case (their cost grows with the rows); the case folders, not the aggregates,
+    are what a rerun resumes from."""
     report = pending.report
     options, out = report.config.options, report.out
     analyzers = _Analyzers(options, resolve_model)
+    aggregates = AggregateWriter()
     try:
         index = 1
         for group in pending.groups:
@@ -179,11 +185,12 @@ def run_serial(pending: PendingRun, listener: ReportListener, resolve_model, rer
             for i, row in zip(group, finished):  # each case is written and counted as soon as it is done
                 report.rows[i] = row
                 report.computed += row.status == "ok"
-                write_aggregates(report)
+                aggregates.maybe(report)
                 listener.case_finished(row)
             index += len(group)
     finally:
         analyzers.close()
+        aggregates.now(report)
 
 
 def _groups(rows: Sequence[CaseRow], todo: Sequence[int]) -> list[list[int]]:
