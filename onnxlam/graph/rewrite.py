@@ -339,17 +339,10 @@ DENSE = "\0dense"  # the key of a chain value's dense form (no ONNX name holds a
 
 
 class _Graph:
-    """Producers, consumers, constants and static shapes of one graph (for pattern matching)."""
+    """Producers, constants and static shapes of one graph (for pattern matching)."""
 
     def __init__(self, model: onnx.ModelProto):
-        self.model = model
         self.producer = {o: n for n in model.graph.node for o in n.output if o}
-        self.consumers: dict[str, list] = {}
-        for n in model.graph.node:
-            for i in n.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in model.graph.output}
         self.constants, self.shapes = constant_values(model), static_shapes(model)
 
     def made_by(self, name: str, op_type: str) -> onnx.NodeProto | None:
@@ -357,19 +350,19 @@ class _Graph:
         return node if node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx") else None
 
     def mask_of(self, indices: str) -> str | None:
-        """The mask m of `Transpose(NonZero(m), perm=[1, 0])` (through an `Expand` of m to its own shape)."""
+        """The mask m (`root`) of `Transpose(NonZero(m), perm=[1, 0])`."""
         t = self.made_by(indices, "Transpose")
         if t is None or list(next((helper.get_attribute_value(a) for a in t.attribute if a.name == "perm"),
                                   [1, 0])) != [1, 0]:
             return None
         nz = self.made_by(t.input[0], "NonZero")
-        if nz is None:
-            return None
-        mask = nz.input[0]
+        return None if nz is None else self.root(nz.input[0])
+
+    def root(self, mask: str) -> str:
+        """`mask` itself, or m where it is an `Expand` of m to m's own shape (the same elements)."""
         e = self.made_by(mask, "Expand")
-        if e is not None and self.shapes.get(e.input[0]) == self.shapes.get(mask) is not None:
-            mask = e.input[0]
-        return mask
+        return e.input[0] if e is not None and self.shapes.get(e.input[0]) == self.shapes.get(mask) is not None \
+            else mask
 
     def count_of(self, name: str) -> str | None:
         """The mask whose element count `name` is: `Unsqueeze(Gather(Shape(indices), 0))` (or without
@@ -382,15 +375,6 @@ class _Graph:
         return self.mask_of(shape.input[0]) if shape is not None and len(shape.attribute) == 0 else None
 
 
-def _same_mask(graph: _Graph, a: str | None, b: str | None) -> bool:
-    return a is not None and b is not None and (a == b or _root_mask(graph, a) == _root_mask(graph, b))
-
-
-def _root_mask(graph: _Graph, mask: str) -> str:
-    e = graph.made_by(mask, "Expand")
-    return e.input[0] if e is not None and graph.shapes.get(e.input[0]) == graph.shapes.get(mask) else mask
-
-
 def _dense_chain(graph: _Graph, name: str, mask: str, chain: list) -> str | None:
     """The dense form (mask's shape) of the masked vector `name`, appending the elementwise nodes that
     compute it to `chain` as (node, dense operands); None where `name` is not such a vector."""
@@ -400,7 +384,7 @@ def _dense_chain(graph: _Graph, name: str, mask: str, chain: list) -> str | None
     op = node.op_type
     if op == "GatherND":
         batch_dims = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "batch_dims"), 0)
-        if batch_dims or not _same_mask(graph, graph.mask_of(node.input[1]), mask):
+        if batch_dims or graph.mask_of(node.input[1]) != mask:
             return None
         if graph.shapes.get(node.input[0]) != graph.shapes.get(mask):
             return None
@@ -419,7 +403,7 @@ def _dense_chain(graph: _Graph, name: str, mask: str, chain: list) -> str | None
             return None
         if operands[3] and np.asarray(graph.constants.get(operands[3], [0])).reshape(-1).tolist() != [1]:
             return None
-        if not _same_mask(graph, graph.count_of(operands[1]), mask):
+        if graph.count_of(operands[1]) != mask:
             return None
         return _dense_chain(graph, node.input[0], mask, chain)
     if op not in MASKED_ELEMENTWISE:
@@ -479,7 +463,7 @@ def masked_assignment_as_where(model: onnx.ModelProto) -> onnx.ModelProto:
             c.output[0] = out
             nodes.append(c)
         selector = fresh(f"{node.output[0]}_mask")
-        nodes += [helper.make_node("Cast", [_root_mask(graph, mask)], [selector], to=onnx.TensorProto.BOOL),
+        nodes += [helper.make_node("Cast", [mask], [selector], to=onnx.TensorProto.BOOL),
                   helper.make_node("Where", [selector, names.get(dense, dense), data], list(node.output))]
         replace[id(node)] = nodes
     if not replace:

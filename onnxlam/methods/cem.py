@@ -733,11 +733,9 @@ def write_result(result: CemResult, out: str | Path, about: dict | None = None) 
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    import json
-
     from onnxlam.files import atomic_dir
     from onnxlam.render import pictures
-    from onnxlam.render.outputs import check_out_dir
+    from onnxlam.render.outputs import check_out_dir, write_result_json
 
     out = Path(out)
     check_out_dir(out)
@@ -748,9 +746,5 @@ def write_result(result: CemResult, out: str | Path, about: dict | None = None) 
         np.save(tmp / "refined.npy", result.refined)
         for name, picture in render(result).items():
             pictures.save(str(tmp / name), picture)
-        data = result.to_json()
-        clash = sorted(set(data) & set(about or {}))
-        if clash:
-            raise ValueError(f"result.json already has {', '.join(clash)}")
-        (tmp / "result.json").write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
+        write_result_json(tmp / "result.json", result.to_json(), about)
     return out

@@ -236,18 +236,12 @@ def write_erf(result: ErfResult, out: str | Path, about: dict | None = None) -> 
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    import json
-
     from onnxlam.files import atomic_dir
-    from onnxlam.render.outputs import check_out_dir
+    from onnxlam.render.outputs import check_out_dir, write_result_json
 
     check_out_dir(Path(out))
     with atomic_dir(out) as tmp:
         np.save(tmp / "erf.npy", result.erf.astype(np.float32))
-        data = result.to_json()
-        clash = sorted(set(data) & set(about or {}))
-        if clash:
-            raise ValueError(f"about may not replace the result's own keys: {', '.join(clash)}")
-        (tmp / "result.json").write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
+        write_result_json(tmp / "result.json", result.to_json(), about)
         pictures.save(str(tmp / "erf.png"), erf_picture(result))
     return Path(out)

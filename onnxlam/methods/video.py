@@ -223,11 +223,9 @@ def strip(result: VideoLamResult) -> np.ndarray:
 def write_video_result(result: VideoLamResult, out: str | Path) -> Path:
     """`maps.npy` (T×h×w), `gradient.npy` (T×C×h×w), `sr.png`, `strip.png` and `result.json` into `out`,
     all or nothing."""
-    import json
-
     from onnxlam.files import atomic_dir
     from onnxlam.render import pictures
-    from onnxlam.render.outputs import check_out_dir
+    from onnxlam.render.outputs import check_out_dir, write_result_json
 
     out = Path(out)
     check_out_dir(out)
@@ -236,5 +234,5 @@ def write_video_result(result: VideoLamResult, out: str | Path) -> Path:
         np.save(tmp / "gradient.npy", result.gradient.astype(np.float32))
         pictures.save(str(tmp / "sr.png"), pictures.rgb(result.sr_image))
         pictures.save(str(tmp / "strip.png"), strip(result))
-        (tmp / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        write_result_json(tmp / "result.json", result.to_json())
     return out

@@ -42,17 +42,22 @@ def check_out_dir(out: Path) -> None:
         raise InputError(f"--out {out} is a file; name a folder (it is created)")
 
 
+def write_result_json(path: Path, data: dict, about: dict | None = None) -> None:
+    """`path` ← `data` plus `about` (further top-level keys: a report's "case" and "group"), which may
+    not replace `data`'s own keys."""
+    clash = set(about or ()) & set(data)
+    if clash:
+        raise ValueError(f"{', '.join(sorted(clash))} would overwrite the result's own keys")
+    path.write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
+
+
 def _write_files(result: LamResult, folder: Path, about: dict | None = None) -> None:
     folder.mkdir(exist_ok=True)
     np.save(folder / "attribution.npy", result.attribution.astype(np.float32))
     np.save(folder / "gradient.npy", result.gradient.astype(np.float32))
     for name, picture in render(result).items():
         pictures.save(str(folder / name), picture)
-    data = result.to_json()
-    clash = set(about or ()) & set(data)
-    if clash:
-        raise ValueError(f"{', '.join(sorted(clash))} would overwrite the result's own keys")
-    (folder / "result.json").write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
+    write_result_json(folder / "result.json", result.to_json(), about)
 
 
 def window_folder(result: LamResult) -> str:

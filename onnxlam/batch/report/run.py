@@ -140,11 +140,13 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
 
     method_options = config.method_options
 
+    # CEM and ERF have no LAM path: their cases hold LAM's defaults there, so --fold & co. do not
+    # recompute them (ERF reads --lr: it differentiates at the LR input itself)
+    pathless = {CEM: LamOptions(value_range=options.value_range, bgr=options.bgr),
+                ERF: LamOptions(lr=options.lr, value_range=options.value_range, bgr=options.bgr)}
+
     def fingerprint(c: Case) -> Fingerprint:
-        # CEM and ERF have no LAM path: their cases hold LAM's defaults there, so --fold & co. do not
-        # recompute them (ERF reads --lr: it differentiates at the LR input itself)
-        o = {CEM: LamOptions(value_range=options.value_range, bgr=options.bgr),
-             ERF: LamOptions(lr=options.lr, value_range=options.value_range, bgr=options.bgr)}.get(c.method, options)
+        o = pathless.get(c.method, options)
         return Fingerprint(model_sha(c.model), sha(c.image), c.x, c.y, c.size, o.lr, o.path, float(o.sigma), o.fold,
                            o.kernel_size, o.value_range, o.bgr, o.context, method=method_options.parameters(c.method))
 

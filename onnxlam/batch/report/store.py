@@ -124,10 +124,9 @@ class CaseRow:
                 "scale": self.scale, "seconds": self.seconds, "status": self.status, "message": self.message,
                 "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused,
                 "effects": self.effects.to_json() if self.effects else None}
-        if c.method == CEM:  # LAM's path options do not apply to a causal effect map
-            data.update(dict.fromkeys(("lr", "path", "sigma", "fold", "kernel_size", "context")))
-        elif c.method == ERF:  # nor to a gradient at the image itself
-            data.update(dict.fromkeys(("path", "sigma", "fold", "kernel_size", "context")))
+        if c.method in NO_PATH:  # LAM's path options do not apply (nor --lr to CEM: it downsamples the HR)
+            data.update(dict.fromkeys(("path", "sigma", "fold", "kernel_size", "context")
+                                      + (("lr",) if c.method == CEM else ())))
         return data
 
     def csv_values(self, options: LamOptions) -> list:
