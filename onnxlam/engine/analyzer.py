@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import onnx
 
 from onnxlam.engine import memory
+from onnxlam.engine.cache import ProgramCache
 from onnxlam.engine.cropping import Crop, choose_crop, crop_masks, crop_steps, uncrop
 from onnxlam.engine.planner import Plan, Planner
-from onnxlam.engine.program import GradientProgram, build_program, infer_scale, load_program
+from onnxlam.engine import program as programs
+from onnxlam.engine.program import GradientProgram, build_program, infer_scale, load_program, program_key
 from onnxlam.engine.runtime import Session, create_session, resolve_device
 from onnxlam.errors import InputError, NumericalError
 from onnxlam.graph.detector import MASK, append_detector, window_mask
@@ -90,6 +93,7 @@ class Analyzer:
         self.normalised = normalise(self.source, self.info, self.value_range, self.channel_order == "bgr")
         self._forward: Session | None = None
         self._programs: dict[tuple, GradientProgram] = {}
+        self._prebuilt: dict[tuple, onnx.ModelProto] = {}  # gradient graphs built ahead (see `prebuild`)
         self._scale: int | None = None
         self._rf: ReceptiveField | None = None
         self._size_hint: tuple[int, int] | None = None  # an LR image's (h, w), for the scale's probe
@@ -171,7 +175,24 @@ class Analyzer:
     def build(self, batch: int, h: int, w: int, windows: int, verify: bool = True) -> GradientProgram:
         return build_program((self.source, self.info), batch, h, w, self.value_range,
                              self.channel_order == "bgr", cache=self.cache and verify, device=self.device,
-                             windows=windows, verify=verify, confirm_on_use=True)
+                             windows=windows, verify=verify, confirm_on_use=True,
+                             graph=self._prebuilt.pop((batch, h, w, windows), None))
+
+    def prebuild(self, batch: int, h: int, w: int, windows: int) -> None:
+        """Differentiate for a program that is likely needed next, without checking it (`build` checks it
+        when it is asked for; a guess that is not asked for only cost the time it filled)."""
+        if batch <= 1 or (batch, h, w, windows) in self._prebuilt:
+            return
+        key = program_key(self.info, batch, h, w, self.value_range, self.channel_order == "bgr", windows)
+        if self.cache and ProgramCache().has(key):
+            return
+        try:
+            self._prebuilt[(batch, h, w, windows)] = programs.gradient_graph(self.source, self.info, key)
+        except Exception:  # `build` reports it, if the program is asked for
+            pass
+
+    def forget_prebuilt(self, unless: tuple) -> None:
+        self._prebuilt = {k: v for k, v in self._prebuilt.items() if k == unless}
 
     @property
     def receptive_field(self) -> ReceptiveField:

@@ -42,6 +42,10 @@ class ProgramCache:
         slug = key.slug()
         return self.root / f"{slug}.onnx", self.root / f"{slug}.json"
 
+    def has(self, key) -> bool:
+        """Whether an entry for `key` is there (it may still turn out corrupt when loaded)."""
+        return all(p.exists() for p in self._paths(key))
+
     def load(self, key):
         """The cached program for `key`, or None when absent or corrupt (a corrupt entry is removed)."""
         from onnxlam.engine.program import GradientProgram  # the program module imports this one

@@ -346,32 +346,53 @@ def per_image(pixels: np.ndarray, activations: np.ndarray, at: float, quadratic:
     return max(float(line), 0.0)
 
 
-def probe(program, device: str, check: bool = False) -> Probe:
+def probe(program, device: str, check: bool = False, rules=None, meanwhile=None) -> Probe:
     """Measure a batch-1 `GradientProgram` in a fresh child process; with `check`, its gradient check too,
-    whose result is recorded as the program's `fd_error` (so it need not be run again)."""
+    whose result is recorded as the program's `fd_error` (so it need not be run again). `rules`: the
+    model's `program.RuleCheck` (the node-local part of the check; default: on the program itself).
+    `meanwhile`: work for this process while the child runs (a program build: pure Python, so it
+    takes the core the child's runtime leaves; it must not be a measured run)."""
     import onnxlam
 
     with tempfile.TemporaryDirectory(prefix="onnxlam-probe-") as tmp:
         path = Path(tmp) / "program.onnx"
         program.save(path)
+        spec = "own"
+        if check and rules is not None and rules.error is not None:
+            spec = f"cached:{rules.error!r}"
+        elif check and rules is not None and rules.small is not None:
+            spec = str(Path(tmp) / "rules.onnx")
+            rules.small.save(spec)
         env = dict(os.environ)
         root = str(Path(onnxlam.__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.run([sys.executable, "-m", "onnxlam.engine.memory", str(path), device, str(int(check))],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "onnxlam.engine.memory", str(path), device, str(int(check)),
+                                 spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            stdout, stderr = proc.communicate()
+        finally:
+            if proc.poll() is None:  # `meanwhile` raised (or Ctrl-C): no child outlives its parent
+                proc.kill()
+                proc.communicate()
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        lines = (stderr or stdout).strip().splitlines()
         raise RuntimeError(f"memory probe failed: {lines[-1] if lines else proc.returncode}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = json.loads(stdout.strip().splitlines()[-1])
     if data.get("fd_error") is not None:
         program.fd_error = float(data["fd_error"])
+        if rules is not None and data.get("rules_error") is not None:
+            rules.checked = float(data["rules_error"])
+            rules.record()
     return Probe(program.key.height * program.key.width, int(data["static"]), int(data["activations"]),
                  data.get("check"))
 
 
-def _child(path: str, device: str, check: bool) -> dict:
-    """The probe's child process: load, create the session, run twice, report what each step cost."""
-    from onnxlam.graph.gradcheck import check_gradient
+def _child(path: str, device: str, check: bool, rules: str = "own") -> dict:
+    """The probe's child process: load, create the session, run twice, report what each step cost; with
+    `check`, the gradient check on the same input (`rules`: "own", "cached:ERROR" or a small program's
+    path, as `probe` passes them)."""
     from onnxlam.engine.program import load_program
     from onnxlam.engine.runtime import cuda_available
 
@@ -379,24 +400,38 @@ def _child(path: str, device: str, check: bool) -> dict:
         cuda_available()  # the CUDA context exists before the first reading
     before = in_use(device)
     program = load_program(path)  # the parent holds the program's ModelProto too: it counts as static
-    rng = np.random.default_rng(0)
-    feeds = {v.name: rng.uniform(0.2, 0.8, [d.dim_value for d in v.type.tensor_type.shape.dim]).astype(np.float32)
-             for v in program.model.graph.input}
+    from onnxlam.graph.gradcheck import (check_forward_reverse, check_local_derivatives, combine,
+                                         probe_inputs)
+
+    x, mask = probe_inputs(program)  # the check's own input: its first run is the probe's
+    feeds = program.feeds(x, mask)
     inputs = sum(f.nbytes for f in feeds.values())  # the parent holds its inputs outside the budget too
     session = program.session(device)
     created = in_use(device)
     with PeakMeter(session.device) as meter:
         for _ in range(2):  # a second run would show an allocator that grows from run to run
-            session.run(feeds)
+            outputs = session.run(feeds)
     if before is None or meter.peak is None:
         raise RuntimeError("memory cannot be measured on this platform")
     result = {"static": max(created - before - inputs, 0), "activations": max(meter.peak - created, 0)}
     if check:
         with PeakMeter(session.device) as meter:
-            result["fd_error"] = check_gradient(program, device)
+            forward_reverse = check_forward_reverse(program, device, computed=program.unpack(outputs))
+            if rules.startswith("cached:"):
+                local = float(rules.split(":", 1)[1])
+            else:
+                local = None
+                if rules != "own":
+                    try:
+                        local = result["rules_error"] = check_local_derivatives(load_program(rules), device)
+                    except Exception:  # the small size fails at run time: the program's own rules
+                        pass
+                if local is None:
+                    local = check_local_derivatives(program, device)
+            result["fd_error"] = combine(forward_reverse, local)
         result["check"] = max(meter.peak - created, 0)
     return result
 
 
 if __name__ == "__main__":
-    print(json.dumps(_child(sys.argv[1], sys.argv[2], sys.argv[3] == "1")))
+    print(json.dumps(_child(sys.argv[1], sys.argv[2], sys.argv[3] == "1", *sys.argv[4:5])))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from onnxlam.engine import memory
 from onnxlam.engine.cache import ProgramCache, RecordCache
 from onnxlam.engine.cropping import Crop, choose_crop, memory_crop, windows_box
-from onnxlam.engine.program import FORMAT, check_size
+from onnxlam.engine.program import FORMAT, RuleCheck, check_size
 from onnxlam.errors import InputError
 from onnxlam.graph.gradcheck import FD_TOLERANCE
 from onnxlam.lam.options import MAX_AUTO_BATCH
@@ -68,12 +68,13 @@ class Planner:
         now = memory.in_use(self.device)
         return None if now is None else now - self._budget[1]
 
-    def footprint(self, h: int, w: int, windows: int) -> memory.Footprint | None:
+    def footprint(self, h: int, w: int, windows: int, meanwhile=None) -> memory.Footprint | None:
         """The measured memory of this model's batch-1 programs (see `memory.py`), probed once and cached.
 
         Images up to CHECK_SIDE a side are probed at their own size; larger ones at the check size
         (`program.check_size`, at most CHECK_SIDE a side) and half of it (and in between for global
-        networks) and extrapolated. None when the probes fail.
+        networks) and extrapolated. None when the probes fail. `meanwhile`: work to do while the
+        first probe runs (see `memory.probe`).
         """
         check = check_size(self.model.info, h, w)  # the size new programs are checked at: probed last
         if self.model.info.fixed_size or check == (h, w):
@@ -98,7 +99,8 @@ class Planner:
                 footprint = memory.Footprint.from_json(record)
             else:
                 try:
-                    probes = tuple(self._probe(a, b, windows, device, check=(a, b) == check) for a, b in sizes)
+                    probes = tuple(self._probe(a, b, windows, device, (a, b) == check, meanwhile if i == 0 else None)
+                                   for i, (a, b) in enumerate(sizes))
                     footprint = memory.Footprint(probes, quadratic=len(probes) > 2)
                     if store:
                         store.save(slug, footprint.to_json())
@@ -107,12 +109,13 @@ class Planner:
             self._footprints[key] = footprint
         return self._footprints[key]
 
-    def _probe(self, h: int, w: int, windows: int, device: str, check: bool) -> memory.Probe:
+    def _probe(self, h: int, w: int, windows: int, device: str, check: bool, meanwhile=None) -> memory.Probe:
         """One memory probe of the batch-1 program of h×w. The program probed at the check size is the
         one new programs are checked against (`program._verify`): the probe checks it too, and it goes
         to the program cache checked, so the check is not run a second time."""
         program = self.model.build(1, h, w, windows, verify=False)
-        probe = memory.probe(program, device, check=check)
+        rules = RuleCheck.plan((self.model.source, self.model.info), program, self.model.cache) if check else None
+        probe = memory.probe(program, device, check=check, rules=rules, meanwhile=meanwhile)
         if self.model.cache and program.fd_error is not None and program.fd_error <= FD_TOLERANCE:
             ProgramCache().save(program)
         return probe
@@ -135,7 +138,8 @@ class Planner:
         key = (h, w, windows, cap)
         if key not in self._plans:
             base = self._in_use()  # before probing: what probing leaves behind is free for reuse
-            footprint = self.footprint(h, w, windows)
+            # while the probe's child measures and checks, build the likeliest batched program
+            footprint = self.footprint(h, w, windows, meanwhile=lambda: self.model.prebuild(cap, h, w, windows))
             if footprint is None or base is None:
                 self._plans[key] = Plan(1)  # nothing measurable: one step at a time is the safe choice
             else:
@@ -145,6 +149,7 @@ class Planner:
 
                 batch = max((b for b in range(1, cap + 1) if need(b) <= self.budget()), default=0)
                 self._plans[key] = Plan(batch, need(max(batch, 1)), footprint, base)
+            self.model.forget_prebuilt(unless=(self._plans[key].batch, h, w, windows))  # a wrong guess holds nothing
         return self._plans[key]
 
     def crop_to_fit(self, plan: Plan, region: Crop | None, wins: list[Window], lr_size: tuple[int, int],

@@ -11,7 +11,7 @@ Programs are cached on disk (see `cache.py`) and checked once, when built (see `
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +19,18 @@ import onnx
 import onnx_ad
 
 from onnxlam._version import __version__ as onnxlam_version
-from onnxlam.engine.cache import ProgramCache
+from onnxlam.engine.cache import ProgramCache, RecordCache
 from onnxlam.graph.detector import DESCRIPTIONS, KINDS, LAM, MASK, OBJECTIVE, append_detector, mask_size
 from onnxlam.errors import InputError, NumericalError, OnnxlamError
 from onnxlam.graph.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
-from onnxlam.graph.gradcheck import FD_TOLERANCE, check_gradient
+from onnxlam.graph.gradcheck import (FD_TOLERANCE, LOCAL_TOLERANCE, check_forward_reverse, check_gradient,
+                                     check_local_derivatives, combine, rule_signatures)
 from onnxlam.graph.rewrite import make_differentiable, speed_up
 from onnxlam.engine.runtime import Session, create_session
 
 FORMAT = "2"
 CHECK_SIDE = 64  # gradient checks run on programs of at most this many LR pixels a side (see _verify)
+RULE_SIDE = 16   # and the node-local check of a model's derivative rules at this size, once (see RuleCheck)
 BATCH_TOLERANCE = 1e-4  # a batched program against the checked batch-1 program, relative to its largest value
 SEED = "adj_" + OBJECTIVE
 GRADIENT = "adj_" + INPUT
@@ -94,11 +96,19 @@ class GradientProgram:
 
     def objective_and_gradient(self, x: np.ndarray, mask: np.ndarray, device: str = "auto"):
         """D ([B, K]) and ∇_x D ([B, K, C, h, w]) for images `x` ([B, C, h, w]) and masks ([B, K, H−1, W−1])."""
+        return self.unpack(self.session(device).run(self.feeds(x, mask)))
+
+    def feeds(self, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The program's inputs for images `x` and masks: the seed is one identity matrix per element."""
         b, k = x.shape[0], self.key.windows
         seed = np.ascontiguousarray(np.broadcast_to(np.eye(k, dtype=np.float32), (b, k, k)))
-        objective, gradient = self.session(device).run(
-            {INPUT: np.ascontiguousarray(x, np.float32), MASK: np.ascontiguousarray(mask, np.float32),
-             SEED: seed})
+        return {INPUT: np.ascontiguousarray(x, np.float32), MASK: np.ascontiguousarray(mask, np.float32),
+                SEED: seed}
+
+    @staticmethod
+    def unpack(outputs) -> tuple[np.ndarray, np.ndarray]:
+        """(D, ∇_x D as [B, K, C, h, w]) from the program's outputs."""
+        objective, gradient = outputs
         return objective, np.moveaxis(gradient, -1, 1)
 
     def confirm(self, x: np.ndarray, mask: np.ndarray, gradient: np.ndarray, device: str = "auto",
@@ -162,7 +172,8 @@ def program_key(info: ModelInfo, batch: int, height: int, width: int, value_rang
 def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: int, height: int, width: int,
                   value_range: float | None = None, bgr: bool | None = None, cache: bool = True,
                   verify: bool = True, device: str = "auto", windows: int = 1,
-                  detector: str = LAM, confirm_on_use: bool = False) -> GradientProgram:
+                  detector: str = LAM, confirm_on_use: bool = False,
+                  graph: onnx.ModelProto | None = None) -> GradientProgram:
     """The gradient program of `model` for input batch×C×height×width and `windows` windows.
 
     `detector` is the objective (`detector.KINDS`): the LAM detector, or the window's intensity sum.
@@ -172,7 +183,8 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
     A program is verified before it is first used (and cached); a mismatch is a NumericalError naming
     the model. With `confirm_on_use`, a batched program of the check size is left to be confirmed on
     its first real batch (`GradientProgram.confirm`, which `integrate` calls) instead of on random
-    images now; it is cached once confirmed.
+    images now; it is cached once confirmed. `graph`: the key's `gradient_graph`, where the caller
+    built it ahead (it is checked here all the same).
     """
     source, info = open_model(model) if isinstance(model, (str, Path)) else model
     key = program_key(info, batch, height, width, value_range, bgr, windows, detector)
@@ -182,7 +194,7 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
         if cached is not None:
             return cached
     start = time.perf_counter()
-    graph = gradient_graph(source, info, key)
+    graph = graph if graph is not None else gradient_graph(source, info, key)
     scale = _scale_of(graph, key)
     program = GradientProgram(graph, key, scale)
     if verify:
@@ -227,13 +239,13 @@ def _verify(program: GradientProgram, model, value_range, bgr, cache: bool, devi
     info = model[1]
     size = check_size(info, k.height, k.width)
     if (k.batch, k.height, k.width) == (1,) + size:
-        return check_finite_differences(program, device)
+        return check_program(program, model, cache, device)
     try:
         reference = build_program(model, 1, size[0], size[1], value_range, bgr, cache=cache, device=device,
                                   windows=k.windows, detector=k.detector)
     except InputError:  # the model refuses the check size (a minimum size, say): check the program itself
         check_batch_independence(program, info, device)
-        return check_finite_differences(program, device)
+        return check_program(program, model, cache, device)
     if size == (k.height, k.width) and confirm_on_use:
         program.pending = reference  # `confirm` compares the first real batch with it
         return reference.fd_error
@@ -268,6 +280,20 @@ def check_against(program: GradientProgram, reference: GradientProgram, device: 
 
 def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) -> onnx.ModelProto:
     """Normalise, fix shapes, append the detector, infer shapes and differentiate."""
+    with_detector = objective_graph(source, info, key)
+    try:
+        reverse = onnx_ad.reverse(with_detector, inputs=[INPUT], outputs=[OBJECTIVE], layout="onnx")
+    except onnx_ad.UnsupportedOperator as exc:
+        raise InputError(f"{info.path}: cannot differentiate the model: {exc}") from None
+    for value in list(reverse.graph.input) + list(reverse.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == "nadj":  # the seed count is K: static shapes let the rewrites apply
+                dim.dim_value = key.windows
+    return speed_up(reverse)
+
+
+def objective_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) -> onnx.ModelProto:
+    """lam_input, lam_mask → lam_objective for `key`'s shapes: what `gradient_graph` differentiates."""
     require_standard_ops(source, info.path)
     normalised = normalise(source, info, key.value_range, key.channel_order == "bgr")
     fixed = fix_input_shape(normalised, (key.batch, key.channels, key.height, key.width))
@@ -279,18 +305,9 @@ def gradient_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) ->
     with_detector = append_detector(fixed, keep_sr=False, windows=key.windows, kind=key.detector)
     try:
         with_detector = onnx.shape_inference.infer_shapes(with_detector, strict_mode=True, data_prop=True)
-        with_detector = make_differentiable(with_detector)
+        return make_differentiable(with_detector)
     except Exception as exc:
         raise InputError(f"{info.path}: shape inference failed after appending the detector: {exc}") from None
-    try:
-        reverse = onnx_ad.reverse(with_detector, inputs=[INPUT], outputs=[OBJECTIVE], layout="onnx")
-    except onnx_ad.UnsupportedOperator as exc:
-        raise InputError(f"{info.path}: cannot differentiate the model: {exc}") from None
-    for value in list(reverse.graph.input) + list(reverse.graph.output):
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param == "nadj":  # the seed count is K: static shapes let the rewrites apply
-                dim.dim_value = key.windows
-    return speed_up(reverse)
 
 
 def _scale_of(graph: onnx.ModelProto, key: ProgramKey) -> int:
@@ -312,6 +329,79 @@ def infer_scale(h: int, w: int, H: int, W: int) -> int:
 def check_finite_differences(program: GradientProgram, device: str = "auto", seed: int = 0) -> float:
     """The gradient check of `gradcheck.check_gradient` (forward vs reverse, node-local differences)."""
     return check_gradient(program, device, seed)
+
+
+def check_program(program: GradientProgram, model, cache: bool = True, device: str = "auto") -> float:
+    """`check_gradient` as a new program gets it: forward vs reverse on the program itself, and the
+    model's derivative rules checked once per model at a small size (`RuleCheck`)."""
+    rules = RuleCheck.plan(model, program, cache)
+    error = combine(check_forward_reverse(program, device), rules.run(program, device))
+    rules.record()
+    return error
+
+
+@dataclass
+class RuleCheck:
+    """The node-local check of a model's derivative rules (`gradcheck.check_local_derivatives`), run
+    once per model at a small size instead of with every new program.
+
+    onnx-ad's rule for an op (and its attributes, and which inputs are constant) does not depend on
+    the image's size. Checked on the model's objective graph at RULE_SIDE² LR pixels (a tenth of the
+    cost at 48², a sixteenth at 64²), the result holds for every program whose rule signatures
+    (`gradcheck.rule_signatures`) it covers, and is cached per model. A program with signatures the
+    small graph lacks (its graph changes with the size), a model that refuses the small size and a
+    fixed-size model are checked on the program's own primal, as `check_gradient` does. What is
+    size-dependent (shapes, slicing, padding, the adjoint graph) stays with forward vs reverse, which
+    every program still gets at its own check size.
+    """
+
+    signatures: frozenset[str]
+    error: float | None = None             # the cached result: nothing to run
+    small: GradientProgram | None = None   # the small objective graph to check (a primal only)
+    slug: str | None = None                # where a passing result of `small` is cached
+    checked: float | None = field(default=None, repr=False)  # what `run` found on `small`
+
+    @classmethod
+    def plan(cls, model, program: GradientProgram, cache: bool = True) -> "RuleCheck":
+        source, info = model
+        k = program.key
+        signatures = rule_signatures(program.model)
+        slug = (f"{k.source_sha256[:32]}-k{k.windows}-c{k.channels}-r{k.value_range:g}-{k.channel_order}-"
+                f"{k.detector}-ad{onnx_ad.__version__}-v{onnxlam_version}-f{FORMAT}")
+        record = RecordCache("rules").load(slug) if cache else None
+        if record is not None and isinstance(record.get("error"), (int, float)) and record["error"] <= LOCAL_TOLERANCE \
+                and signatures <= set(record.get("signatures", ())):
+            return cls(signatures, error=record["error"])
+        small_size = (min(RULE_SIDE, k.height), min(RULE_SIDE, k.width))
+        if info.fixed_size or small_size == (k.height, k.width):
+            return cls(signatures)
+        try:
+            key = replace(k, batch=1, height=small_size[0], width=small_size[1])
+            graph = objective_graph(source, info, key)
+            small = GradientProgram(graph, key, _scale_of(graph, key))
+        except Exception:  # the model refuses the small size: check the program's own rules
+            return cls(signatures)
+        if not signatures <= rule_signatures(graph):
+            return cls(signatures)
+        return cls(signatures, small=small, slug=slug if cache else None)
+
+    def run(self, program: GradientProgram, device: str = "auto") -> float:
+        """The node-local check's error for `program` (LOCAL_TOLERANCE applies)."""
+        if self.error is not None:
+            return self.error
+        if self.small is not None:
+            try:
+                self.checked = check_local_derivatives(self.small, device)
+                return self.checked
+            except Exception:  # the small size fails at run time (a minimum size inside the graph)
+                self.small = None
+        return check_local_derivatives(program, device)
+
+    def record(self) -> None:
+        """Cache a passing result of the small graph for the model's later programs."""
+        if self.slug is not None and self.checked is not None and self.checked <= LOCAL_TOLERANCE:
+            RecordCache("rules").save(self.slug, {"error": self.checked,
+                                                  "signatures": sorted(rule_signatures(self.small.model))})
 
 
 def check_batch_independence(program: GradientProgram, info: ModelInfo, device: str = "auto") -> None:

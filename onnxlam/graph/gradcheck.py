@@ -15,7 +15,9 @@ Two independent checks, combined into one number compared with `FD_TOLERANCE`:
    at least a floor, so a tiny input's step is resolved in float32 (`floored_tangents`); and the
    inputs of max-type ops (MaxPool, ReduceMax, Max, …) along a tangent that is a function of the
    value, so no step reorders them and no tie is crossed (`order_preserving_tangents`). Tolerance
-   1e-2 (noise ≤ 1e-4).
+   1e-2 (noise ≤ 1e-4). The rules do not depend on the image's size: a new program gets this part
+   from its model's 16×16 objective graph, checked once and cached (`program.RuleCheck`), where
+   that graph's `rule_signatures` cover the program's.
 
 Why not a central difference of the whole network along a random direction: on ReLU networks with
 ~10⁶ units (Real-CUGAN) a ±1e-3 step crosses ~10³ kinks and the quotient does not converge, even in
@@ -103,13 +105,21 @@ def with_tangents(program_model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def check_forward_reverse(program, device="auto", seed=0) -> float:
+def probe_inputs(program, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """The image and mask the check runs the program on (so a caller that runs the program on them
+    anyway, the memory probe, can hand its result to `check_forward_reverse`)."""
+    _, x, mask = _probe(program, seed)
+    return x, mask
+
+
+def check_forward_reverse(program, device="auto", seed=0, computed=None) -> float:
     """max over batch elements, windows and 4 directions of |<∇D_bk, v> − (J v)_bk| / <|∇D_bk|, |v|>.
 
     J·V and ∇D come out of one session from the same primal values (`with_tangents`): two separate
     sessions are not enough, since onnxruntime fuses two graphs differently, the primal values then
     differ by ~1e-6, and on a deep ReLU net (realesrgan-x4plus) a few units take the other branch,
-    which moves J·v by 2e-4 although both derivatives are right.
+    which moves J·v by 2e-4 although both derivatives are right. `computed`: the program's own
+    (objective, gradient) on `probe_inputs(program, seed)`, where the caller has them already.
     """
     k = program.key
     rng, x, mask = _probe(program, seed)
@@ -118,7 +128,7 @@ def check_forward_reverse(program, device="auto", seed=0) -> float:
     seeds = np.ascontiguousarray(np.broadcast_to(np.eye(k.windows, dtype=np.float32), (k.batch, k.windows, k.windows)))
     names = [o.name for o in combined.graph.output]
 
-    objective, gradient = program.objective_and_gradient(x, mask, device)             # [B,K], [B,K,C,h,w]
+    objective, gradient = computed or program.objective_and_gradient(x, mask, device)  # [B,K], [B,K,C,h,w]
     if not (np.all(np.isfinite(objective)) and np.all(np.isfinite(gradient))):
         raise NumericalError("the gradient program gives NaN or inf on a random image in [0.2, 0.8]")
     # one direction leaning on the gradient's signs, two Gaussian (one on a random half of the
@@ -407,6 +417,36 @@ def check_gradient(program, device="auto", seed=0) -> float:
     networks with ~10⁶ units (Real-CUGAN) a ±1e-3 step crosses ~10³ kinks and they do not converge,
     even in float64, until h ≈ 1e-6.
     """
-    forward_reverse = check_forward_reverse(program, device, seed)
-    local = check_local_derivatives(program, device, seed)
+    return combine(check_forward_reverse(program, device, seed), check_local_derivatives(program, device, seed))
+
+
+def combine(forward_reverse: float, local: float) -> float:
+    """The two checks' errors as the one number `check_gradient` returns (compared with FD_TOLERANCE)."""
     return max(local * (FD_TOLERANCE / LOCAL_TOLERANCE), forward_reverse * (FD_TOLERANCE / FR_TOLERANCE))
+
+
+def rule_signatures(program_model: onnx.ModelProto) -> frozenset[str]:
+    """What the node-local check exercises, read off the graph without running it: per image-dependent
+    primal node, its op, attributes and which inputs are constant (with their shapes).
+
+    The derivative rules do not depend on the image's size, so a model's rules checked once at a
+    small size (`program.RuleCheck`) hold at every size whose signatures they cover; a graph that
+    changes with the size (a branch taken at one size only) shows new signatures and is checked anew.
+    """
+    primal = primal_graph(program_model).graph
+    constant = {t.name for t in primal.initializer}
+    dims = {t.name: tuple(t.dims) for t in primal.initializer}
+    found = set()
+    for n in primal.node:
+        if all((not i) or i in constant for i in n.input):
+            constant.update(n.output)
+            for a in n.attribute:
+                if n.op_type == "Constant" and a.type == onnx.AttributeProto.TENSOR:
+                    dims[n.output[0]] = tuple(a.t.dims)
+            continue
+        attrs = tuple(sorted((a.name, repr(helper.get_attribute_value(a))) for a in n.attribute
+                             if a.type not in (onnx.AttributeProto.TENSOR, onnx.AttributeProto.GRAPH,
+                                               onnx.AttributeProto.GRAPHS)))
+        layout = tuple(("constant", dims.get(i)) if i in constant else ("image",) for i in n.input if i)
+        found.add(repr((n.domain, n.op_type, attrs, layout)))
+    return frozenset(found)

@@ -82,3 +82,35 @@ def test_a_rejected_batched_program_falls_back_to_the_checked_one(model, tmp_pat
     result = analyzer.run(image, (8, 8), 8, fold=6)
     assert result.batch_size == 1  # the checked batch-1 program ran the path
     np.testing.assert_allclose(result.attribution, reference.attribution, atol=1e-6)
+
+
+def test_a_batched_program_built_ahead_is_confirmed_like_any_other(model, tmp_path, monkeypatch):
+    """While the memory probe runs, the analyzer differentiates for the likeliest batch (`prebuild`):
+    that graph, planted wrong (×1.01 on the gradient), is still confirmed on its first batch, rejected,
+    and the checked batch-1 program runs the path."""
+    from onnx import helper
+
+    from onnxlam.engine import program as P
+
+    monkeypatch.setenv("ONNXLAM_CACHE", str(tmp_path / "cache"))
+    image = np.random.default_rng(4).uniform(0, 1, (48, 48, 3))
+    reference = Analyzer(model, device="cpu", batch_size=1, cache=False).run(image, (8, 8), 8, fold=6)
+    real, built = P.gradient_graph, []
+
+    def ahead_and_wrong(source, info, key):
+        graph = real(source, info, key)
+        if key.batch > 1:
+            built.append(key.batch)
+            node = next(n for n in graph.graph.node if P.GRADIENT in n.output)
+            node.output[list(node.output).index(P.GRADIENT)] = "lam_test/unscaled"
+            graph.graph.node.extend([
+                helper.make_node("Constant", [], ["lam_test/factor"], value=helper.make_tensor("f", 1, [], [1.01])),
+                helper.make_node("Mul", ["lam_test/unscaled", "lam_test/factor"], [P.GRADIENT])])
+        return graph
+    monkeypatch.setattr(P, "gradient_graph", ahead_and_wrong)
+    analyzer = Analyzer(model, device="cpu")
+    result = analyzer.run(image, (8, 8), 8, fold=6)
+    assert built == [6] and not analyzer._prebuilt  # built once, ahead, and used
+    assert result.batch_size == 1
+    np.testing.assert_allclose(result.attribution, reference.attribution, atol=1e-6)
+    assert not list(ProgramCache().root.glob("*-b6-*"))

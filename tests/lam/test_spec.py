@@ -135,6 +135,19 @@ def test_correlate_matches_scipy_mirror_and_naive(size):
     np.testing.assert_allclose(out, ref.correlate(x, k).numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("h,w", [(48, 48), (11, 13), (5, 5), (4, 9), (2, 3), (1, 1), (300, 230)])
+@pytest.mark.parametrize("size", [8, 9])
+def test_correlate_gives_scipys_bits_at_every_size(h, w, size):
+    """The numpy loop (small images), SciPy (large ones, and those under the kernel's half-width, where
+    the mirror folds more than once): the same bits as `ndimage.correlate(mode="mirror")` either way,
+    an even kernel (the asymmetric axis of spec §3) included."""
+    rng = np.random.default_rng(h * w + size)
+    x = rng.random((3, h, w))
+    for k in (paths.gaussian_kernel(1.2, size), rng.normal(size=(size, size - 2))):
+        scipy_out = np.stack([ndimage.correlate(c, k, mode="mirror") for c in x])
+        np.testing.assert_array_equal(paths.correlate(x, k), scipy_out)
+
+
 # --------------------------------------------------------------------------- §3 paths
 def _tv(a: np.ndarray) -> float:
     a = a.astype(np.float64)
