@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -305,13 +306,41 @@ def write_markdown(report: dict, path: Path) -> None:
                   f"one process, medians of 7): {r['program_s']:.3f} s against {r['forward_s']:.3f} s = "
                   f"**{r['ratio']:.2f}×** the forward time (the bound is 2×; target ≤ 2.3×).", ""]
     if "profile_cold_A" in c:
-        lines += ["Profile of one cold run of case A (cProfile, cumulative seconds of the top functions):", "",
-                  "| function | cumulative (s) |", "|---|---|"]
-        lines += [f"| `{r['function']}` | {r['cumulative_s']:.2f} |" for r in c["profile_cold_A"][:15]]
-        lines += [""]
+        lines += profile_section(c["profile_cold_A"])
     lines += memory_section()
     lines += gpu_section()
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if path.exists():  # sections other scripts write (bench_cluster.py: "Cluster") are kept
+        ours = set(re.findall(r"^## (.+)$", text, flags=re.M))
+        for title, body in re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", path.read_text(), flags=re.M | re.S):
+            if title not in ours and title != "Cold start":
+                text += f"\n## {title}\n{body.rstrip()}\n"
+    path.write_text(text)
+
+
+def profile_section(after: list[dict]) -> list[str]:
+    """cProfile's top functions of one cold run of case A, now and (benchmarks/profile_cold_before.json,
+    where kept) before the cold-start work, side by side."""
+    before_path = REPO / "benchmarks" / "profile_cold_before.json"
+    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    lines = ["## Cold start", "",
+             "Profile of one cold run of case A (cProfile, so every time is inflated by its overhead; "
+             "cumulative seconds of the top functions, imports and the run's own frames left out):", ""]
+    def rows(profile):
+        noise = ("~", "<", "bench.py", "subprocess.py", "selectors.py", "onnxruntime_inference_collection.py")
+        return [r for r in profile if not r["function"].startswith(noise)][:16]
+    if before is not None:
+        lines += [f"| before ({before['commit']}) | s | now | s |", "|---|---|---|---|"]
+        old, new = rows(before["profile"]), rows(after)
+        for i in range(max(len(old), len(new))):
+            a = old[i] if i < len(old) else {"function": "", "cumulative_s": None}
+            b = new[i] if i < len(new) else {"function": "", "cumulative_s": None}
+            fmt = lambda r: ("", "") if r["cumulative_s"] is None else (f"`{r['function']}`", f"{r['cumulative_s']:.2f}")
+            lines.append("| {} | {} | {} | {} |".format(*fmt(a), *fmt(b)))
+    else:
+        lines += ["| function | cumulative (s) |", "|---|---|"]
+        lines += [f"| `{r['function']}` | {r['cumulative_s']:.2f} |" for r in rows(after)]
+    return lines + [""]
 
 
 def memory_section() -> list[str]:

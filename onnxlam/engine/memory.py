@@ -111,6 +111,26 @@ def resident() -> int:
     return _status("VmRSS") or _maxrss() or 0
 
 
+def trim() -> None:
+    """Hand the allocator's free pages back to the system (glibc's `malloc_trim`; elsewhere nothing).
+
+    Memory freed earlier in this process (a finished session's arena, say) stays resident, and a
+    later allocation reuses it without growing the resident set: a measurement in this process
+    would then see less than the work needs (a CEM forward pass measured 0.18 MB per image after
+    another run, 1.49 MB in a fresh process). Trimmed first, the work's pages are faulted in anew.
+    """
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc = None
 _earlier_peak = 0  # the highest peak before the last reset, so `process_peak` stays the whole run's
 
 

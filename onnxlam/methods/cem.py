@@ -497,6 +497,8 @@ class CemRunner:
         a.budget()  # fixes the limit (and, on CUDA, what was in use before the session)
         device = a.run_device
         self.session()
+        if device == "cpu":
+            memory.trim()  # what an earlier run freed would otherwise hide what this pass needs
         before = memory.in_use(device)
         with memory.PeakMeter(device) as meter:
             y = self._forward(_to_model(x[None]))
