@@ -318,12 +318,38 @@ def write_markdown(report: dict, path: Path) -> None:
     path.write_text(text)
 
 
+def before_after_section() -> list[str]:
+    """The code before the cold-start work against now (benchmarks/cold_before_after.json: alternating
+    whole processes of both checkouts in one session), where kept."""
+    path = REPO / "benchmarks" / "cold_before_after.json"
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    med = lambda v: float(np.median(v))
+    a, b = d["A_lr48"], d["B_lr128"]
+    torch = med(a["torch"])
+    rows = [("EDSR-baseline ×4, LR 48, cold", a["cold_before"], a["cold_now"], torch),
+            ("EDSR-baseline ×4, LR 48, warm", a["warm_before"], a["warm_now"], torch),
+            ("EDSR-baseline ×4, LR 128, cold", b["cold_before"], b["cold_now"], None)]
+    lines = [f"Before ({d['before_commit']}) and now, {d['how']}; medians of "
+             f"{len(a['cold_now'])} (LR 48) and {len(b['cold_now'])} (LR 128), each run listed:", "",
+             "| run | before (s) | now (s) | vs PyTorch demo loop before / now |", "|---|---|---|---|"]
+    for label, old, new, t in rows:
+        vs = "–" if t is None else f"{t / med(old):.2f}× / {t / med(new):.2f}×"
+        lines.append(f"| {label} | {med(old):.2f} ({', '.join(f'{v:.1f}' for v in old)}) | "
+                     f"{med(new):.2f} ({', '.join(f'{v:.1f}' for v in new)}) | {vs} |")
+    lines += ["", f"PyTorch demo loop in that session: {torch:.2f} s (LR 48). Peak RSS of a cold run: "
+              f"{med(a['rss_cold_before']):.0f} → {med(a['rss_cold_now']):.0f} MB (LR 48), "
+              f"{med(b['rss_cold_before']):.0f} → {med(b['rss_cold_now']):.0f} MB (LR 128).", ""]
+    return lines
+
+
 def profile_section(after: list[dict]) -> list[str]:
     """cProfile's top functions of one cold run of case A, now and (benchmarks/profile_cold_before.json,
     where kept) before the cold-start work, side by side."""
     before_path = REPO / "benchmarks" / "profile_cold_before.json"
     before = json.loads(before_path.read_text()) if before_path.exists() else None
-    lines = ["## Cold start", "",
+    lines = ["## Cold start", ""] + before_after_section() + [
              "Profile of one cold run of case A (cProfile, so every time is inflated by its overhead; "
              "cumulative seconds of the top functions, imports and the run's own frames left out):", ""]
     def rows(profile):
