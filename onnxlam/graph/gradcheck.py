@@ -433,11 +433,16 @@ def rule_signatures(program_model: onnx.ModelProto) -> frozenset[str]:
     small size (`program.RuleCheck`) hold at every size whose signatures they cover; a graph that
     changes with the size (a branch taken at one size only) shows new signatures and is checked anew.
     """
-    primal = primal_graph(program_model).graph
-    constant = {t.name for t in primal.initializer}
-    dims = {t.name: tuple(t.dims) for t in primal.initializer}
+    g = program_model.graph
+    needed, nodes = {OBJECTIVE}, []
+    for node in reversed(g.node):  # the primal part, as `primal_graph` finds it (without copying weights)
+        if needed.intersection(node.output):
+            nodes.append(node)
+            needed.update(i for i in node.input if i)
+    constant = {t.name for t in g.initializer if t.name in needed}
+    dims = {t.name: tuple(t.dims) for t in g.initializer if t.name in needed}
     found = set()
-    for n in primal.node:
+    for n in reversed(nodes):
         if all((not i) or i in constant for i in n.input):
             constant.update(n.output)
             for a in n.attribute:
