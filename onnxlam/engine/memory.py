@@ -377,12 +377,7 @@ def probe(program, device: str, check: bool = False, rules=None, meanwhile=None)
     with tempfile.TemporaryDirectory(prefix="onnxlam-probe-") as tmp:
         path = Path(tmp) / "program.onnx"
         program.save(path)
-        spec = "own"
-        if check and rules is not None and rules.error is not None:
-            spec = f"cached:{rules.error!r}"
-        elif check and rules is not None and rules.small is not None:
-            spec = str(Path(tmp) / "rules.onnx")
-            rules.small.save(spec)
+        spec = rules.argument(tmp) if check and rules is not None else "own"
         env = dict(os.environ)
         root = str(Path(onnxlam.__file__).resolve().parents[1])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -411,17 +406,15 @@ def probe(program, device: str, check: bool = False, rules=None, meanwhile=None)
 
 def _child(path: str, device: str, check: bool, rules: str = "own") -> dict:
     """The probe's child process: load, create the session, run twice, report what each step cost; with
-    `check`, the gradient check on the same input (`rules`: "own", "cached:ERROR" or a small program's
-    path, as `probe` passes them)."""
-    from onnxlam.engine.program import load_program
+    `check`, the gradient check on the same input (`rules`: `RuleCheck.argument`)."""
+    from onnxlam.engine.program import RuleCheck, load_program
     from onnxlam.engine.runtime import cuda_available
 
     if device == "cuda":
         cuda_available()  # the CUDA context exists before the first reading
     before = in_use(device)
     program = load_program(path)  # the parent holds the program's ModelProto too: it counts as static
-    from onnxlam.graph.gradcheck import (check_forward_reverse, check_local_derivatives, combine,
-                                         probe_inputs)
+    from onnxlam.graph.gradcheck import check_forward_reverse, combine, probe_inputs
 
     x, mask = probe_inputs(program)  # the check's own input: its first run is the probe's
     feeds = program.feeds(x, mask)
@@ -437,18 +430,9 @@ def _child(path: str, device: str, check: bool, rules: str = "own") -> dict:
     if check:
         with PeakMeter(session.device) as meter:
             forward_reverse = check_forward_reverse(program, device, computed=program.unpack(outputs))
-            if rules.startswith("cached:"):
-                local = float(rules.split(":", 1)[1])
-            else:
-                local = None
-                if rules != "own":
-                    try:
-                        local = result["rules_error"] = check_local_derivatives(load_program(rules), device)
-                    except Exception:  # the small size fails at run time: the program's own rules
-                        pass
-                if local is None:
-                    local = check_local_derivatives(program, device)
-            result["fd_error"] = combine(forward_reverse, local)
+            rule_check = RuleCheck.from_argument(rules)
+            result["fd_error"] = combine(forward_reverse, rule_check.run(program, device))
+            result["rules_error"] = rule_check.checked
         result["check"] = max(meter.peak - created, 0)
     return result
 

@@ -359,6 +359,7 @@ class RuleCheck:
     error: float | None = None             # the cached result: nothing to run
     small: GradientProgram | None = None   # the small objective graph to check (a primal only)
     slug: str | None = None                # where a passing result of `small` is cached
+    covers: frozenset[str] = frozenset()   # the rule signatures of `small`: what its result holds for
     checked: float | None = field(default=None, repr=False)  # what `run` found on `small`
 
     @classmethod
@@ -381,9 +382,27 @@ class RuleCheck:
             small = GradientProgram(graph, key, _scale_of(graph, key))
         except Exception:  # the model refuses the small size: check the program's own rules
             return cls(signatures)
-        if not signatures <= rule_signatures(graph):
+        covers = rule_signatures(graph)
+        if not signatures <= covers:
             return cls(signatures)
-        return cls(signatures, small=small, slug=slug if cache else None)
+        return cls(signatures, small=small, slug=slug if cache else None, covers=covers)
+
+    def argument(self, folder: Path) -> str:
+        """This check as the memory probe's child receives it ("own", "cached:ERROR" or the path of the
+        small graph, written into `folder`); `from_argument` reads it back there."""
+        if self.error is not None:
+            return f"cached:{self.error!r}"
+        if self.small is None:
+            return "own"
+        path = Path(folder) / "rules.onnx"
+        self.small.save(path)
+        return str(path)
+
+    @classmethod
+    def from_argument(cls, text: str) -> "RuleCheck":
+        if text.startswith("cached:"):
+            return cls(frozenset(), error=float(text.split(":", 1)[1]))
+        return cls(frozenset(), small=None if text == "own" else load_program(text))
 
     def run(self, program: GradientProgram, device: str = "auto") -> float:
         """The node-local check's error for `program` (LOCAL_TOLERANCE applies)."""
@@ -400,8 +419,7 @@ class RuleCheck:
     def record(self) -> None:
         """Cache a passing result of the small graph for the model's later programs."""
         if self.slug is not None and self.checked is not None and self.checked <= LOCAL_TOLERANCE:
-            RecordCache("rules").save(self.slug, {"error": self.checked,
-                                                  "signatures": sorted(rule_signatures(self.small.model))})
+            RecordCache("rules").save(self.slug, {"error": self.checked, "signatures": sorted(self.covers)})
 
 
 def check_batch_independence(program: GradientProgram, info: ModelInfo, device: str = "auto") -> None:
