@@ -52,6 +52,15 @@ RETRIES = 2                # reruns of a task that raised (a lost worker is coun
 MODELS_PER_WORKER = 4      # Analyzers a worker keeps (each holds its programs, one per input shape)
 WORKER_WAIT = 60.0         # seconds to wait for the first worker of an external scheduler
 SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+# Dask's own monitors, as a local cluster runs them: its defaults wake every process's event loop
+# every 20 ms (the tick) and sample the running task's stack every 10 ms (the profiler, which feeds
+# only the dashboard a local cluster does not have). On two cores that took 12% of the CPU from the
+# cases (scripts/bench_cluster.py); at these settings 1%. The nanny's memory check (which restarts a
+# worker at 95% of its limit) still runs every second.
+QUIET = {"distributed.admin.tick.interval": "1s",
+         "distributed.worker.profile.enabled": False,
+         "distributed.admin.system-monitor.interval": "1s",
+         "distributed.worker.memory.monitor-interval": "1s"}
 _LOCAL = re.compile(r"local:(\d+)")
 _ADDRESS = re.compile(r"(%s)://[^\s/]+" % "|".join(SCHEMES))
 
@@ -203,6 +212,7 @@ def start_local_cluster(workers: int, device: str = "auto"):
     """A Dask cluster of `workers` single-threaded worker processes (each under a nanny that restarts it
     when it dies), scheduler and workers listening on 127.0.0.1 only, no dashboard."""
     _distributed()
+    import dask
     from distributed import Nanny, Scheduler, SpecCluster
     from distributed.system import MEMORY_LIMIT
 
@@ -211,9 +221,10 @@ def start_local_cluster(workers: int, device: str = "auto"):
                                                "dashboard_address": None}}
     specs = {i: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "dashboard": False,
                                            "memory_limit": MEMORY_LIMIT // workers, "env": env,
-                                           "silence_logs": logging.ERROR}}
+                                           "silence_logs": logging.ERROR, "config": QUIET}}
              for i, env in enumerate(envs)}
-    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR, name="onnxlam")
+    with dask.config.set(QUIET):  # read as the scheduler and the nannies start (the workers get `config`)
+        return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR, name="onnxlam")
 
 
 @contextlib.contextmanager

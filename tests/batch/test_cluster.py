@@ -115,6 +115,26 @@ def test_local_cluster_equals_the_serial_report(inputs, serial, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["run"]["reused"] == 12, r.stderr
 
 
+def test_local_cluster_runs_dask_monitors_quietly():
+    """The local cluster's scheduler, nannies and workers tick every second, not every 20 ms, and the
+    workers do not sample their tasks' stacks: at Dask's defaults these took 12% of two cores."""
+    def intervals(dask_worker):
+        pcs = dask_worker.periodic_callbacks
+        return pcs["tick"].callback_time, "profile" in pcs, pcs["monitor"].callback_time
+
+    import dask
+
+    before = dask.config.get("distributed.admin.tick.interval")
+    with cluster.start_local_cluster(2, "cpu") as local, distributed.Client(local) as client:
+        assert set(client.run(intervals).values()) == {(1000, False, 1000)}
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.periodic_callbacks["tick"].callback_time) \
+            == 1000
+        nannies = list(local.workers.values())
+        assert [n.periodic_callbacks["memory_monitor"].callback_time for n in nannies] == [1000, 1000]
+        assert [n.periodic_callbacks["tick"].callback_time for n in nannies] == [1000, 1000]
+    assert dask.config.get("distributed.admin.tick.interval") == before  # this process's config untouched
+
+
 # ------------------------------------------------------------------------------------------------
 # An external cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1
 # ------------------------------------------------------------------------------------------------
@@ -123,7 +143,8 @@ def test_local_cluster_equals_the_serial_report(inputs, serial, tmp_path):
 def external_cluster(tmp: Path, workers: int = 2):
     """A scheduler and `workers` nanny-less workers (a SIGKILL ends a worker for good), all on loopback,
     stopped at the end whatever happens. Yields (scheduler file, worker processes)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), ONNXLAM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(REPO), ONNXLAM_THREADS="1",  # and the README's quiet monitors:
+               DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL="1s", DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False")
     file = tmp / "scheduler.json"
     procs: list[subprocess.Popen] = []
     logs = []
@@ -148,6 +169,9 @@ def external_cluster(tmp: Path, workers: int = 2):
                   "--no-nanny", "--no-dashboard", "--death-timeout", "60")
         with distributed.Client(scheduler_file=str(file), timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
+            quiet = client.run(lambda dask_worker: (dask_worker.periodic_callbacks["tick"].callback_time,
+                                                    "profile" in dask_worker.periodic_callbacks))
+            assert set(quiet.values()) == {(1000, False)}, quiet
         yield file, procs[1:]
     finally:
         for p in reversed(procs):
