@@ -1,7 +1,7 @@
 """Benchmark of `onnxlam report --cluster local:2` against the serial report, and the scaling model.
 
-A 24-case report (2 bundled ×4 models × 4 images × 3 windows, fold FOLD) run as whole `onnxlam report`
-processes (imports, cluster start-up and shut-down included):
+A 24-case report (2 bundled ×4 models × 4 images × 3 windows) at each FOLD given (default: LAM's own
+50, then 20), run as whole `onnxlam report` processes (imports, cluster start-up and shut-down included):
 
 - serial at 1 onnxruntime intra-op thread (ONNXLAM_THREADS=1) and at 2 (equal total threads to the
   cluster; also onnxruntime's default here, one thread per physical core);
@@ -15,7 +15,9 @@ round trip per task (2,000 no-op tasks on the local cluster) and the client's re
 aggregates for 10,000 rows; and from them the predicted wall time of 10,000 cases on 1, 8 and 64
 workers. Writes benchmarks/cluster_cpu.json and the "Cluster" section of BENCHMARKS.md.
 
-    PYTHONPATH=. python scripts/bench_cluster.py [--fold 20] [--repeat 1]
+    PYTHONPATH=. python scripts/bench_cluster.py [--fold 50 20] [--repeat 1]
+
+The scaling model takes its per-case cost from the first fold.
 """
 from __future__ import annotations
 
@@ -166,9 +168,39 @@ def predict(n: int, workers: int | None, m: dict) -> dict:
             "wall": wall, "limited_by": "the scheduler" if scheduler > compute else "compute"}
 
 
+def run_configs(images: Path, tmp: Path, fold: int, repeat: int) -> dict[str, dict]:
+    """Every configuration at `fold`, cold then warm, `repeat` times: {"<config>, <state>": facts}."""
+    # onnxruntime's default intra-op pool is one thread per physical core: 2 threads on this machine
+    configs = {"serial, 1 thread": ("1", None), "serial, 2 threads": ("2", None),
+               "cluster local:2 (1 thread each)": (None, "local:2")}
+    runs: dict[str, dict] = {}
+    for name, (threads, target) in configs.items():
+        for state in ("cold", "warm"):
+            runs[f"{name}, {state}"] = {"walls": []}
+        for rep in range(repeat):
+            cache = tmp / f"cache-{fold}-{len(runs)}-{rep}"
+            for state in ("cold", "warm"):  # warm: the cache the cold run just filled
+                out = tmp / f"out-{fold}-{len(runs)}-{rep}-{state}"
+                r = report(images, out, fold, cache, threads, target)
+                assert r["run"]["computed"] == 24, r
+                entry = runs[f"{name}, {state}"]
+                entry["walls"].append(r["wall"])
+                entry.update({k: v for k, v in r.items() if k != "wall"})
+                print(f"fold {fold}, {name}, {state}: {r['wall']:.1f} s (load {r['load_before']:.2f} → "
+                      f"{r['load_after']:.2f})", flush=True)
+                if state == "warm" and rep == 0 and threads != "2":  # nothing to compute: the start-up
+                    again = report(images, out, fold, cache, threads, target)
+                    assert again["run"]["reused"] == 24
+                    entry["startup"] = again["wall"]
+                shutil.rmtree(out, ignore_errors=True)
+    for entry in runs.values():
+        entry["wall"] = statistics.median(entry["walls"])
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fold", type=int, default=20)
+    parser.add_argument("--fold", type=int, nargs="+", default=[50, 20])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-write", action="store_true")
     a = parser.parse_args()
@@ -176,38 +208,17 @@ def main() -> None:
 
     loads = [uptime()]
     print(loads[0], flush=True)
-    runs: dict[str, dict] = {}
+    folds: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="onnxlam-bench-cluster-") as tmp:
         tmp = Path(tmp)
         images = make_inputs(tmp)
-        # onnxruntime's default intra-op pool is one thread per physical core: 2 threads on this machine
-        configs = {"serial, 1 thread": ("1", None), "serial, 2 threads": ("2", None),
-                   "cluster local:2 (1 thread each)": (None, "local:2")}
-        for name, (threads, target) in configs.items():
-            for state in ("cold", "warm"):
-                runs[f"{name}, {state}"] = {"walls": []}
-            for rep in range(a.repeat):
-                cache = tmp / f"cache-{len(runs)}-{rep}"
-                for state in ("cold", "warm"):  # warm: the cache the cold run just filled
-                    out = tmp / f"out-{len(runs)}-{rep}-{state}"
-                    r = report(images, out, a.fold, cache, threads, target)
-                    assert r["run"]["computed"] == 24, r
-                    entry = runs[f"{name}, {state}"]
-                    entry["walls"].append(r["wall"])
-                    entry.update({k: v for k, v in r.items() if k != "wall"})
-                    print(f"{name}, {state}: {r['wall']:.1f} s (load {r['load_before']:.2f} → "
-                          f"{r['load_after']:.2f})", flush=True)
-                    if state == "warm" and rep == 0 and threads != "2":  # nothing to compute: the start-up
-                        again = report(images, out, a.fold, cache, threads, target)
-                        assert again["run"]["reused"] == 24
-                        entry["startup"] = again["wall"]
-                    shutil.rmtree(out, ignore_errors=True)
-        for entry in runs.values():
-            entry["wall"] = statistics.median(entry["walls"])
-        loads.append(uptime())
+        for fold in a.fold:
+            folds[fold] = run_configs(images, tmp, fold, a.repeat)
+            loads.append(uptime())
         overhead = scheduler_overhead()
         rewrite = aggregate_rewrite()
         loads.append(uptime())
+    runs = folds[a.fold[0]]
     serial1, cl = runs["serial, 1 thread, warm"], runs["cluster local:2 (1 thread each), warm"]
     model = {
         "startup": cl["startup"],
@@ -219,10 +230,10 @@ def main() -> None:
     model["serial_startup"] = serial1["startup"]
     predictions = [predict(10_000, w, model) for w in (None, 1, 8, 64)]
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-              "onnxruntime": onnxruntime.__version__, "fold": a.fold, "models": MODELS, "cases": 24,
+              "onnxruntime": onnxruntime.__version__, "fold": a.fold[0], "models": MODELS, "cases": 24,
               "windows_per_image": len(WINDOWS), "images": 4, "lr": f"{SIDE // 4}x{SIDE // 4}", "repeat": a.repeat,
-              "uptime": loads, "runs": runs, "scheduler": overhead, "aggregates": rewrite, "model": model,
-              "predictions": predictions}
+              "uptime": loads, "folds": {str(f): r for f, r in folds.items()}, "scheduler": overhead,
+              "aggregates": rewrite, "model": model, "predictions": predictions}
     print(json.dumps(result, indent=2))
     if not a.no_write:
         (ROOT / "benchmarks").mkdir(exist_ok=True)
@@ -230,31 +241,45 @@ def main() -> None:
         write_section(result)
 
 
+CLUSTER = "cluster local:2 (1 thread each)"
+CONFIGS = ("serial, 1 thread", "serial, 2 threads", CLUSTER)
+
+
 def write_section(r: dict) -> None:
-    runs = r["runs"]
-
-    def wall(name: str) -> float:
-        return runs[name]["wall"]
-
+    folds = {int(f): runs for f, runs in r["folds"].items()}
     lines = ["## Cluster", "",
              f"`python scripts/bench_cluster.py` on {r['machine']}, onnxruntime {r['onnxruntime']}: a 24-case "
-             f"report ({' and '.join(r['models'])} × 4 images of LR {r['lr']} × 3 windows, fold {r['fold']}), "
-             "whole `onnxlam report` processes (imports and cluster start-up included), median of "
-             f"{r['repeat']}. Cold: empty program cache (programs built, checked, memory-probed); warm: "
-             "the cache the cold run filled. Load (`uptime`) before, between and after: "
+             f"report ({' and '.join(r['models'])} × 4 images of LR {r['lr']} × 3 windows) at fold "
+             f"{' and '.join(map(str, folds))}, whole `onnxlam report` processes (imports and cluster start-up "
+             f"included), median of {r['repeat']}. Cold: empty program cache (programs built, checked, "
+             "memory-probed); warm: the cache the cold run filled. Load (`uptime`) before, between and after: "
              + "; ".join(f"`{u.split('load average:')[-1].strip()}`" for u in r["uptime"]) + ".", "",
-             "| run | cold (s) | warm (s) | warm speed-up vs serial 1 thread |", "|---|---|---|---|"]
-    base = wall("serial, 1 thread, warm")
-    for name in ("serial, 1 thread", "serial, 2 threads", "cluster local:2 (1 thread each)"):
-        lines.append(f"| {name} | {wall(name + ', cold'):.1f} | {wall(name + ', warm'):.1f} | "
-                     f"{base / wall(name + ', warm'):.2f}× |")
-    cl = "cluster local:2 (1 thread each)"
-    lines += ["", f"`--cluster local:2` against the serial run at one thread: **{base / wall(cl + ', warm'):.2f}×** "
-              f"warm, {wall('serial, 1 thread, cold') / wall(cl + ', cold'):.2f}× cold (target ≥ 1.7×); at equal "
-              f"total threads (serial with 2 onnxruntime threads) {wall('serial, 2 threads, warm') / wall(cl + ', warm'):.2f}× "
-              f"warm, {wall('serial, 2 threads, cold') / wall(cl + ', cold'):.2f}× cold. Serial onnxlam runs "
-              "onnxruntime's default intra-op pool unless ONNXLAM_THREADS is set: one thread per physical core, "
-              "2 here, so the 2-thread row is the serial default.", ""]
+             "| fold | run | cold (s) | warm (s) | warm speed-up vs serial 1 thread | CPU-seconds, warm |",
+             "|---|---|---|---|---|---|"]
+    for fold, runs in folds.items():
+        base = runs["serial, 1 thread, warm"]["wall"]
+        for name in CONFIGS:
+            cold, warm = runs[name + ", cold"], runs[name + ", warm"]
+            lines.append(f"| {fold} | {name} | {cold['wall']:.1f} | {warm['wall']:.1f} | "
+                         f"{base / warm['wall']:.2f}× | {warm['cpu']:.1f} |")
+    lines.append("")
+    for fold, runs in folds.items():
+        def wall(name: str) -> float:
+            return runs[name]["wall"]
+
+        lines.append(
+            f"- Fold {fold}{' (LAM' + chr(39) + 's default)' if fold == 50 else ''}: `--cluster local:2` against "
+            f"the serial run at one thread **{wall('serial, 1 thread, warm') / wall(CLUSTER + ', warm'):.2f}×** "
+            f"warm, {wall('serial, 1 thread, cold') / wall(CLUSTER + ', cold'):.2f}× cold (target ≥ 1.7×); at "
+            f"equal total threads (serial with 2 onnxruntime threads) "
+            f"{wall('serial, 2 threads, warm') / wall(CLUSTER + ', warm'):.2f}× warm, "
+            f"{wall('serial, 2 threads, cold') / wall(CLUSTER + ', cold'):.2f}× cold.")
+    lines += ["", "Serial onnxlam runs onnxruntime's default intra-op pool unless ONNXLAM_THREADS is set: one "
+              "thread per physical core, 2 here, so the 2-thread row is the serial default. What the cluster "
+              "pays on top of the cases: Dask's import and start-up in the client, the two worker processes' "
+              "imports and model loads (in parallel, where the serial run loads the models one after the "
+              "other), and the shut-down; and the 24 cases make 8 tasks (one image's windows of one model), "
+              "4 per worker, so the slower model's worker finishes last.", ""]
     m = r["model"]
     lines += ["Scaling model (measured here): wall ≈ start-up + program builds + max(n·c / W, tasks · s) + "
               "aggregate rewrites, with", "",
