@@ -7,7 +7,6 @@ test-only dependency (the ``test`` extra); the module under test must not import
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -203,15 +202,17 @@ def test_kde_density_rejects_bad_maps(bad):
         pictures.kde_density(bad)
 
 
-def test_kde_density_is_fast_at_256():
+def test_kde_density_at_256_is_one_fft_convolution(monkeypatch):
+    """At 256×256 the density is one FFT convolution of the weight image (O(N log N); 0.14 s here),
+    not SciPy's O(N²) pairwise sum (4·10⁹ kernel evaluations). Checked by what it calls, not by a
+    timed assertion: the suite's timings move with the machine."""
+    calls = []
+    convolve = pictures._convolve_same
+    monkeypatch.setattr(pictures, "_convolve_same", lambda *a, **k: calls.append(a[0].shape) or convolve(*a, **k))
     m = random_map((256, 256), seed=7)
-    best = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        z = pictures.kde_density(m)
-        best = min(best, time.perf_counter() - start)
-    assert z.shape == (256, 256) and np.isfinite(z).all()
-    assert best < 1.0, f"kde_density took {best:.2f} s at 256x256"
+    z = pictures.kde_density(m)
+    assert z.shape == (256, 256) and np.isfinite(z).all() and z.max() == 1.0
+    assert calls == [(256, 256)]
 
 
 # ---------------------------------------------------------------- KDE picture
