@@ -168,13 +168,16 @@ def predict(n: int, workers: int | None, m: dict) -> dict:
             "wall": wall, "limited_by": "the scheduler" if scheduler > compute else "compute"}
 
 
+CLUSTER = "cluster local:2 (1 thread each)"
+# (ONNXLAM_THREADS, --cluster) per run; onnxruntime's default intra-op pool is one thread per
+# physical core: 2 threads on this machine
+CONFIGS = {"serial, 1 thread": ("1", None), "serial, 2 threads": ("2", None), CLUSTER: (None, "local:2")}
+
+
 def run_configs(images: Path, tmp: Path, fold: int, repeat: int) -> dict[str, dict]:
     """Every configuration at `fold`, cold then warm, `repeat` times: {"<config>, <state>": facts}."""
-    # onnxruntime's default intra-op pool is one thread per physical core: 2 threads on this machine
-    configs = {"serial, 1 thread": ("1", None), "serial, 2 threads": ("2", None),
-               "cluster local:2 (1 thread each)": (None, "local:2")}
     runs: dict[str, dict] = {}
-    for name, (threads, target) in configs.items():
+    for name, (threads, target) in CONFIGS.items():
         for state in ("cold", "warm"):
             runs[f"{name}, {state}"] = {"walls": []}
         for rep in range(repeat):
@@ -219,7 +222,7 @@ def main() -> None:
         rewrite = aggregate_rewrite()
         loads.append(uptime())
     runs = folds[a.fold[0]]
-    serial1, cl = runs["serial, 1 thread, warm"], runs["cluster local:2 (1 thread each), warm"]
+    serial1, cl = runs["serial, 1 thread, warm"], runs[CLUSTER + ", warm"]
     model = {
         "startup": cl["startup"],
         "case_seconds": (serial1["wall"] - serial1["startup"]) / 24,
@@ -241,10 +244,6 @@ def main() -> None:
         write_section(result)
 
 
-CLUSTER = "cluster local:2 (1 thread each)"
-CONFIGS = ("serial, 1 thread", "serial, 2 threads", CLUSTER)
-
-
 def write_section(r: dict) -> None:
     folds = {int(f): runs for f, runs in r["folds"].items()}
     lines = ["## Cluster", "",
@@ -264,16 +263,15 @@ def write_section(r: dict) -> None:
                          f"{base / warm['wall']:.2f}× | {warm['cpu']:.1f} |")
     lines.append("")
     for fold, runs in folds.items():
-        def wall(name: str) -> float:
-            return runs[name]["wall"]
+        def vs(serial: str, state: str) -> float:  # the cluster's speed-up over a serial run
+            return runs[f"{serial}, {state}"]["wall"] / runs[f"{CLUSTER}, {state}"]["wall"]
 
+        default = " (LAM's default)" if fold == 50 else ""
         lines.append(
-            f"- Fold {fold}{' (LAM' + chr(39) + 's default)' if fold == 50 else ''}: `--cluster local:2` against "
-            f"the serial run at one thread **{wall('serial, 1 thread, warm') / wall(CLUSTER + ', warm'):.2f}×** "
-            f"warm, {wall('serial, 1 thread, cold') / wall(CLUSTER + ', cold'):.2f}× cold (target ≥ 1.7×); at "
-            f"equal total threads (serial with 2 onnxruntime threads) "
-            f"{wall('serial, 2 threads, warm') / wall(CLUSTER + ', warm'):.2f}× warm, "
-            f"{wall('serial, 2 threads, cold') / wall(CLUSTER + ', cold'):.2f}× cold.")
+            f"- Fold {fold}{default}: `--cluster local:2` against the serial run at one thread "
+            f"**{vs('serial, 1 thread', 'warm'):.2f}×** warm, {vs('serial, 1 thread', 'cold'):.2f}× cold "
+            f"(target ≥ 1.7×); at equal total threads (serial with 2 onnxruntime threads) "
+            f"{vs('serial, 2 threads', 'warm'):.2f}× warm, {vs('serial, 2 threads', 'cold'):.2f}× cold.")
     lines += ["", "Serial onnxlam runs onnxruntime's default intra-op pool unless ONNXLAM_THREADS is set: one "
               "thread per physical core, 2 here, so the 2-thread row is the serial default. What the cluster "
               "pays on top of the cases: Dask's import and start-up in the client, the two worker processes' "

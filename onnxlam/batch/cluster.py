@@ -221,9 +221,9 @@ def start_local_cluster(workers: int, device: str = "auto"):
                                                "dashboard_address": None}}
     specs = {i: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "dashboard": False,
                                            "memory_limit": MEMORY_LIMIT // workers, "env": env,
-                                           "silence_logs": logging.ERROR, "config": QUIET}}
+                                           "silence_logs": logging.ERROR}}
              for i, env in enumerate(envs)}
-    with dask.config.set(QUIET):  # read as the scheduler and the nannies start (the workers get `config`)
+    with dask.config.set(QUIET):  # read as the scheduler and the nannies start; each nanny hands it on
         return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR, name="onnxlam")
 
 

@@ -146,18 +146,24 @@ def check_forward_reverse(program, device="auto", seed=0, computed=None) -> floa
 
 
 # ----------------------------------------------------------------------------- 2. node-local differences
-def primal_graph(program_model: onnx.ModelProto) -> onnx.ModelProto:
-    """lam_input, lam_mask → lam_objective: the primal part of a gradient program."""
-    g = program_model.graph
+def _primal_part(graph: onnx.GraphProto) -> tuple[list, set[str]]:
+    """The nodes lam_objective depends on, in graph order, and every value name they read or write."""
     needed, keep = {OBJECTIVE}, []
-    for node in reversed(g.node):
+    for node in reversed(graph.node):
         if needed.intersection(node.output):
             keep.append(node)
             needed.update(i for i in node.input if i)
+    return keep[::-1], needed
+
+
+def primal_graph(program_model: onnx.ModelProto) -> onnx.ModelProto:
+    """lam_input, lam_mask → lam_objective: the primal part of a gradient program."""
+    g = program_model.graph
+    keep, needed = _primal_part(g)
     m = onnx.ModelProto()
     m.CopyFrom(program_model)
     del m.graph.node[:], m.graph.input[:], m.graph.output[:], m.graph.initializer[:], m.graph.value_info[:]
-    m.graph.node.extend(reversed(keep))
+    m.graph.node.extend(keep)
     m.graph.input.extend(v for v in g.input if v.name in (INPUT, MASK))
     m.graph.output.extend(v for v in g.output if v.name == OBJECTIVE)
     m.graph.initializer.extend(t for t in g.initializer if t.name in needed)
@@ -434,15 +440,11 @@ def rule_signatures(program_model: onnx.ModelProto) -> frozenset[str]:
     changes with the size (a branch taken at one size only) shows new signatures and is checked anew.
     """
     g = program_model.graph
-    needed, nodes = {OBJECTIVE}, []
-    for node in reversed(g.node):  # the primal part, as `primal_graph` finds it (without copying weights)
-        if needed.intersection(node.output):
-            nodes.append(node)
-            needed.update(i for i in node.input if i)
+    nodes, needed = _primal_part(g)  # as `primal_graph` finds it, without copying the weights
     constant = {t.name for t in g.initializer if t.name in needed}
     dims = {t.name: tuple(t.dims) for t in g.initializer if t.name in needed}
     found = set()
-    for n in reversed(nodes):
+    for n in nodes:
         if all((not i) or i in constant for i in n.input):
             constant.update(n.output)
             for a in n.attribute:

@@ -7,7 +7,6 @@ test-only dependency (the ``test`` extra); the module under test must not import
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image
