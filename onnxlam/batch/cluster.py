@@ -52,15 +52,20 @@ RETRIES = 2                # reruns of a task that raised (a lost worker is coun
 MODELS_PER_WORKER = 4      # Analyzers a worker keeps (each holds its programs, one per input shape)
 WORKER_WAIT = 60.0         # seconds to wait for the first worker of an external scheduler
 SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
-# Dask's own monitors, as a local cluster runs them: its defaults wake every process's event loop
-# every 20 ms (the tick) and sample the running task's stack every 10 ms (the profiler, which feeds
-# only the dashboard a local cluster does not have). On two cores that took 12% of the CPU from the
-# cases (scripts/bench_cluster.py); at these settings 1%. The nanny's memory check (which restarts a
-# worker at 95% of its limit) still runs every second.
-QUIET = {"distributed.admin.tick.interval": "1s",
-         "distributed.worker.profile.enabled": False,
-         "distributed.admin.system-monitor.interval": "1s",
-         "distributed.worker.memory.monitor-interval": "1s"}
+# How a local cluster runs Dask (scripts/bench_cluster.py measured both on two cores):
+# - Dask's own monitors: its defaults wake every process's event loop every 20 ms (the tick) and
+#   sample the running task's stack every 10 ms (the profiler, which feeds only the dashboard a local
+#   cluster does not have). That took 12% of the CPU from the cases; at these settings 1%. The
+#   nanny's memory check (which restarts a worker at 95% of its limit) still runs every second.
+# - glibc's malloc: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, and setting it
+#   switches off glibc's adaptive mmap threshold, so every array over 128 KiB (each path batch, each
+#   gradient) is mapped fresh and its pages faulted in again: 2.5 times the page faults and 3-4% of
+#   a case's time. The workers keep glibc's default (onnxlam bounds its memory itself).
+DASK_CONFIG = {"distributed.admin.tick.interval": "1s",
+               "distributed.worker.profile.enabled": False,
+               "distributed.admin.system-monitor.interval": "1s",
+               "distributed.worker.memory.monitor-interval": "1s",
+               "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 _LOCAL = re.compile(r"local:(\d+)")
 _ADDRESS = re.compile(r"(%s)://[^\s/]+" % "|".join(SCHEMES))
 
@@ -223,7 +228,7 @@ def start_local_cluster(workers: int, device: str = "auto"):
                                            "memory_limit": MEMORY_LIMIT // workers, "env": env,
                                            "silence_logs": logging.ERROR}}
              for i, env in enumerate(envs)}
-    with dask.config.set(QUIET):  # read as the scheduler and the nannies start; each nanny hands it on
+    with dask.config.set(DASK_CONFIG):  # read as the scheduler and the nannies start; each nanny hands it on
         return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR, name="onnxlam")
 
 

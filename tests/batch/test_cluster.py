@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -117,7 +118,9 @@ def test_local_cluster_equals_the_serial_report(inputs, serial, tmp_path):
 
 def test_local_cluster_runs_dask_monitors_quietly():
     """The local cluster's scheduler, nannies and workers tick every second, not every 20 ms, and the
-    workers do not sample their tasks' stacks: at Dask's defaults these took 12% of two cores."""
+    workers do not sample their tasks' stacks: at Dask's defaults these took 12% of two cores. The
+    workers keep glibc's malloc as it is (Dask's nanny would set MALLOC_TRIM_THRESHOLD_, which doubles
+    the page faults) and the nanny's other settings (one OpenMP thread)."""
     def intervals(dask_worker):
         pcs = dask_worker.periodic_callbacks
         return pcs["tick"].callback_time, "profile" in pcs, pcs["monitor"].callback_time
@@ -125,6 +128,7 @@ def test_local_cluster_runs_dask_monitors_quietly():
     import dask
 
     before = dask.config.get("distributed.admin.tick.interval")
+    malloc = os.environ.get("MALLOC_TRIM_THRESHOLD_")  # read first: a nanny sets its variables here, then spawns
     with cluster.start_local_cluster(2, "cpu") as local, distributed.Client(local) as client:
         assert set(client.run(intervals).values()) == {(1000, False, 1000)}
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.periodic_callbacks["tick"].callback_time) \
@@ -132,7 +136,31 @@ def test_local_cluster_runs_dask_monitors_quietly():
         nannies = list(local.workers.values())
         assert [n.periodic_callbacks["memory_monitor"].callback_time for n in nannies] == [1000, 1000]
         assert [n.periodic_callbacks["tick"].callback_time for n in nannies] == [1000, 1000]
+        environ = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+        assert set(environ.values()) == {(malloc, "1")}, environ
     assert dask.config.get("distributed.admin.tick.interval") == before  # this process's config untouched
+
+
+def readme_worker_environment() -> dict[str, str]:
+    """The variables the README tells users to export for workers they start themselves."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```sh\n\s*(export DASK_DISTRIBUTED__.*?)```", text, re.S)
+    assert block, "the README's export block for external workers is gone"
+    words = shlex.split(block.group(1).replace("\\\n", " "))
+    assert words[0] == "export"
+    return dict(w.split("=", 1) for w in words[1:])
+
+
+def test_readme_worker_settings_are_the_local_clusters():
+    """The README's exports, read by Dask in a fresh process, give the tick, the profiler and the
+    nanny's malloc setting that `--cluster local:N` runs with."""
+    keys = ("distributed.admin.tick.interval", "distributed.worker.profile.enabled",
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_")
+    code = "import json, dask, distributed; print(json.dumps([dask.config.get(k, 'unset') for k in %r]))" % (keys,)
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **readme_worker_environment()),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [cluster.DASK_CONFIG[k] for k in keys] == ["1s", False, None]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,8 +171,7 @@ def test_local_cluster_runs_dask_monitors_quietly():
 def external_cluster(tmp: Path, workers: int = 2):
     """A scheduler and `workers` nanny-less workers (a SIGKILL ends a worker for good), all on loopback,
     stopped at the end whatever happens. Yields (scheduler file, worker processes)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), ONNXLAM_THREADS="1",  # and the README's quiet monitors:
-               DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL="1s", DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False")
+    env = dict(os.environ, PYTHONPATH=str(REPO), ONNXLAM_THREADS="1", **readme_worker_environment())
     file = tmp / "scheduler.json"
     procs: list[subprocess.Popen] = []
     logs = []
