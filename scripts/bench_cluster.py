@@ -114,6 +114,22 @@ def scheduler_overhead() -> dict:
     return {"tasks": TASKS, "seconds_per_task": per}
 
 
+def cluster_up_down() -> dict:
+    """Wall seconds, in a fresh process, of importing Dask, starting the local cluster of 2 workers, one
+    call on each worker, and stopping it: what a cluster run that computes anything pays on top of the
+    serial start-up (a rerun with nothing to compute starts no workers)."""
+    code = ("import time; t = time.perf_counter()\n"
+            "from onnxlam.batch.cluster import Target, connect\n"
+            "with connect(Target(workers=2), 'cpu') as client:\n"
+            "    client.run(lambda: None)\n"
+            "print(time.perf_counter() - t)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tempfile.gettempdir())
+    if proc.returncode != 0:
+        raise SystemExit(f"cluster start-up failed: {proc.stderr[-2000:]}")
+    return {"seconds": float(proc.stdout.split()[-1])}
+
+
 def _noop(i):
     return i
 
@@ -175,15 +191,15 @@ CONFIGS = {"serial, 1 thread": ("1", None), "serial, 2 threads": ("2", None), CL
 
 
 def run_configs(images: Path, tmp: Path, fold: int, repeat: int) -> dict[str, dict]:
-    """Every configuration at `fold`, cold then warm, `repeat` times: {"<config>, <state>": facts}."""
-    runs: dict[str, dict] = {}
-    for name, (threads, target) in CONFIGS.items():
-        for state in ("cold", "warm"):
-            runs[f"{name}, {state}"] = {"walls": []}
-        for rep in range(repeat):
-            cache = tmp / f"cache-{fold}-{len(runs)}-{rep}"
+    """Every configuration at `fold`, cold then warm, `repeat` times: {"<config>, <state>": facts}. The
+    configurations take turns within each repeat, so a drift of the machine's speed over the minutes
+    of a benchmark falls on all of them alike."""
+    runs: dict[str, dict] = {f"{name}, {state}": {"walls": []} for name in CONFIGS for state in ("cold", "warm")}
+    for rep in range(repeat):
+        for n, (name, (threads, target)) in enumerate(CONFIGS.items()):
+            cache = tmp / f"cache-{fold}-{n}-{rep}"
             for state in ("cold", "warm"):  # warm: the cache the cold run just filled
-                out = tmp / f"out-{fold}-{len(runs)}-{rep}-{state}"
+                out = tmp / f"out-{fold}-{n}-{rep}-{state}"
                 r = report(images, out, fold, cache, threads, target)
                 assert r["run"]["computed"] == 24, r
                 entry = runs[f"{name}, {state}"]
@@ -219,12 +235,15 @@ def main() -> None:
             folds[fold] = run_configs(images, tmp, fold, a.repeat)
             loads.append(uptime())
         overhead = scheduler_overhead()
+        up_down = statistics.median(cluster_up_down()["seconds"] for _ in range(3))
         rewrite = aggregate_rewrite()
         loads.append(uptime())
     runs = folds[a.fold[0]]
     serial1, cl = runs["serial, 1 thread, warm"], runs[CLUSTER + ", warm"]
     model = {
-        "startup": cl["startup"],
+        "startup": serial1["startup"] + up_down,  # a run on the cluster: the serial start-up, the cluster up and down
+        "cluster_up_down": up_down,
+        "rerun_nothing_to_compute": {"serial": serial1["startup"], "cluster": cl["startup"]},
         "case_seconds": (serial1["wall"] - serial1["startup"]) / 24,
         "build_per_model": max(0.0, runs["serial, 1 thread, cold"]["wall"] - serial1["wall"]) / len(MODELS),
         "scheduler_per_task": overhead["seconds_per_task"],
@@ -281,7 +300,11 @@ def write_section(r: dict) -> None:
     m = r["model"]
     lines += ["Scaling model (measured here): wall ≈ start-up + program builds + max(n·c / W, tasks · s) + "
               "aggregate rewrites, with", "",
-              f"- start-up of a run with nothing to compute (CLI, local cluster up and down): {m['startup']:.1f} s;",
+              f"- start-up: {m['startup']:.1f} s, the serial start-up (CLI and planning of a run with nothing to "
+              f"compute, {m['serial_startup']:.1f} s) plus the local cluster up and down in a fresh process "
+              f"(import Dask, start 2 workers, stop them; median of 3) {m['cluster_up_down']:.1f} s. A rerun with "
+              f"nothing to compute starts no workers: {m['rerun_nothing_to_compute']['cluster']:.1f} s on "
+              "`--cluster local:2`;",
               f"- c, per-case cost (warm, one thread, fold {r['fold']}): {m['case_seconds']:.2f} s;",
               f"- program build per model per worker (cold − warm, serial): {m['build_per_model']:.1f} s (a shared "
               "program cache on the shared file system builds each program once for all workers);",

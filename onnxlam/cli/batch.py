@@ -120,8 +120,8 @@ def _executor(config):
     if not target.local:
         config = for_workers(config)
     with ClusterExecutor(target, config.options.device, notify=_cluster_note) as executor:
-        err.print(f"[dim]running on {escape(target.describe())}: {len(executor.workers())} workers[/]",
-                  highlight=False)
+        workers = target.workers if target.local else len(executor.workers())  # a local one starts on demand
+        err.print(f"[dim]running on {escape(target.describe())}: {workers} workers[/]", highlight=False)
         yield config, executor
 
 

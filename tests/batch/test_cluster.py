@@ -136,9 +136,34 @@ def test_local_cluster_runs_dask_monitors_quietly():
         nannies = list(local.workers.values())
         assert [n.periodic_callbacks["memory_monitor"].callback_time for n in nannies] == [1000, 1000]
         assert [n.periodic_callbacks["tick"].callback_time for n in nannies] == [1000, 1000]
+        preloads = client.run(lambda dask_worker: [p.name for p in dask_worker.preloads])
+        assert set(map(tuple, preloads.values())) == {("onnxlam.batch.cluster",)}, preloads  # dask_setup
         environ = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
         assert set(environ.values()) == {(malloc, "1")}, environ
     assert dask.config.get("distributed.admin.tick.interval") == before  # this process's config untouched
+
+
+def test_a_closed_worker_process_exits_at_once_and_only_then(monkeypatch):
+    """`dask_setup`'s exit hook ends the process (os._exit(0), after flushing) only for a Worker that
+    closed cleanly; a worker in any other state exits the normal way."""
+    from distributed.core import Status
+
+    class Ended(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Ended(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr("logging.shutdown", lambda: None)  # this process's logging stays open
+    worker = type("W", (), {})()
+    for status in (Status.running, Status.closing, Status.failed):
+        worker.status = status
+        cluster._exit_if_closed(worker)  # returns: the interpreter finishes as usual
+    worker.status = Status.closed
+    with pytest.raises(Ended) as ended:
+        cluster._exit_if_closed(worker)
+    assert ended.value.args == (0,)
 
 
 def readme_worker_environment() -> dict[str, str]:
@@ -302,6 +327,27 @@ def test_a_killed_client_resumes(inputs, serial, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Sweeps
 # ------------------------------------------------------------------------------------------------
+
+def test_a_finished_report_starts_no_local_cluster(inputs, serial, tmp_path, monkeypatch):
+    """A rerun with every case reused starts no workers (they would cost seconds for nothing); a
+    rerun with one case gone starts them and computes that case alone."""
+    import shutil
+
+    out = tmp_path / "rep"
+    shutil.copytree(serial, out)
+    started = []
+    real = cluster.start_local_cluster
+    monkeypatch.setattr(cluster, "start_local_cluster", lambda *a, **k: started.append(a) or real(*a, **k))
+    r = _invoke(*_args(inputs, out), "--cluster", "local:2", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["run"]["reused"] == 12 and started == []
+    shutil.rmtree(next((out / "cases").iterdir()))
+    r = _invoke(*_args(inputs, out), "--cluster", "local:2", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["run"] == {"cases": 12, "computed": 1, "reused": 11, "failed": 0, "pending": 0}
+    assert started == [(2, "auto")]
+    assert_same_report(serial, out, RUN_FACTS | {"crop"})  # computed alone, its crop holds its own window only
+
 
 def test_sweep_on_a_local_cluster_equals_the_serial_sweep(inputs, tmp_path):
     image = inputs / "images" / "one.png"
