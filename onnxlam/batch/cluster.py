@@ -57,7 +57,7 @@ RETRIES = 2                # reruns of a task that raised (a lost worker is coun
 MODELS_PER_WORKER = 4      # Analyzers a worker keeps (each holds its programs, one per input shape)
 WORKER_WAIT = 60.0         # seconds to wait for the first worker of an external scheduler
 SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
-# How a local cluster runs Dask (scripts/bench_cluster.py measured both on two cores):
+# How a local cluster runs Dask (both measured on two cores: BENCHMARKS.md, "Cluster: where the time goes"):
 # - Dask's own monitors: its defaults wake every process's event loop every 20 ms (the tick) and
 #   sample the running task's stack every 10 ms (the profiler, which feeds only the dashboard a local
 #   cluster does not have). That took 12% of the CPU from the cases; at these settings 1%. The
@@ -241,8 +241,8 @@ def dask_setup(worker) -> None:
     """Dask's preload hook, run in each local worker process as it starts (`start_local_cluster` names
     this module as its workers' preload): a worker process whose Worker has closed ends with
     `os._exit`, skipping the interpreter's teardown of every module and session it loaded, which took
-    0.3-0.5 s and which the cluster's stop waits for (the stop: 0.35 s, then 0.03 s). Any other ending
-    (the Worker not closed cleanly) exits the normal way."""
+    0.3-0.5 s and which the cluster's stop waits for (an empty cluster's stop: 0.35 s, then 0.04 s).
+    Any other ending (the Worker not closed cleanly) exits the normal way."""
     import atexit
 
     atexit.register(_exit_if_closed, worker)  # handlers registered after this one still run before it
