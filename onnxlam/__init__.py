@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import importlib
 
-from onnxlam._version import __version__
-from onnxlam.errors import InputError, NumericalError, OnnxlamError
+from onnxlam.core.version import __version__
+from onnxlam.core.errors import InputError, NumericalError, OnnxlamError
 
 _LAZY = {  # public name -> module that defines it
     "analyze": "onnxlam.engine.analyzer", "Analyzer": "onnxlam.engine.analyzer",

@@ -206,7 +206,7 @@ def main(argv=None) -> int:
 
 def _write(path: Path, text: str) -> None:
     """Atomic (onnxlam's writer): a half-written table never replaces a whole one."""
-    from onnxlam.files import write_atomic
+    from onnxlam.core.files import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from onnxlam.errors import InputError, OnnxlamError
+from onnxlam.core.errors import InputError, OnnxlamError
 
 INSTALL = 'pip install "onnxlam[cluster]"'
 RETRIES = 2                # reruns of a task that raised (a lost worker is counted by Dask separately)

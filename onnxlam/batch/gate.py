@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from onnxlam.errors import InputError, OnnxlamError
+from onnxlam.core.errors import InputError, OnnxlamError
 from onnxlam.batch.report import ModelSession
 from onnxlam.batch.report.run import _default_resolver
 from onnxlam.lam.options import LamOptions, option_names

@@ -14,7 +14,7 @@ import numpy as np
 from onnxlam.render import pictures
 from onnxlam.engine.analyzer import Analyzer
 from onnxlam.lam.result import Window
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from onnxlam.errors import OnnxlamError
+from onnxlam.core.errors import OnnxlamError
 from onnxlam.render.text import fmt  # noqa: F401  (the commands' table cells)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,

@@ -20,7 +20,7 @@ from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Debug, Device, Fold
                                  GivenCemTol, GivenCrop, GivenDevice, GivenFold, GivenKernelSize, GivenLr, GivenPath,
                                  GivenSamples, GivenSeed, GivenSigma, GivenSize, GivenStdev, Inputs, KernelSize, Lr,
                                  MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs)
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 Cluster = Annotated[Optional[str], typer.Option(
     "--cluster", metavar="local:N", help="Run on a Dask LocalCluster of N single-threaded worker processes on "

@@ -10,7 +10,7 @@ import typer
 
 from onnxlam.cli.app import app, err, handled, out
 from onnxlam.cli.options import Debug
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 
 @app.command("import-ncnn")
@@ -26,7 +26,7 @@ def import_ncnn(param: Annotated[Path, typer.Argument(help="ncnn .param file.")]
     import onnx
 
     from onnxlam.convert.ncnn import convert
-    from onnxlam.files import write_atomic
+    from onnxlam.core.files import write_atomic
     from onnxlam.lam.options import LamOptions
 
     for f in (param, weights):

@@ -12,7 +12,7 @@ from rich.markup import escape
 from onnxlam.cli.app import app, fmt, handled, out, progress, resolve_model
 from onnxlam.cli.options import (D, BatchSize, Bgr, Debug, Device, Fold, Inputs, KernelSize, Lr, MaxMemory,
                                  Path as PathKind, Sigma, Size, ValueRange, inputs)
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 Window = Annotated[Tuple[int, int], typer.Option("--window", help="X Y: top-left of the window in SR pixels.")]
@@ -28,7 +28,7 @@ def _check_picture_path(output: Path) -> None:
 
 
 def _save_picture(picture, output: Path) -> None:
-    from onnxlam.files import write_atomic
+    from onnxlam.core.files import write_atomic
     from onnxlam.render.pictures import save
 
     write_atomic(output, lambda tmp: save(tmp, picture))

@@ -11,7 +11,7 @@ import typer
 from onnxlam.cli.app import app, err, facts, handled, out, pair, progress, resolve_model
 from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Crop, Debug, Device, Fold, Inputs, KernelSize, Lr,
                                  MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs)
-from onnxlam.errors import InputError, OnnxlamError
+from onnxlam.core.errors import InputError, OnnxlamError
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else.")]
 ModelArg = Annotated[str, typer.Argument(help="ONNX model file (or a collection name, see `onnxlam models`).")]
@@ -206,7 +206,7 @@ def export(model: ModelArg,
            input_values: Inputs = None, debug: Debug = False):
     """Build, verify and write the gradient program for one input shape (for `lam --program`)."""
     from onnxlam.engine.program import build_program
-    from onnxlam.files import write_atomic
+    from onnxlam.core.files import write_atomic
     from onnxlam.graph.model import open_model
     from onnxlam.lam.options import LamOptions
 

@@ -13,7 +13,7 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 MANIFEST = "manifest.json"
 

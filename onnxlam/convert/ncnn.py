@@ -17,7 +17,7 @@ Conventions
   tag. Every array is padded to a multiple of 4 bytes. float16 becomes float32.
 * Anything this module cannot translate exactly (an unknown layer type, int8 quantized
   inference, a parameter combination it does not implement, a truncated file) raises
-  :class:`onnxlam.errors.InputError` naming the layer and its ``.param`` line; it never
+  :class:`onnxlam.core.errors.InputError` naming the layer and its ``.param`` line; it never
   returns an approximate model.
 
 Layers are translated by a registry, :data:`CONVERTERS`: one small function per ncnn
@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.graph.model import fresh_name
 
 #: The first line of every ncnn ``.param`` file (the format written since 2018; older

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from onnxlam.graph.model import SizeRequirements, size_dependent_padding  # noqa: F401 (the API names both here)
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 EXPORTERS = ("torchscript", "dynamo")
@@ -375,7 +375,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, size: Optio
     import torch
 
     from onnxlam.convert.ncnn import set_metadata
-    from onnxlam.files import write_atomic
+    from onnxlam.core.files import write_atomic
 
     for e in exporters:
         if e not in EXPORTERS:
@@ -437,7 +437,7 @@ def resolve_checkpoint(path: str | Path, image: str | Path | None = None, lr: bo
     Files are written atomically: a concurrent or killed run leaves no partial export.
     """
     from onnxlam.engine.cache import cache_dir
-    from onnxlam.files import write_atomic
+    from onnxlam.core.files import write_atomic
     from onnxlam.graph.model import file_sha256
 
     path = Path(path)

@@ -27,7 +27,7 @@ from onnxlam.engine.planner import Plan, Planner
 from onnxlam.engine import program as programs
 from onnxlam.engine.program import GradientProgram, build_program, infer_scale, load_program, program_key
 from onnxlam.engine.runtime import Session, create_session, resolve_device
-from onnxlam.errors import InputError, NumericalError
+from onnxlam.core.errors import InputError, NumericalError
 from onnxlam.graph.detector import MASK, append_detector, window_mask
 from onnxlam.graph.model import (INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims,
                                  require_standard_ops, size_dependent_padding)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from onnxlam.files import write_atomic
+from onnxlam.core.files import write_atomic
 
 
 def cache_dir() -> Path:
@@ -46,10 +46,9 @@ class ProgramCache:
         """Whether an entry for `key` is there (it may still turn out corrupt when loaded)."""
         return all(p.exists() for p in self._paths(key))
 
-    def load(self, key):
-        """The cached program for `key`, or None when absent or corrupt (a corrupt entry is removed)."""
-        from onnxlam.engine.program import GradientProgram  # the program module imports this one
-
+    def load(self, key) -> tuple[onnx.ModelProto, dict] | None:
+        """The cached program's graph and record (scale, fd_error) for `key`, or None when absent or
+        corrupt (a corrupt entry is removed)."""
         model_path, record_path = self._paths(key)
         if not model_path.exists() or not record_path.exists():
             return None
@@ -59,7 +58,7 @@ class ProgramCache:
             if hashlib.sha256(data).hexdigest() != record["sha256"]:
                 raise ValueError("checksum mismatch")
             model = onnx.load_from_string(data)
-            return GradientProgram(model, key, int(record["scale"]), record.get("fd_error"))
+            return model, {"scale": int(record["scale"]), "fd_error": record.get("fd_error")}
         except Exception:
             model_path.unlink(missing_ok=True)
             record_path.unlink(missing_ok=True)

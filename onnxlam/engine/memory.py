@@ -36,31 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
+from onnxlam.core.sizes import format_size, parse_size  # noqa: F401  (the memory options' units)
 
 SAFE_FRACTION = 0.7   # of available memory, for the default budget
 HEADROOM = 1.1        # a program's measured needs are multiplied by this before they meet the budget
 SLACK = 64 << 20      # and this is added: what the process allocates besides (building programs, Python)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10 ** 6,
-          "mib": 1 << 20, "g": 1 << 30, "gb": 10 ** 9, "gib": 1 << 30, "t": 1 << 40, "tb": 10 ** 12,
-          "tib": 1 << 40}
-
-
-def parse_size(text: str | int | float) -> int:
-    """Bytes from `24G`, `24GiB`, `1.5g`, `512M`, `16e9` or a plain number (K/M/G/T alone are binary)."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-        unit = m.group(2).lower() if m else None
-        if m is None or unit not in _UNITS:
-            raise InputError(f"--max-memory: cannot read {text!r}; write a size like 24G, 1.5GiB or 800M")
-        value = float(m.group(1)) * _UNITS[unit]
-    if not value > 0:
-        raise InputError(f"--max-memory must be positive; got {text!r}")
-    return int(value)
-
-
 def margin(nbytes: float) -> float:
     """What measured program needs of `nbytes` count for against the budget (HEADROOM, SLACK)."""
     return HEADROOM * nbytes + SLACK
@@ -69,13 +50,6 @@ def margin(nbytes: float) -> float:
 def room(nbytes: float) -> float:
     """The measured program needs that `nbytes` of budget holds: the inverse of `margin`."""
     return (nbytes - SLACK) / HEADROOM
-
-
-def format_size(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 # --- measuring: host -------------------------------------------------------------------------------
@@ -372,14 +346,12 @@ def probe(program, device: str, check: bool = False, rules=None, meanwhile=None)
     model's `program.RuleCheck` (the node-local part of the check; default: on the program itself).
     `meanwhile`: work for this process while the child runs (a program build: pure Python, so it
     takes the core the child's runtime leaves; it must not be a measured run)."""
-    import onnxlam
-
     with tempfile.TemporaryDirectory(prefix="onnxlam-probe-") as tmp:
         path = Path(tmp) / "program.onnx"
         program.save(path)
         spec = rules.argument(tmp) if check and rules is not None else "own"
         env = dict(os.environ)
-        root = str(Path(onnxlam.__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding the package
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         proc = subprocess.Popen([sys.executable, "-m", "onnxlam.engine.memory", str(path), device, str(int(check)),
                                  spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -414,7 +386,7 @@ def _child(path: str, device: str, check: bool, rules: str = "own") -> dict:
         cuda_available()  # the CUDA context exists before the first reading
     before = in_use(device)
     program = load_program(path)  # the parent holds the program's ModelProto too: it counts as static
-    from onnxlam.graph.gradcheck import check_forward_reverse, combine, probe_inputs
+    from onnxlam.engine.gradcheck import check_forward_reverse, combine, probe_inputs
 
     x, mask = probe_inputs(program)  # the check's own input: its first run is the probe's
     feeds = program.feeds(x, mask)

@@ -15,8 +15,8 @@ from onnxlam.engine import memory
 from onnxlam.engine.cache import ProgramCache, RecordCache
 from onnxlam.engine.cropping import Crop, choose_crop, memory_crop, windows_box
 from onnxlam.engine.program import FORMAT, RuleCheck, check_size
-from onnxlam.errors import InputError
-from onnxlam.graph.gradcheck import FD_TOLERANCE
+from onnxlam.core.errors import InputError
+from onnxlam.engine.gradcheck import FD_TOLERANCE
 from onnxlam.lam.options import MAX_AUTO_BATCH
 from onnxlam.lam.result import Window
 
@@ -86,7 +86,7 @@ class Planner:
         if key not in self._footprints:
             import onnxruntime
 
-            from onnxlam._version import __version__
+            from onnxlam.core.version import __version__
 
             device = self.device
             slug = (f"{self.model.info.sha256[:32]}-k{windows}-{device}-{'_'.join(f'{a}x{b}' for a, b in sizes)}"

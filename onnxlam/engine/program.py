@@ -18,12 +18,12 @@ import numpy as np
 import onnx
 import onnx_ad
 
-from onnxlam._version import __version__ as onnxlam_version
+from onnxlam.core.version import __version__ as onnxlam_version
 from onnxlam.engine.cache import ProgramCache, RecordCache
 from onnxlam.graph.detector import DESCRIPTIONS, KINDS, LAM, MASK, OBJECTIVE, append_detector, mask_size
-from onnxlam.errors import InputError, NumericalError, OnnxlamError
+from onnxlam.core.errors import InputError, NumericalError, OnnxlamError
 from onnxlam.graph.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
-from onnxlam.graph.gradcheck import (FD_TOLERANCE, LOCAL_TOLERANCE, check_forward_reverse, check_gradient,
+from onnxlam.engine.gradcheck import (FD_TOLERANCE, LOCAL_TOLERANCE, check_forward_reverse, check_gradient,
                                      check_local_derivatives, combine, rule_signatures)
 from onnxlam.graph.rewrite import make_differentiable, speed_up
 from onnxlam.engine.runtime import Session, create_session
@@ -192,7 +192,8 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
     if store is not None:
         cached = store.load(key)
         if cached is not None:
-            return cached
+            graph, record = cached
+            return GradientProgram(graph, key, record["scale"], record["fd_error"])
     start = time.perf_counter()
     graph = graph if graph is not None else gradient_graph(source, info, key)
     scale = _scale_of(graph, key)

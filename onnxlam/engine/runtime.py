@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.graph.model import OUTPUT
 
 MASK = "lam_mask"

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_ad.expand import fold_constants
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 INPUT = "lam_input"
 OUTPUT = "lam_sr"

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.graph.model import (FLOAT_TYPES, MIN_OPSET, ModelInfo, TensorSpec, _parse_range, dims,
                                  file_sha256, load_model, opset_version)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 LUMA_BT601 = np.array([0.299, 0.587, 0.114])
 

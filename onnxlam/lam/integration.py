@@ -9,13 +9,24 @@ honestly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from onnxlam.errors import NumericalError
+from onnxlam.core.errors import NumericalError
 from onnxlam.lam.paths import PathSteps
-from onnxlam.engine.program import GradientProgram
+
+
+class Program(Protocol):
+    """What integration needs of a gradient program (`engine.program.GradientProgram` is one)."""
+
+    batch: int
+
+    def objective_and_gradient(self, x: np.ndarray, masks: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+    def confirm(self, x: np.ndarray, masks: np.ndarray, gradient: np.ndarray, device: str, used: int) -> None:
+        ...
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,7 @@ class Integration:
     nan_gradients: np.ndarray
 
 
-def integrate(program: GradientProgram, steps: PathSteps, masks: np.ndarray, device: str = "auto",
+def integrate(program: Program, steps: PathSteps, masks: np.ndarray, device: str = "auto",
               progress: Callable[[int, int], None] | None = None) -> Integration:
     """Integrate ∇D ⊙ dλ over `steps` for the window masks `masks` (K×(H−1)×(W−1), K = program.windows)."""
     n, b = steps.fold, program.batch

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 PATHS = ("blur", "linear", "gaussian-linear")  # the path functions are in lam/paths.py
 DEVICES = ("auto", "cpu", "cuda")
@@ -56,7 +56,7 @@ def as_inputs(values) -> tuple[tuple[str, float], ...]:
 
 
 def _memory(flag: str, value) -> str | None:
-    from onnxlam.engine.memory import parse_size
+    from onnxlam.core.sizes import parse_size
 
     parse_size(value)  # raises its own InputError naming the accepted forms
     return None

@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from onnxlam.engine.cropping import choose_crop
-from onnxlam.errors import InputError, NumericalError
+from onnxlam.core.errors import InputError, NumericalError
 
 TASKS = ("sr", "dn")
 PICTURE_BOUND = {"sr": 2.5, "dn": 1.0}  # B of §6, dB
@@ -735,7 +735,7 @@ def write_result(result: CemResult, out: str | Path, about: dict | None = None) 
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    from onnxlam.files import atomic_dir
+    from onnxlam.core.files import atomic_dir
     from onnxlam.render import pictures
     from onnxlam.render.outputs import check_out_dir, write_result_json
 

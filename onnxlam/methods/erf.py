@@ -43,7 +43,7 @@ from onnxlam.render import pictures
 from onnxlam.engine.analyzer import Analyzer
 from onnxlam.lam.result import Window
 from onnxlam.graph.detector import INTENSITY
-from onnxlam.errors import InputError, NumericalError
+from onnxlam.core.errors import InputError, NumericalError
 from onnxlam.lam.metrics import mass_count, mass_radius
 from onnxlam.engine.program import GradientProgram, build_program
 from onnxlam.graph.receptive_field import ReceptiveField
@@ -236,7 +236,7 @@ def write_erf(result: ErfResult, out: str | Path, about: dict | None = None) -> 
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    from onnxlam.files import atomic_dir
+    from onnxlam.core.files import atomic_dir
     from onnxlam.render.outputs import check_out_dir, write_result_json
 
     check_out_dir(Path(out))

@@ -41,7 +41,7 @@ import numpy as np
 from onnxlam.engine.analyzer import Analyzer
 from onnxlam.lam.result import Completeness, LamResult, Window
 from onnxlam.graph.detector import window_mask
-from onnxlam.errors import InputError, NumericalError
+from onnxlam.core.errors import InputError, NumericalError
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini, range_statistics
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.lam.options import _at_least, _non_negative, option, validate_options
 
 LAM = "lam"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from onnxlam.engine.analyzer import Analyzer
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.graph.video import VideoLayout, open_video_model
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini
 from onnxlam.lam.options import LamOptions
@@ -223,7 +223,7 @@ def strip(result: VideoLamResult) -> np.ndarray:
 def write_video_result(result: VideoLamResult, out: str | Path) -> Path:
     """`maps.npy` (T×h×w), `gradient.npy` (T×C×h×w), `sr.png`, `strip.png` and `result.json` into `out`,
     all or nothing."""
-    from onnxlam.files import atomic_dir
+    from onnxlam.core.files import atomic_dir
     from onnxlam.render import pictures
     from onnxlam.render.outputs import check_out_dir, write_result_json
 

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from onnxlam.render import pictures
 from onnxlam.lam.result import LamResult
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 COLUMNS = ("HR + window", "LAM", "LAM blend", "KDE blend", "SR window")
 _WHITE = (255, 255, 255)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from onnxlam.render import pictures
-from onnxlam.files import atomic_dir
+from onnxlam.core.files import atomic_dir
 from onnxlam.lam.result import LamResult
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 PICTURES = ("sr.png", "window.png", "lam.png", "lam_blend.png", "kde_blend.png", "panel.png")
 

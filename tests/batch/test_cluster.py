@@ -22,7 +22,7 @@ from PIL import Image
 from clitools import PHOTO, REPO, run_cli
 from onnx_models import tiny_sr
 from onnxlam.batch import cluster
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 import distributed  # noqa: E402  (the `cluster` extra, part of the `test` extra)
 

@@ -149,7 +149,7 @@ def test_max_memory_reaches_every_analyzer(inputs, monkeypatch):
 
     from onnxlam.engine.analyzer import Analyzer
     from onnxlam.cli import app
-    from onnxlam.errors import InputError
+    from onnxlam.core.errors import InputError
 
     limits, original = [], Analyzer.run_windows
     monkeypatch.setattr(Analyzer, "run_windows", lambda self, *a, **k: limits.append(self.max_memory) or

@@ -22,7 +22,7 @@ from onnx_models import tiny_sr
 from onnxlam.engine.analyzer import Analyzer
 from onnxlam.engine.planner import Plan
 from onnxlam.lam.result import Window
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.batch.report import (CSV_COLUMNS, ConfigValues, ReportListener, WindowSpec, exclusive, load_config,
                             read_windows_file, run_report)
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from onnxlam.convert import collection
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 SRMD = {f"{kind}-x{s}" for kind in ("srmd", "srmdnf") for s in (2, 3, 4)}
 EXPECTED = {"animevideov3-x4", "span-x4", "waifu2x-upconv7-photo-x2", "realcugan-se-x2",

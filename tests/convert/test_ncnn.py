@@ -20,7 +20,7 @@ from PIL import Image
 
 from onnxlam.convert import collection
 from onnxlam.convert import ncnn as conv
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "onnxlam" / "data"

@@ -25,7 +25,7 @@ from clitools import run_cli
 import onnxlam
 from onnxlam.convert._torchvision import import_spandrel
 from onnxlam.convert import pytorch as pt
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 SCALE = 2
 LR_H, LR_W = 14, 18                 # not multiples of the windows (4, 8); below the minimum 16

@@ -13,7 +13,7 @@ from onnx_models import tiny_sr
 from onnxlam.engine.analyzer import Analyzer
 from onnxlam.engine.cache import ProgramCache
 from onnxlam.engine.program import GradientProgram, build_program
-from onnxlam.errors import NumericalError
+from onnxlam.core.errors import NumericalError
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from clitools import REPO, run_cli
 from onnx_models import tiny_sr
 from onnxlam.engine import memory
 from onnxlam.engine.cropping import memory_crop
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 HR = REPO / "onnxlam" / "data" / "astronaut.png"
 linux = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is read from /proc")

@@ -16,7 +16,7 @@ import pytest
 from onnxlam.engine import memory
 from onnxlam.engine import program as P
 from onnxlam.engine.cache import RecordCache
-from onnxlam.errors import NumericalError
+from onnxlam.core.errors import NumericalError
 from onnxlam.graph import gradcheck
 from onnxlam.graph.model import open_model
 

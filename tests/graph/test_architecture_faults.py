@@ -40,7 +40,7 @@ import architectures as arch
 import torch_reference as ref
 from onnxlam.graph import gradcheck
 from onnxlam.graph import rewrite
-from onnxlam.errors import NumericalError
+from onnxlam.core.errors import NumericalError
 from onnxlam.engine.program import build_program
 from onnxlam.engine.runtime import serialise
 

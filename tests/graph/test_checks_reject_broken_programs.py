@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_models import tiny_sr
 from onnxlam.engine import program as P
-from onnxlam.errors import InputError, NumericalError
+from onnxlam.core.errors import InputError, NumericalError
 from onnxlam.graph import gradcheck
 from onnxlam.graph.model import open_model
 

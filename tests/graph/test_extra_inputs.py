@@ -19,7 +19,7 @@ import torch_reference as ref
 from clitools import run_cli
 
 import onnxlam
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.graph.model import bind_inputs, load_model, parse_inputs
 
 LR = 16

@@ -500,7 +500,7 @@ def test_cli_bad_input(dn_model, images, tmp_path, args, message):
     (dict(patches="/nonexistent-folder"), "not a folder"),
 ])
 def test_bad_parameters(dn_model, images, options, message):
-    from onnxlam.errors import InputError
+    from onnxlam.core.errors import InputError
     from onnxlam.methods.cem import causal_effect_map
 
     with pytest.raises(InputError, match=message):
@@ -508,7 +508,7 @@ def test_bad_parameters(dn_model, images, options, message):
 
 
 def test_bad_patch_folder(dn_model, images, tmp_path):
-    from onnxlam.errors import InputError
+    from onnxlam.core.errors import InputError
     from onnxlam.methods.cem import causal_effect_map
 
     (tmp_path / "readme.txt").write_text("no images here")

@@ -14,7 +14,7 @@ from architectures import LR_SIZE
 from clitools import run_cli
 from onnx_models import tiny_sr
 from onnxlam.engine.analyzer import Analyzer
-from onnxlam.graph.gradcheck import FD_TOLERANCE
+from onnxlam.engine.gradcheck import FD_TOLERANCE
 from onnxlam.methods.erf import effective_receptive_field, write_erf
 from onnxlam.engine.program import build_program, load_program
 
@@ -97,7 +97,7 @@ def test_intensity_program_is_checked_cached_and_recorded(zoo, tmp_path):
     loaded = load_program(tmp_path / "p.onnx")
     assert loaded.key == program.key and loaded.key.detector == "intensity"
     assert {p.key: p.value for p in loaded.model.metadata_props}["onnxlam.detector_kind"] == "intensity"
-    from onnxlam.errors import InputError
+    from onnxlam.core.errors import InputError
     with pytest.raises(InputError, match="intensity"):  # not usable as a LAM program
         Analyzer(path, device="cpu").run(np.zeros((LR_SIZE, LR_SIZE, 3), np.uint8), (4, 4), 8, lr=True,
                                          program=tmp_path / "p.onnx", fold=2)
@@ -105,7 +105,7 @@ def test_intensity_program_is_checked_cached_and_recorded(zoo, tmp_path):
 
 def test_zero_gradient_is_an_error(tmp_path):
     """An image whose window gradient is zero everywhere has no mass to normalise: an error, not averaged."""
-    from onnxlam.errors import NumericalError
+    from onnxlam.core.errors import NumericalError
     from onnxlam.methods.erf import Window, combine, gradient_map, intensity_mask
 
     onnx.save(tiny_sr(2), tmp_path / "m.onnx")

@@ -82,7 +82,7 @@ def test_seeded_run_equals_run_with_its_noise(case):
     ("smoothgrad2", 3, 0.1, "unknown noise tunnel"), ("vargrad", 0, 0.1, "--samples"),
     ("vargrad", 2, -0.1, "--stdev")])
 def test_bad_parameters(kind, samples, stdev, message):
-    from onnxlam.errors import InputError
+    from onnxlam.core.errors import InputError
     with pytest.raises(InputError, match=message):
         NoiseTunnel(kind, samples, stdev)
 
@@ -133,7 +133,7 @@ def test_cli_noise_tunnel_bad_input(cli_files, tmp_path, args, message):
 
 
 def test_given_inputs_are_checked(case):
-    from onnxlam.errors import InputError
+    from onnxlam.core.errors import InputError
     hr, lr, noises, _, analyzer = case
     with pytest.raises(InputError, match="samples of the"):
         noise_tunnel(analyzer, hr, [WINDOW], NoiseTunnel("smoothgrad", SAMPLES + 1), SIZE, noises=noises, fold=2)

@@ -23,7 +23,7 @@ from PIL import Image
 import torch_reference as ref
 from clitools import run_cli
 from video_architectures import LR, T, RecurrentVSR, SlidingVSR, StackedBgr255, build, export
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.graph.video import VideoLayout
 from onnxlam.methods.video import VideoAnalyzer, analyze_video, frame_files, frame_metrics
 

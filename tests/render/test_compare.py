@@ -12,7 +12,7 @@ from onnx_models import tiny_sr
 from onnxlam.render import pictures
 from onnxlam.engine.analyzer import Analyzer
 from onnxlam.render.figures import (COLUMNS, comparison_figure, difference_picture, kde_difference, row_pictures)
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 
 from clitools import PHOTO, run_cli
 

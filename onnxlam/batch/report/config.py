@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from onnxlam.errors import InputError
+from onnxlam.core.errors import InputError
 from onnxlam.lam.options import LamOptions, given_options, option_names
 from onnxlam.methods.options import CEM, LAM, MethodOptions, check_methods, parse_methods
 

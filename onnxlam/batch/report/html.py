@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
-from onnxlam._version import __version__
+from onnxlam.core.version import __version__
 from onnxlam.batch.report.config import _stem
 from onnxlam.methods.options import CEM, ERF, LAM
 from onnxlam.batch.report.store import CaseRow, ModelSummary, Report

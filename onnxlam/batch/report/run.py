@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from onnxlam.graph.model import file_sha256, inputs_text
-from onnxlam.errors import InputError, OnnxlamError
+from onnxlam.core.errors import InputError, OnnxlamError
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig, plan_cases
 from onnxlam.methods.options import CEM, ERF, LAM, MethodOptions

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from onnxlam._version import __version__
-from onnxlam.errors import InputError
-from onnxlam.files import atomic_dir, write_atomic
+from onnxlam.core.version import __version__
+from onnxlam.core.errors import InputError
+from onnxlam.core.files import atomic_dir, write_atomic
 from onnxlam.lam.options import LamOptions
 from onnxlam.batch.report.config import Case, ReportConfig
 from onnxlam.methods.options import CEM, ERF, LAM

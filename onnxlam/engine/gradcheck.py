@@ -32,7 +32,7 @@ import onnx_ad
 from onnx import TensorProto, helper
 
 from onnxlam.graph.detector import MASK, OBJECTIVE
-from onnxlam.errors import NumericalError
+from onnxlam.core.errors import NumericalError
 from onnxlam.graph.model import INPUT, constant_values
 from onnxlam.engine.runtime import create_session
 
