@@ -27,10 +27,9 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-import spandrel_zoo as zoo  # noqa: E402
+from tests import spandrel_zoo as zoo  # noqa: E402
 
 STATUSES = ("equal", "differs", "export failed", "onnxlam error", "reference failed")
 
@@ -181,9 +180,9 @@ def main(argv=None) -> int:
     if not args.render_only:
         warnings.simplefilter("ignore")
         # imported once here, so every forked case starts warm (no torch op runs in this process)
-        import architectures  # noqa: F401
+        from tests import architectures  # noqa: F401
         import onnxlam  # noqa: F401
-        import torch_reference  # noqa: F401
+        from tests import torch_reference  # noqa: F401
         zoo.registry_ids()
         names = args.names or list(zoo.CONFIGS)
         with tempfile.TemporaryDirectory() as tmp:

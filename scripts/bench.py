@@ -63,8 +63,8 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
 
 def worker_lam(model: str, hr: str, out: str, *window_coords) -> dict:
     """What `onnxlam lam MODEL HR --window X Y [--window ...] [--fold N] --out OUT --device cpu` does."""
-    from onnxlam.engine.analyzer import Analyzer
-    from onnxlam.render.outputs import write_results
+    from onnxlam.methods.lam.analyzer import Analyzer
+    from onnxlam.methods.lam.files import write_results
 
     coords, fold = list(window_coords), 50
     if "--fold" in coords:
@@ -80,7 +80,7 @@ def worker_lam(model: str, hr: str, out: str, *window_coords) -> dict:
 
 def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
     """The forward pass alone over the same path images and batches onnxlam uses."""
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.graph.model import INPUT
     from onnxlam.lam.paths import make_path
     from onnxlam.engine.runtime import create_session
@@ -96,7 +96,7 @@ def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
 
 def worker_ratio(model_dir: str, batch: int, size: int) -> dict:
     """Gradient program against the forward pass on the same batch, in one process (medians of 7)."""
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.graph.model import INPUT, fix_input_shape
     from onnxlam.engine.runtime import create_session
 

@@ -2,7 +2,7 @@
 
     python scripts/bench_cem.py [--model animevideov3-x4] [--side 96] [--roi 32] [--device auto]
 
-One coarse pass (samples 1, no refinement) on a side×side crop of the bundled cat photo, ROI 32×32
+One coarse pass (draws 1, no refinement) on a side×side crop of the bundled cat photo, ROI 32×32
 at (roi, roi); each configuration is run once (its session created beforehand). Prints a Markdown table.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from onnxlam.convert.collection import resolve  # noqa: E402
-from onnxlam.methods.cem import CemRunner  # noqa: E402
+from onnxlam.methods.cem.runner import CemRunner  # noqa: E402
 
 
 def main() -> None:
@@ -36,10 +36,10 @@ def main() -> None:
         Image.open(ROOT / "onnxlam" / "data" / "chelsea.png").convert("RGB").crop((0, 0, args.side, args.side)).save(photo)
         for batch, crop in ((1, False), (None, False), (1, True), (None, True)):
             runner = CemRunner(model, device=args.device, batch_size=batch)
-            kw = dict(samples=1, refine=0, crop=crop)
+            kw = dict(draws=1, refine=0, crop=crop)
             runner.session()  # the session's creation is not timed
             start = time.perf_counter()
-            r = runner.run(photo, (args.roi, args.roi), 32, **kw)
+            r = runner.run(photo, (args.roi, args.roi), size=32, **kw)
             seconds = time.perf_counter() - start
             n = r.grid[0] * r.grid[1]
             rows.append((r.batch_size, "yes" if r.crop else "no", n, r.forward_passes - 1, seconds, n / seconds))

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from onnxlam.render import pictures  # noqa: E402
 from onnxlam.convert.collection import resolve  # noqa: E402
-from onnxlam.methods.cem import CemRunner, render  # noqa: E402
+from onnxlam.methods.cem.files import render  # noqa: E402
+from onnxlam.methods.cem.runner import CemRunner  # noqa: E402
 
 CROP = (12, 48, 108, 144)  # left, top, right, bottom of chelsea.png
 ZOOM = 3                   # the picture is enlarged (nearest) so that blocks are visible on a web page
@@ -34,14 +35,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="animevideov3-x4")
     p.add_argument("--refine", type=int, default=10)
-    p.add_argument("--samples", type=int, default=3)
+    p.add_argument("--draws", type=int, default=3)
     p.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "cem.png")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         photo = Path(tmp) / "chelsea-eye.png"
         Image.open(ROOT / "onnxlam" / "data" / "chelsea.png").convert("RGB").crop(CROP).save(photo)
         runner = CemRunner(str(resolve(args.model)), device="auto")
-        result = runner.run(photo, (32, 32), 32, samples=args.samples, refine=args.refine,
+        result = runner.run(photo, (32, 32), size=32, draws=args.draws, refine=args.refine,
                             progress=lambda d, t: print(f"\r{d}/{t}", end="", file=sys.stderr))
     print(file=sys.stderr)
     s = result.summary

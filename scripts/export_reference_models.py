@@ -29,10 +29,9 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-import architectures as arch  # noqa: E402
-import torch_reference as ref  # noqa: E402
+from tests import architectures as arch  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
 
 from onnxlam.engine.program import build_program  # noqa: E402
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from onnxlam.engine.analyzer import Analyzer
+from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.graph.detector import window_mask
 from onnxlam.lam.paths import make_path
 from onnxlam.engine.runtime import cuda_available

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from onnxlam.engine.analyzer import Analyzer
+from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.engine.runtime import cuda_available
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

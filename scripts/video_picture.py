@@ -23,11 +23,11 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 from onnxlam.lam.image import bundled_photo  # noqa: E402
-from onnxlam.methods.video import VideoAnalyzer, frame_files, write_video_result  # noqa: E402
-from video_architectures import RecurrentVSR, build, export  # noqa: E402
+from onnxlam.methods.video.analyzer import VideoAnalyzer, frame_files, write_video_result  # noqa: E402
+from tests.video_architectures import RecurrentVSR, build, export  # noqa: E402
 
 FRAMES, SIDE, PAN = 5, 128, 6
 ORIGIN = (20, 40)  # left, top of the first crop in chelsea.png

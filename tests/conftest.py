@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import architectures  # noqa: E402
+from tests import architectures
+from tests.clitools import PHOTO
+from tests.onnx_models import tiny_sr
 
 DATA = Path(__file__).resolve().parents[1] / "onnxlam" / "data"
 
@@ -66,3 +66,19 @@ def astronaut() -> np.ndarray:
 @pytest.fixture(scope="session")
 def chelsea() -> np.ndarray:
     return np.asarray(Image.open(DATA / "chelsea.png").convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A folder per test module with tiny networks and photograph crops: a.onnx and b.onnx
+    (`tiny_sr(2)`, seeds 0 and 5), images/one.png and images/two.png (64×64). Modules that need more
+    override it (`def inputs(inputs)`) and add to this folder."""
+    d = tmp_path_factory.mktemp("inputs")
+    onnx.save(tiny_sr(2), d / "a.onnx")
+    onnx.save(tiny_sr(2, seed=5), d / "b.onnx")
+    images = d / "images"
+    images.mkdir()
+    photo = Image.open(PHOTO)
+    photo.crop((40, 40, 104, 104)).save(images / "one.png")  # 64×64
+    photo.crop((120, 30, 184, 94)).save(images / "two.png")
+    return d

@@ -319,8 +319,8 @@ def run_case(name: str, exporter: str, workdir, fold: int = FOLD, phase=None) ->
 
     import numpy as np
 
-    import architectures
-    import torch_reference as ref
+    from tests import architectures
+    from tests import torch_reference as ref
 
     start = time.time()
     cfg = CONFIGS[name]

@@ -1,4 +1,4 @@
-"""Reports and sweeps on a Dask distributed cluster (issue 11): `--cluster local:N` or `--scheduler ADDRESS`.
+"""Reports and sweeps on a Dask distributed cluster: `--cluster local:N` or `--scheduler ADDRESS`.
 
 The cluster is Dask's (PyPI `dask[distributed]`, the optional extra `onnxlam[cluster]`, imported only
 here and only when asked for): a LocalCluster on this machine, or any running scheduler (SSH hosts,
@@ -9,8 +9,8 @@ SLURM/PBS through dask-jobqueue, Kubernetes, dask-cuda). onnxlam adds no schedul
   the same function the serial run calls, so it writes the same case folders the same way (each
   atomically, fingerprint in result.json); resumption is unchanged. The client only collects the
   rows and writes results.csv, results.json and index.html.
-- Model affinity: each worker keeps the Analyzers it loaded (and so their gradient programs, one per
-  input shape) in a process-local cache keyed by model sha256 and Analyzer options, at most
+- Model affinity: each worker keeps the models it loaded (and so their gradient programs, one per
+  input shape) in a process-local cache keyed by model sha256 and model options, at most
   `MODELS_PER_WORKER` of them. The client cuts the groups, in model order, into one contiguous run
   per worker of about equal cost (`assign_workers`) and submits each with `workers=[that worker],
   allow_other_workers=True`: a model's groups go to the worker that loads it, while Dask's work
@@ -37,26 +37,24 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from onnxlam.batch.report.target import SCHEMES, Target, parse_target  # noqa: F401 (the cluster's targets)
 from onnxlam.core.errors import InputError, OnnxlamError
 
 INSTALL = 'pip install "onnxlam[cluster]"'
 RETRIES = 2                # reruns of a task that raised (a lost worker is counted by Dask separately)
-MODELS_PER_WORKER = 4      # Analyzers a worker keeps (each holds its programs, one per input shape)
+MODELS_PER_WORKER = 4      # models a worker keeps (each holds its programs, one per input shape)
 WORKER_WAIT = 60.0         # seconds to wait for the first worker of an external scheduler
-SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
 # How a local cluster runs Dask (both measured on two cores: BENCHMARKS.md, "Cluster: where the time goes"):
 # - Dask's own monitors: its defaults wake every process's event loop every 20 ms (the tick) and
 #   sample the running task's stack every 10 ms (the profiler, which feeds only the dashboard a local
@@ -71,72 +69,11 @@ DASK_CONFIG = {"distributed.admin.tick.interval": "1s",
                "distributed.admin.system-monitor.interval": "1s",
                "distributed.worker.memory.monitor-interval": "1s",
                "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-_LOCAL = re.compile(r"local:(\d+)")
-_ADDRESS = re.compile(r"(%s)://[^\s/]+" % "|".join(SCHEMES))
 
 
 # ------------------------------------------------------------------------------------------------
 # Where the run goes (pure: no Dask needed to validate)
 # ------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Target:
-    """A Dask cluster to run on: a local one of `workers` processes, or a scheduler `address` or file."""
-
-    workers: int | None = None         # local:N
-    address: str | None = None         # tcp://host:port, tls://host:port …
-    scheduler_file: str | None = None  # the JSON written by `dask scheduler --scheduler-file`
-
-    @property
-    def local(self) -> bool:
-        return self.workers is not None
-
-    def describe(self) -> str:
-        if self.local:
-            return "a local Dask cluster on 127.0.0.1"
-        return f"the Dask scheduler {self.address or self.scheduler_file}"
-
-    def to_json(self) -> dict:
-        return {"workers": self.workers, "address": self.address, "scheduler_file": self.scheduler_file}
-
-
-def parse_target(cluster: str | None, scheduler: str | None) -> Target | None:
-    """The Target of `--cluster local:N` or `--scheduler ADDRESS` (None for neither); InputError when a
-    value is malformed or both are given. A scheduler file must exist and name an address."""
-    if cluster is not None and scheduler is not None:
-        raise InputError("give --cluster or --scheduler, not both (`cluster` and `scheduler` in a config "
-                         "are exclusive too)")
-    if cluster is not None:
-        match = _LOCAL.fullmatch(cluster.strip())
-        if not match:
-            raise InputError(f"--cluster takes local:N (N worker processes on this machine); got {cluster!r}; "
-                             "for a cluster elsewhere use --scheduler ADDRESS")
-        n = int(match.group(1))
-        if not 1 <= n <= 1024:
-            raise InputError(f"--cluster local:N needs 1 ≤ N ≤ 1024 workers; got {n}")
-        return Target(workers=n)
-    if scheduler is not None:
-        text = scheduler.strip()
-        if "://" in text:
-            if not _ADDRESS.fullmatch(text):
-                raise InputError(f"--scheduler {scheduler!r} is not a scheduler address: use "
-                                 f"{'://host:port, '.join(SCHEMES)}://host:port, or a scheduler file (JSON)")
-            return Target(address=text)
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise InputError(f"--scheduler {scheduler!r}: no such scheduler file; give tcp://host:port, "
-                             "tls://host:port, or the JSON file of `dask scheduler --scheduler-file`")
-        try:
-            data = json.loads(path.read_text())
-            address = data["address"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise InputError(f"--scheduler {scheduler!r} is not a Dask scheduler file (JSON with an "
-                             "\"address\")") from None
-        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
-            raise InputError(f"--scheduler file {scheduler!r} names no valid address ({address!r})")
-        return Target(scheduler_file=str(path.resolve()))
-    return None
-
 
 def _distributed():
     """dask.distributed, or the one-line InputError naming the extra to install."""
@@ -175,12 +112,12 @@ def _gpu_count() -> int:
 
     import onnxruntime as ort
 
-    from onnxlam.engine.memory import _runtime
+    from onnxlam.engine.memory import cuda_runtime
     from onnxlam.engine.runtime import CUDA
 
     if CUDA not in ort.get_available_providers():
         return 0
-    lib = _runtime()
+    lib = cuda_runtime()
     n = ctypes.c_int(0)
     if lib is None or lib.cudaGetDeviceCount(ctypes.byref(n)) != 0:
         return 0
@@ -328,10 +265,10 @@ def for_workers(config):
 
 
 # ------------------------------------------------------------------------------------------------
-# The worker side: a process-local cache of Analyzers, and the tasks
+# The worker side: a process-local cache of models, and the tasks
 # ------------------------------------------------------------------------------------------------
 
-_ANALYZERS: OrderedDict = OrderedDict()  # key -> (_Analyzers, lock): this process's loaded models
+_ANALYZERS: OrderedDict = OrderedDict()  # key -> (report.Models, lock): this process's loaded models
 _CACHE_LOCK = threading.Lock()
 
 
@@ -346,9 +283,9 @@ def _memory_limit() -> int | None:
 
 @contextlib.contextmanager
 def _session(sha256: str, path: str, options) -> Iterator:
-    """This worker's `report._Analyzers` for the model (sha256) under `options`, held exclusively while
+    """This worker's `report.Models` for the model (sha256) under `options`, held exclusively while
     in use (a worker with several threads runs one group of a model at a time)."""
-    from onnxlam.batch.report.run import _Analyzers
+    from onnxlam.batch.report.run import Models
     from onnxlam.engine.runtime import resolve_device
 
     budget = worker_budget(options.max_memory, _memory_limit(), resolve_device(options.device))
@@ -357,7 +294,7 @@ def _session(sha256: str, path: str, options) -> Iterator:
     with _CACHE_LOCK:
         entry = _ANALYZERS.pop(key, None)
         if entry is None:
-            entry = (_Analyzers(options, lambda _model, p=path: p), threading.Lock())
+            entry = (Models(options, lambda _model, p=path: p), threading.Lock())
         _ANALYZERS[key] = entry  # most recently used last
         while len(_ANALYZERS) > MODELS_PER_WORKER:
             _ANALYZERS.popitem(last=False)[1][0].close()
@@ -379,16 +316,16 @@ def _abandoned() -> bool:
         return False
 
 
-def report_task(rows, fingerprints: dict, options, out: str, model_path: str, sha256: str,
-                reraise_unexpected: bool = False, method_options=None) -> list:
+def report_task(rows, fingerprints: dict, config, out: str, model_path: str, sha256: str,
+                reraise_unexpected: bool = False) -> list:
     """A worker's part of a report: one group (the pending windows of one model and method on one
     image) computed and written by `report.run_group`; returns the cases' rows for the client."""
     from onnxlam.batch.report.run import ReportListener, run_group
 
     done = []
-    with _session(sha256, model_path, options) as analyzers:
-        for row in run_group(rows, fingerprints, analyzers, options, Path(out), ReportListener(),
-                             reraise_unexpected, 1, len(rows), method_options):
+    with _session(sha256, model_path, config.options) as models:
+        for row in run_group(rows, fingerprints, models, config, Path(out), ReportListener(),
+                             reraise_unexpected, 1, len(rows)):
             done.append(row)
             if _abandoned():
                 break
@@ -397,9 +334,13 @@ def report_task(rows, fingerprints: dict, options, out: str, model_path: str, sh
 
 def sweep_task(model_path: str, sha256: str, options, image: str, windows, with_sr: bool):
     """A worker's part of a sweep: DI of consecutive grid windows (and the SR image, for the first part)."""
-    with _session(sha256, model_path, options) as analyzers:
-        session = analyzers.get(model_path)
-        results = session.analyzer.run_windows(image, list(windows), options.size, **options.run_arguments())
+    from onnxlam.methods.base import windows_of
+    from onnxlam.methods.lam.run import run_windows
+    from onnxlam.methods.registry import DEFAULT, method
+
+    with _session(sha256, model_path, options) as models:
+        model = models.get(model_path, method(DEFAULT), image)
+        results = run_windows(model, image, windows_of(windows, options.size), options)
     return [r.di for r in results], (results[0].sr_image if with_sr else None)
 
 
@@ -452,8 +393,9 @@ class ClusterExecutor:
         return sorted(self._connect().scheduler_info(n_workers=-1)["workers"])
 
     def __call__(self, pending, listener, resolve_model, reraise_unexpected: bool) -> None:
+        from onnxlam.batch.report.aggregates import AggregateWriter
         from onnxlam.batch.report.run import fail_case
-        from onnxlam.batch.report.store import AggregateWriter, remove_leftovers
+        from onnxlam.batch.report.store import remove_leftovers
 
         if not self._entered:
             with self:
@@ -463,7 +405,7 @@ class ClusterExecutor:
         from distributed import as_completed
 
         report = pending.report
-        out, options = Path(report.out).absolute(), report.config.options
+        out = Path(report.out).absolute()
         resolved, hashes = {}, {}
         for g in pending.groups:
             case = report.rows[g[0]].case
@@ -478,8 +420,8 @@ class ClusterExecutor:
             first = rows[0].case
             key = f"onnxlam-{Path(first.model).stem}-{Path(first.image).stem}-{uuid.uuid4().hex[:12]}"
             future = self.client.submit(
-                report_task, rows, {r.case: pending.fingerprints[r.case] for r in rows}, options, str(out),
-                resolved[first.model], hashes[first.model], reraise_unexpected, report.config.method_options,
+                report_task, rows, {r.case: pending.fingerprints[r.case] for r in rows}, report.config, str(out),
+                resolved[first.model], hashes[first.model], reraise_unexpected,
                 key=key, workers=[worker],
                 allow_other_workers=True, retries=RETRIES, pure=False)
             futures[future] = group
@@ -532,7 +474,7 @@ def chunk_windows(count: int, workers: int, per_program: int | None = None) -> i
     """Windows per sweep task: a multiple of the windows one program takes (`analysis.MAX_WINDOWS`), so
     the tasks' programs are the serial sweep's, and about four tasks per worker, for balance and so
     that a lost worker costs little."""
-    from onnxlam.engine.analyzer import MAX_WINDOWS
+    from onnxlam.methods.lam.run import MAX_WINDOWS
 
     k = per_program or MAX_WINDOWS
     per = math.ceil(count / max(1, 4 * workers))
@@ -545,8 +487,8 @@ def run_sweep_on_cluster(model: str, image: str, stride: int, options, target: T
     Sweep (DI grid and SR image) as the serial sweep. `options`: a `report.LamOptions`."""
     import numpy as np
 
-    from onnxlam.engine.analyzer import Analyzer
     from onnxlam.batch.sweep import Sweep, sweep_windows
+    from onnxlam.methods.lam.analyzer import Analyzer
 
     analyzer = Analyzer(model, device="cpu", value_range=options.value_range, bgr=options.bgr)
     xs, ys, windows = sweep_windows(analyzer, image, stride, options.size, options.lr)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from onnxlam.batch.report.run import default_resolver
 from onnxlam.core.errors import InputError, OnnxlamError
-from onnxlam.batch.report import ModelSession
-from onnxlam.batch.report.run import _default_resolver
 from onnxlam.lam.options import LamOptions, option_names
+from onnxlam.methods.registry import DEFAULT
 
 BASELINE_KEYS = ("lr", "path", "sigma", "fold", "kernel_size")  # what every report row records
 
@@ -134,7 +134,7 @@ def load_baseline(path: str | Path) -> list[GateCase]:
     for i, entry in enumerate(data["cases"]):
         if not isinstance(entry, dict) or entry.get("status") != "ok":
             continue
-        if entry.get("method", "lam") != "lam":  # the gate holds LAM's DI; other methods' cases are not its
+        if entry.get("method", DEFAULT) != DEFAULT:  # the gate holds LAM's DI; other methods' cases are not its
             continue
         try:
             w = entry["window"]
@@ -177,12 +177,12 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
     """
     validate_limits(min_di, max_di, tolerance)
     LamOptions(max_memory=max_memory).validate()  # an InputError here, not one "error" violation per case
-    resolve_model = resolve_model or _default_resolver
+    resolve_model = resolve_model or default_resolver
     progress = progress or (lambda label: None)
     checks: list[CaseCheck] = []
     gradients: list[GradientCheck] = []
     violations: list[Violation] = []
-    analyzers: dict[tuple, ModelSession] = {}
+    analyzers: dict[tuple, object] = {}
     shapes_checked: set[tuple] = set()
     for case in cases:
         progress(case.label)
@@ -190,21 +190,21 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
         key = (case.model, o.value_range, o.bgr, o.inputs)
         try:
             if key not in analyzers:
-                from onnxlam.engine.analyzer import Analyzer
+                from onnxlam.methods.lam.analyzer import Analyzer
 
                 analyzers.clear()  # one model in memory at a time
-                analyzers[key] = ModelSession(Analyzer(resolve_model(case.model), device=device,
-                                                       value_range=o.value_range, bgr=o.bgr, batch_size=batch_size,
-                                                       max_memory=max_memory, inputs=dict(o.inputs)))
-            session = analyzers[key]
+                analyzers[key] = Analyzer(resolve_model(case.model), device=device, value_range=o.value_range,
+                                          bgr=o.bgr, batch_size=batch_size, max_memory=max_memory,
+                                          inputs=dict(o.inputs))
+            analyzer = analyzers[key]
             if verify_gradients:
-                lr_image, _ = session.analyzer.prepare(case.image, o.lr)
+                lr_image, _ = analyzer.prepare(case.image, o.lr)
                 shape = (key, lr_image.shape[1], lr_image.shape[2])
                 if shape not in shapes_checked:
                     shapes_checked.add(shape)
-                    gradients.append(gradient_check(session.analyzer, case.model, lr_image.shape[1],
+                    gradients.append(gradient_check(analyzer, case.model, lr_image.shape[1],
                                                     lr_image.shape[2], o.fold, device))
-            result = session.run(case.image, case.x, case.y, case.size, o)
+            result = analyzer.run(case.image, (case.x, case.y), case.size, **o.run_arguments())
             checks.append(CaseCheck(case, result.di))
         except OnnxlamError as exc:
             checks.append(CaseCheck(case, None, " ".join(str(exc).split())))

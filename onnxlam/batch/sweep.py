@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from onnxlam.render import pictures
-from onnxlam.engine.analyzer import Analyzer
+from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.lam.result import Window
 from onnxlam.core.errors import InputError
 

@@ -15,19 +15,31 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from onnxlam.cli.app import app, err, fmt as _fmt, handled, out, progress as _bar, resolve_model
-from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Debug, Device, Fold, GivenCemBankSize, GivenCemBlock,
-                                 GivenCemPatches, GivenCemRefine, GivenCemSamples, GivenCemSeed, GivenCemSize,
-                                 GivenCemTol, GivenCrop, GivenDevice, GivenFold, GivenKernelSize, GivenLr, GivenPath,
-                                 GivenSamples, GivenSeed, GivenSigma, GivenSize, GivenStdev, Inputs, KernelSize, Lr,
-                                 MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs)
+from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Debug, Device, Fold, GivenCrop, GivenDevice, GivenFold,
+                                 GivenKernelSize, GivenLr, GivenPath, GivenSigma, GivenSize, Inputs, KernelSize, Lr,
+                                 MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs, option_parameters,
+                                 with_options)
 from onnxlam.core.errors import InputError
 
 Cluster = Annotated[Optional[str], typer.Option(
     "--cluster", metavar="local:N", help="Run on a Dask LocalCluster of N single-threaded worker processes on "
     "127.0.0.1 (needs the cluster extra of onnxlam).")]
-Methods = Annotated[Optional[List[str]], typer.Option(
-    "--method", metavar="NAME", help="What each case computes: lam (default), cem, smoothgrad, smoothgrad_sq, "
-    "vargrad, erf; repeatable or a comma list (--method lam,cem).")]
+def _methods_option():
+    from onnxlam.methods.registry import names
+
+    return Annotated[Optional[List[str]], typer.Option(
+        "--method", metavar="NAME", help=f"What each case computes: {', '.join(names())} (default lam); "
+        "repeatable or a comma list (--method lam,cem).")]
+
+
+def _method_parameters():
+    """The report's flags of the methods' own options (--cem-block, --samples, …: `config.method_keys`)."""
+    from onnxlam.batch.report.config import method_options_class
+
+    return option_parameters(method_options_class(), given=False, exclude=())
+
+
+Methods = _methods_option()
 Scheduler = Annotated[Optional[str], typer.Option(
     "--scheduler", metavar="ADDRESS", help="Run on an existing Dask cluster: tcp://host:port, tls://host:port "
     "or a scheduler file; the output folder must be on a file system every worker reaches (needs the "
@@ -132,17 +144,17 @@ def _cluster_note(message: str) -> None:
 def _report_summary(report) -> None:
     from rich.table import Table
 
-    methods = report.config.methods != ("lam",)
-    table = Table(title="LAM report", title_justify="left")
-    for name, justify in (("model", "left"),) + ((("method", "left"),) if methods else ()) + (
-            ("cases", "right"), ("failed", "right"), ("DI mean", "right"), ("DI median", "right"),
-            ("DI std", "right"), ("radius 90%", "right")) + ((("CEM range dB", "right"),) if methods else ()):
+    from onnxlam.batch.report.store import report_columns, summary_heads
+
+    heads = summary_heads(report_columns(report.config.methods))
+    several = len(report.config.methods) > 1
+    table = Table(title="Report", title_justify="left")
+    for name, justify in [("model", "left")] + ([("method", "left")] if several else []) + [
+            ("cases", "right"), ("failed", "right")] + [(h, "right") for _, h in heads]:
         table.add_column(name, justify=justify)
     for s in report.summaries():
-        table.add_row(escape(s.model), *((s.method,) if methods else ()), str(s.cases),
-                      f"[red]{s.failures}[/]" if s.failures else "0",
-                      _fmt(s.di_mean), _fmt(s.di_median), _fmt(s.di_std), _fmt(s.radius_90_mean, 1),
-                      *((_fmt(s.effect_range_mean),) if methods else ()))
+        table.add_row(escape(s.model), *((s.method,) if several else ()), str(s.cases),
+                      f"[red]{s.failures}[/]" if s.failures else "0", *(_fmt(s.stat(key)) for key, _ in heads))
     out.print(table)
     failed = [r for r in report.rows if r.status == "failed"]
     if failed:
@@ -164,6 +176,7 @@ Windows = Annotated[Optional[List[str]], typer.Option("--window", metavar="X Y",
 
 @app.command(cls=PairOptions)
 @handled
+@with_options(_method_parameters())
 def report(config: Annotated[Optional[Path], typer.Argument(
                help="TOML configuration: models, images, windows (or windows_file), out and any lam option; "
                "flags override it.")] = None,
@@ -181,19 +194,16 @@ def report(config: Annotated[Optional[Path], typer.Argument(
            out_dir: Annotated[Optional[Path], typer.Option(
                "--out", help="Report folder (default onnxlam-report).")] = None,
            cluster: Cluster = None, scheduler: Scheduler = None, input_values: Inputs = None,
-           method: Methods = None, samples: GivenSamples = None, stdev: GivenStdev = None, seed: GivenSeed = None,
-           cem_size: GivenCemSize = None, cem_block: GivenCemBlock = None, cem_samples: GivenCemSamples = None,
-           cem_refine: GivenCemRefine = None, cem_tol: GivenCemTol = None, cem_seed: GivenCemSeed = None,
-           cem_patches: GivenCemPatches = None, cem_bank_size: GivenCemBankSize = None,
+           method: Methods = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print results.json on stdout, nothing else.")] = False,
-           debug: Debug = False):
+           debug: Debug = False, **method_values):
     """LAM (or --method cem, smoothgrad, …) for every model × image × window, into one folder with
     results.csv/json and index.html.
 
     Rerunning the same command skips the cases already complete; the exit code is 1 when a case failed.
     """
     from onnxlam.batch.report import ConfigValues, check_out, load_config, parse_window, plan_cases, run_report
-    from onnxlam.methods.options import parse_methods
+    from onnxlam.methods.registry import parse_methods
 
     settings = load_config(config) if config is not None else ConfigValues()
     window = list(window or []) + list(more_window or [])
@@ -203,9 +213,8 @@ def report(config: Annotated[Optional[Path], typer.Argument(
         out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
         batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context,
         max_memory=max_memory, cluster=cluster, scheduler=scheduler, inputs=inputs(input_values) or None,
-        methods=parse_methods(method) if method else None, samples=samples, stdev=stdev, seed=seed,
-        cem_size=cem_size, cem_block=cem_block, cem_samples=cem_samples, cem_refine=cem_refine, cem_tol=cem_tol,
-        cem_seed=cem_seed, cem_patches=cem_patches, cem_bank_size=cem_bank_size)
+        methods=parse_methods(method) if method else None,
+        method_values=tuple((k, v) for k, v in method_values.items() if v is not None) or None)
     resolved = settings.overridden_by(given).resolve()  # validates every option, --max-memory included
     with _executor(resolved) as (resolved, executor):  # the cluster is reached before anything is written
         cases = plan_cases(resolved, resolve_model)  # bad input is reported before the live display starts
@@ -341,9 +350,9 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
           input_values: Inputs = None, debug: Debug = False):
     """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
     from onnxlam.batch.sweep import run_sweep, write_sweep
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.lam.options import LamOptions
-    from onnxlam.render.outputs import check_out_dir
+    from onnxlam.core.files import check_out_dir
 
     options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,

@@ -39,7 +39,7 @@ def _analyse_all(models: List[str], image: str, window: tuple[int, int], options
 
     With `same_scale`, models of different scales are refused before anything runs.
     """
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.lam.analyzer import Analyzer
 
     options.validate()  # before any model is loaded
     analyzers = [Analyzer(resolve_model(m, image, options.lr), **options.model_arguments()) for m in models]

@@ -10,7 +10,8 @@ import typer
 
 from onnxlam.cli.app import app, err, facts, handled, out, pair, progress, resolve_model
 from onnxlam.cli.options import (D, BatchSize, Bgr, Context, Crop, Debug, Device, Fold, Inputs, KernelSize, Lr,
-                                 MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs)
+                                 MaxMemory, Path as PathKind, Sigma, Size, ValueRange, inputs, option_parameters,
+                                 with_options)
 from onnxlam.core.errors import InputError, OnnxlamError
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothing else.")]
@@ -21,70 +22,40 @@ def _default_out(model: str, image: str, x: int, y: int) -> Path:
     return Path(f"lam-{Path(model).stem}-{Path(image).stem}-{x}-{y}")
 
 
-def _summary(result, folder: Path | None) -> list[tuple[str, str]]:
-    w = result.window
-    c = result.completeness
-    rows = [("DI", f"{result.di:.3f}"), ("Gini", f"{result.gini:.5f}"),
-            ("window", f"x={w.x} y={w.y} size={w.size}"),
-            ("scale", f"×{result.scale}  (LR {result.lr_size[1]}×{result.lr_size[0]})"),
-            ("path", f"{result.path}  sigma={result.sigma:g} fold={result.fold} kernel={result.kernel_size}"),
-            ("completeness", f"Σ attribution {c.attribution_sum:.5g}  vs  ΔD {c.objective_delta:.5g}"),
-            ("NaN gradients", str(result.nan_gradients)),
-            ("provider", f"{result.provider}  (batch {result.batch_size})"),
-            ("seconds", f"{result.seconds:.2f}")]
-    if result.crop is not None:
-        rows.append(("crop", result.crop.describe()))
-    mem = result.memory
-    if mem is not None and mem.measured_peak:
-        from onnxlam.engine.memory import format_size
-
-        limit = f" of {format_size(mem.limit)}" if mem.limit else ""
-        rows.append(("memory", f"peak {format_size(mem.measured_peak)}{limit} ({mem.counts})"))
-    if result.noise_tunnel is not None:
-        t = result.noise_tunnel.tunnel
-        rows.append(("noise tunnel", f"{t.kind}  samples={t.samples} stdev={t.stdev:g} seed={t.seed}"))
-    if folder is not None:
-        rows.append(("written to", str(folder)))
-    return rows
-
-
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None, *,
-            program: Optional[Path] = None, out_dir: Optional[Path] = None, as_json: bool = False, tunnel=None):
+            program: Optional[Path] = None, out_dir: Optional[Path] = None, as_json: bool = False,
+            method: str = "lam"):
     """`onnxlam lam` as a function: analyse, write the folder, print the summary (or JSON).
 
-    `tunnel` (a `methods.noise_tunnel.NoiseTunnel`): LAM of noisy copies of the input, combined."""
-    from onnxlam.engine.analyzer import Analyzer
-    from onnxlam.lam.options import LamOptions
-    from onnxlam.render.outputs import check_out_dir, window_folder, write_results
+    `method`: lam, or a noise tunnel's combination (`options` then a `TunnelOptions`): LAM of noisy
+    copies of the input, combined."""
+    from onnxlam.convert.pytorch import is_checkpoint
+    from onnxlam.core.files import check_out_dir
+    from onnxlam.lam.result import Window
+    from onnxlam.methods.registry import method as registered
 
-    options = (options or LamOptions()).validate()
+    m = registered(method)
+    options = (options or m.Options()).validate()
     if not windows:
         raise InputError("no window given; pass --window X Y (repeatable)")
-    from onnxlam.convert.pytorch import is_checkpoint
-
     given, model = model, resolve_model(model, image, options.lr)
     # a checkpoint's folder is named after it, not after its cached export
     folder = out_dir or _default_out(given if is_checkpoint(given) else model, image, *windows[0])
     check_out_dir(folder)
-    analyzer = Analyzer(model, **options.model_arguments())
+    loaded = m.open(model, options, image)
     with progress() as bar:
         task = bar.add_task("LAM", total=options.fold)
         step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
-        if tunnel is None:
-            results = analyzer.run_windows(image, windows, options.size, program=program, progress=step,
-                                           **options.run_arguments())
-        else:
-            from onnxlam.methods.noise_tunnel import noise_tunnel
-
-            results = noise_tunnel(analyzer, image, windows, tunnel, options.size, program=program,
-                                   progress=step, **options.run_arguments())
-    write_results(results, folder)
+        results = m.attribute(loaded, image, [Window(x, y, options.size) for x, y in windows], options,
+                              progress=step, program=program)
+    m.write_all(results, folder)
     if as_json:
         data = [r.to_json() for r in results]
         sys.stdout.write(json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n")
     else:
         for r in results:
-            facts("Local attribution map", _summary(r, folder if len(results) == 1 else folder / window_folder(r)))
+            where = folder if len(results) == 1 else folder / f"window-{r.window.x}-{r.window.y}-{r.window.size}"
+            facts("Local attribution map", m.facts(r) + [("written to", str(where))])
     for note in dict.fromkeys(n for r in results for n in r.warnings):  # once per group, in order
         err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     for r in results:
@@ -94,8 +65,17 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
     return results
 
 
+def _tunnel_and_frame():
+    """The flags `lam` takes from the noise tunnel's and video LAM's Options (overrides: None is "not given")."""
+    from onnxlam.methods.registry import method
+
+    return (option_parameters(method("smoothgrad").Options, names=("samples", "stdev", "seed"), given=True),
+            option_parameters(method("video").Options, names=("frame",)))
+
+
 @app.command()
 @handled
+@with_options(*_tunnel_and_frame())
 def lam(model: ModelArg,
         images: Annotated[List[str], typer.Argument(
             help="HR image (downsampled per the LAM protocol), or LR with --lr. For a video SR model: the "
@@ -116,79 +96,70 @@ def lam(model: ModelArg,
         noise_tunnel: Annotated[Optional[str], typer.Option(
             "--noise-tunnel", help="smoothgrad, smoothgrad_sq or vargrad: LAM of noisy copies of the LR input, "
             "combined as Captum's NoiseTunnel does; DI of the combined map.")] = None,
-        samples: Annotated[Optional[int], typer.Option("--samples", help="Noisy copies (default 10).")] = None,
-        stdev: Annotated[Optional[float], typer.Option(
-            "--stdev", help="Noise standard deviation in [0, 1] units (default 0.1).")] = None,
-        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the noise (default 0).")] = None,
-        frame: Annotated[Optional[int], typer.Option(
-            "--frame", help="Video SR: the output frame K whose window is analysed (a model restoring every "
-            "frame needs it; a sliding-window model restores the centre).")] = None,
-        debug: Debug = False):
+        debug: Debug = False, **more):
     """Compute the local attribution map of a window and write the arrays, result.json and pictures.
 
     With several frames (or a folder of them) or --frame: video LAM, a map per input frame."""
+    from dataclasses import replace
+
     from onnxlam.lam.options import LamOptions
 
+    frame = more.get("frame")
+    tunnel_values = {k: more[k] for k in ("samples", "stdev", "seed") if more.get(k) is not None}
     video = frame is not None or len(images) > 1 or Path(images[0]).is_dir()
-    if not video:
-        image = images[0]
-    elif noise_tunnel is not None or program is not None or more_windows or input_values:
+    if video and (noise_tunnel is not None or program is not None or more_windows or input_values):
         raise InputError("video LAM takes one --window and no --noise-tunnel, --program or --input")
-
-    tunnel = None
-    if noise_tunnel is not None:
-        from onnxlam.methods.noise_tunnel import SAMPLES, SEED, STDEV, NoiseTunnel
-
-        tunnel = NoiseTunnel(noise_tunnel, SAMPLES if samples is None else samples,
-                             STDEV if stdev is None else stdev, SEED if seed is None else seed)
-    elif (samples, stdev, seed) != (None, None, None):
+    if noise_tunnel is None and tunnel_values:
         raise InputError("--samples, --stdev and --seed belong to the noise tunnel: add --noise-tunnel "
                          "smoothgrad|smoothgrad_sq|vargrad")
-
     options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop,
                          context=context, max_memory=max_memory, inputs=inputs(input_values))
     if video:
         return run_video_lam(model, images, window, frame, options, out_dir=out_dir, as_json=as_json)
-    run_lam(model, image, [window] + [pair(w) for w in more_windows], options, program=program,
-            out_dir=out_dir, as_json=as_json, tunnel=tunnel)
+    method = "lam"
+    if noise_tunnel is not None:
+        from onnxlam.methods.registry import method as registered
+        from onnxlam.methods.noise_tunnel.options import KINDS
+
+        if noise_tunnel not in KINDS:
+            raise InputError(f"unknown noise tunnel {noise_tunnel!r}; choose one of {', '.join(KINDS)}")
+        method = noise_tunnel
+        options = replace(registered(method).Options(),
+                          **{f: getattr(options, f) for f in options.__dataclass_fields__}, **tunnel_values)
+    run_lam(model, images[0], [window] + [pair(w) for w in more_windows], options, program=program,
+            out_dir=out_dir, as_json=as_json, method=method)
 
 
 def run_video_lam(model: str, frames: list[str], window: tuple[int, int], frame: int | None, options=None, *,
                   out_dir: Optional[Path] = None, as_json: bool = False):
-    """`onnxlam lam MODEL FRAME0 FRAME1 … [--frame K]` as a function: video LAM (`methods/video.py`)."""
-    from onnxlam.lam.options import LamOptions
-    from onnxlam.methods.video import VideoAnalyzer, frame_files, write_video_result
-    from onnxlam.render.outputs import check_out_dir
+    """`onnxlam lam MODEL FRAME0 FRAME1 … [--frame K]` as a function: video LAM (`methods/video/`)."""
+    from dataclasses import replace
 
-    options = (options or LamOptions()).validate()
-    files = frame_files(frames)
-    model = resolve_model(model, str(files[0]), options.lr)
-    name = Path(frames[0]).name if len(frames) == 1 else f"{files[0].stem}-T{len(files)}"
+    from onnxlam.core.files import check_out_dir
+    from onnxlam.lam.result import Window
+    from onnxlam.methods.registry import method
+
+    m = method("video")
+    options = replace(m.Options(), **{f: getattr(options, f) for f in options.__dataclass_fields__}, frame=frame) \
+        if options is not None else m.Options(frame=frame)
+    options = options.validate()
+    first = Path(frames[0])
+    first_file = sorted(p for p in first.iterdir() if p.is_file())[0] if first.is_dir() else first
+    model = resolve_model(model, str(first_file), options.lr)
+    name = first.name if len(frames) == 1 else f"{first.stem}-T{len(frames)}"
     folder = out_dir or _default_out(model, name, *window)
     check_out_dir(folder)
-    model_args = {k: v for k, v in options.model_arguments().items() if k != "inputs"}
-    analyzer = VideoAnalyzer(model, len(files), frame, **model_args)
+    loaded = m.open(model, options, frames)
     with progress() as bar:
         task = bar.add_task("video LAM", total=options.fold)
         step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
-        result = analyzer.run_video([str(f) for f in files], window, options.size, progress=step,
-                                    **options.run_arguments())
-    write_video_result(result, folder)
+        (result,) = m.attribute(loaded, frames, [Window(window[0], window[1], options.size)], options, progress=step)
+    m.write(result, folder)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
-        w = result.window
-        rows = [("frames", f"{len(files)}  (output frame {result.frame}, {result.layout.output} output)"),
-                ("shares", "  ".join(f"{t}: {100 * s:.1f}%" for t, s in enumerate(result.shares))),
-                ("DI per frame", "  ".join(f"{t}: {d:.2f}" for t, d in enumerate(result.di_frames))),
-                ("DI joint", f"{result.di_joint:.3f}"), ("temporal DI", f"{result.di_temporal:.3f}"),
-                ("window", f"x={w.x} y={w.y} size={w.size}"),
-                ("scale", f"×{result.scale}  (LR {result.lr_size[1]}×{result.lr_size[0]})"),
-                ("completeness", f"Σ attribution {result.completeness.attribution_sum:.5g}  vs  "
-                                 f"ΔD {result.completeness.objective_delta:.5g}"),
-                ("seconds", f"{result.seconds:.2f}"), ("written to", str(folder))]
-        facts("Video local attribution map", rows)
+        facts(m.title, m.facts(result) + [("written to", str(folder))])
     for note in result.warnings:
         err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
     if result.nan_gradients:
@@ -227,14 +198,14 @@ def export(model: ModelArg,
 def inspect(model: ModelArg, as_json: Json = False, input_values: Inputs = None, debug: Debug = False):
     """Describe a model: input/output, dynamic dims, scale, opset, ops, parameters, gradient coverage."""
     from onnxlam.convert.pytorch import is_checkpoint
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.engine.model import Model
     from onnxlam.engine.program import ungradable_ops
 
     if is_checkpoint(model):
         from onnxlam.cli.convert import inspect_checkpoint
 
         return inspect_checkpoint(model, as_json)
-    analyzer = Analyzer(resolve_model(model), device="cpu", check_ops=False, inputs=inputs(input_values))
+    analyzer = Model(resolve_model(model), device="cpu", check_ops=False, inputs=inputs(input_values))
     info = analyzer.info
     try:
         scale: int | str = analyzer.scale

@@ -1,12 +1,17 @@
-"""The commands' option aliases, generated from `LamOptions` (declared once in lam/options.py).
+"""The commands' options, generated from the methods' Options (declared once: `lam.options.option`).
 
 `Size`, `Fold`, … are `Annotated` types for commands whose options have the LAM defaults
 (`size: Size = D.size`); the `Given*` forms are the same options as overrides that default to
-None ("not given": a report's TOML file or a baseline decides).
+None ("not given": a report's TOML file or a baseline decides). `option_parameters` makes the
+parameters of any Options class (a method's, with an optional flag prefix) and `with_options`
+adds them to a command, which receives them as keyword arguments.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import typing
+from dataclasses import fields
 from typing import Annotated, Optional
 
 import typer
@@ -60,25 +65,57 @@ GivenKernelSize = _alias("kernel_size", given=True)
 GivenCrop = _alias("crop", given=True)
 GivenDevice = _alias("device", given=True)
 
-# The report's options of the methods beyond LAM, from `batch.report.methods.MethodOptions` (as overrides:
-# None is "not given", so a TOML file or the method's default decides).
-def _method_alias(name: str):
-    from onnxlam.methods.options import MethodOptions
+def option_parameters(cls, *, prefix: str = "", given: bool = False, names=None,
+                      exclude=("inputs",)) -> list[inspect.Parameter]:
+    """A command's keyword parameters for the options of `cls` (all, or `names`), with their flags
+    and help; `prefix` makes --cem-block of --block (the parameter cem_block); `given` makes them
+    overrides that default to None. `inputs` (`--input NAME=VALUE`) is the commands' own."""
+    made = []
+    for f in fields(cls):
+        if (names is not None and f.name not in names) or f.name in exclude:
+            continue
+        kind, flag, help = _kind(f, cls, given)
+        if prefix:
+            flag = "/".join(f"--{'no-' if part.startswith('--no-') else ''}{prefix}-"
+                            f"{part[5:] if part.startswith('--no-') else part[2:]}" for part in flag.split("/"))
+        default = None if given else f.default
+        made.append(inspect.Parameter(f"{prefix}_{f.name}" if prefix else f.name, inspect.Parameter.KEYWORD_ONLY,
+                                      default=default, annotation=Annotated[kind, typer.Option(flag, help=help)]))
+    return made
 
-    return _alias(name, given=True, cls=MethodOptions)
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls) -> dict:
+    """The field types of an Options class (evaluated once: it is most of the command line's start)."""
+    return typing.get_type_hints(cls)
 
 
-GivenSamples = _method_alias("samples")
-GivenStdev = _method_alias("stdev")
-GivenSeed = _method_alias("seed")
-GivenCemSize = _method_alias("cem_size")
-GivenCemBlock = _method_alias("cem_block")
-GivenCemSamples = _method_alias("cem_samples")
-GivenCemRefine = _method_alias("cem_refine")
-GivenCemTol = _method_alias("cem_tol")
-GivenCemSeed = _method_alias("cem_seed")
-GivenCemPatches = _method_alias("cem_patches")
-GivenCemBankSize = _method_alias("cem_bank_size")
+def _kind(f, cls, given: bool):
+    """The command-line type, flag and help of option field `f`."""
+    hints = _hints(cls)
+    choices = [t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None)]
+    kind = str if str in choices else choices[0]  # "24G" on the command line; parsed by the option's check
+    help = f.metadata["help"]
+    if given and f.default is not None:
+        help = f"{help} (default {_shown(f.default)})"
+    if given or f.default is None:
+        kind = Optional[kind]
+    return kind, f.metadata["optional_flag" if given else "flag"], help
+
+
+def with_options(*groups: list[inspect.Parameter]):
+    """Add the parameters of `groups` (`option_parameters`) to a command that takes **options: Typer
+    reads the signature, so each becomes a flag, and the command receives their values by name."""
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)  # the annotations as objects, for Typer
+        own = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        known = {p.name for p in own}
+        extra = [p for group in groups for p in group if p.name not in known]
+        command.__signature__ = signature.replace(parameters=own + extra)
+        command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in extra}}
+        return command
+    return decorate
+
 
 Inputs = Annotated[Optional[typing.List[str]], typer.Option("--input", metavar="NAME=VALUE",
                                                             help=option_field("inputs").metadata["help"])]

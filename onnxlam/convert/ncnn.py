@@ -1130,33 +1130,60 @@ def bake_program(
     if pad_mode not in ("reflect", "edge"):
         raise ValueError(f"unknown pad_mode {pad_mode!r}")
     net = model.graph
+    b = _program_builder(net)
+    padded = _pad_input(b, pad, pad_mode)
+    n_pre = len(b.nodes)
+    body_nodes = _rewired_body(net, padded)
+    y = _crop_output(b, "program/net_output", crop)
+    y = _add_residual(b, net, y, scale, residual)
+    pad_nodes, post_nodes = b.nodes[:n_pre], b.nodes[n_pre:]
+    post_nodes.append(helper.make_node("Identity", [y], ["output"], name="program/identity"))
+    return _program_model(model, pad_nodes + body_nodes + post_nodes, b.initializers, metadata)
+
+
+def _program_builder(net: onnx.GraphProto) -> Builder:
+    """A builder for the wrapper's own nodes whose fresh names avoid every name the network
+    already uses (initializers, node outputs, the graph's input and output)."""
     b = Builder()
     b.layer = Layer("bake", "program", [], [], {}, 0)
     b.used.update(n.name for n in net.initializer)
     b.used.update(o for node in net.node for o in node.output)
     b.used.update({"input", "output"})
+    return b
 
-    def border_indices(axis: int) -> str:
-        """Source row (column) of each padded position i in [-pad, n + pad)."""
-        n = b.op("Shape", ["input"], hint=f"program/extent{axis}", start=axis, end=axis + 1)
-        count = b.op("Add", [n, b.i64("program/2pad", [2 * pad])], hint=f"program/count{axis}")
-        ones = b.op("ConstantOfShape", [count], hint=f"program/ones{axis}",
-                    value=numpy_helper.from_array(np.array([1], np.int64)))
-        i = b.op("Sub", [b.op("CumSum", [ones, b.const("program/axis0", np.int64(0))]),
-                         b.i64("program/pad+1", [pad + 1])], hint=f"program/positions{axis}")
-        last = b.op("Sub", [n, b.i64("program/one", [1])], hint=f"program/last{axis}")
-        if pad_mode == "reflect":  # (n-1) - |(|i|) - (n-1)|
-            return b.op("Sub", [last, b.op("Abs", [b.op("Sub", [b.op("Abs", [i]), last])])],
-                        hint=f"program/reflect{axis}")
-        return b.op("Min", [b.op("Max", [i, b.i64("program/zero", [0])]), last],
-                    hint=f"program/edge{axis}")
 
-    padded = "input"
-    if pad:
-        padded = b.op("Gather", ["input", border_indices(2)], hint="program/padded_h", axis=2)
-        padded = b.op("Gather", [padded, border_indices(3)], hint="program/padded_w", axis=3)
-    n_pre = len(b.nodes)
+def _border_indices(b: Builder, axis: int, pad: int, pad_mode: str) -> str:
+    """Source row (column) of each padded position i in [-pad, n + pad), built from the input's
+    Shape with Add/CumSum only, so that shape inference knows its length once the input size is
+    fixed."""
+    n = b.op("Shape", ["input"], hint=f"program/extent{axis}", start=axis, end=axis + 1)
+    count = b.op("Add", [n, b.i64("program/2pad", [2 * pad])], hint=f"program/count{axis}")
+    ones = b.op("ConstantOfShape", [count], hint=f"program/ones{axis}",
+                value=numpy_helper.from_array(np.array([1], np.int64)))
+    i = b.op("Sub", [b.op("CumSum", [ones, b.const("program/axis0", np.int64(0))]),
+                     b.i64("program/pad+1", [pad + 1])], hint=f"program/positions{axis}")
+    last = b.op("Sub", [n, b.i64("program/one", [1])], hint=f"program/last{axis}")
+    if pad_mode == "reflect":  # (n-1) - |(|i|) - (n-1)|
+        return b.op("Sub", [last, b.op("Abs", [b.op("Sub", [b.op("Abs", [i]), last])])],
+                    hint=f"program/reflect{axis}")
+    return b.op("Min", [b.op("Max", [i, b.i64("program/zero", [0])]), last],
+                hint=f"program/edge{axis}")
 
+
+def _pad_input(b: Builder, pad: int, pad_mode: str) -> str:
+    """The input padded by ``pad`` px on each side, as a Gather along the rows then one along the
+    columns: onnx_ad differentiates a Gather, not a reflect/edge Pad."""
+    if not pad:
+        return "input"
+    padded = b.op("Gather", ["input", _border_indices(b, 2, pad, pad_mode)],
+                  hint="program/padded_h", axis=2)
+    return b.op("Gather", [padded, _border_indices(b, 3, pad, pad_mode)],
+                hint="program/padded_w", axis=3)
+
+
+def _rewired_body(net: onnx.GraphProto, padded: str) -> list[onnx.NodeProto]:
+    """Copies of the network's nodes that read ``padded`` instead of the graph input and write
+    ``program/net_output`` instead of the graph output, which the wrapper's tail now produces."""
     body_nodes = []
     for node in net.node:
         node = onnx.NodeProto.FromString(node.SerializeToString())
@@ -1164,28 +1191,47 @@ def bake_program(
         if list(node.output) == ["output"]:
             node.output[:] = ["program/net_output"]
         body_nodes.append(node)
-    y = "program/net_output"
-    if crop:
-        y = b.op("Slice", [y, b.i64("program/crop_start", [crop, crop]),
-                           b.i64("program/crop_end", [-crop, -crop]),
-                           b.i64("program/crop_axes", [2, 3])], hint="program/cropped")
-    if residual == "nearest":
-        channels = net.input[0].type.tensor_type.shape.dim[1].dim_value
-        if not channels:
-            raise ValueError("a nearest residual needs a known channel count")
-        up = upsample_nearest(b, "input", channels, scale, scale, "program/residual")
-        y = b.op("Add", [y, up], hint="program/with_residual")
-    elif residual is not None:
+    return body_nodes
+
+
+def _crop_output(b: Builder, y: str, crop: int) -> str:
+    """``y`` without ``crop`` px on each side, as a Slice with constant bounds (onnx_ad has no
+    reverse rule for a Slice with computed ones)."""
+    if not crop:
+        return y
+    return b.op("Slice", [y, b.i64("program/crop_start", [crop, crop]),
+                          b.i64("program/crop_end", [-crop, -crop]),
+                          b.i64("program/crop_axes", [2, 3])], hint="program/cropped")
+
+
+def _add_residual(b: Builder, net: onnx.GraphProto, y: str, scale: int,
+                  residual: str | None) -> str:
+    """``y`` plus the input upsampled ``scale``× by nearest neighbour when ``residual`` is
+    "nearest" (the program adds it to the network's output), ``y`` itself when it is None."""
+    if residual is None:
+        return y
+    if residual != "nearest":
         raise ValueError(f"unknown residual {residual!r}")
-    pad_nodes, post_nodes = b.nodes[:n_pre], b.nodes[n_pre:]
-    post_nodes.append(helper.make_node("Identity", [y], ["output"], name="program/identity"))
+    channels = net.input[0].type.tensor_type.shape.dim[1].dim_value
+    if not channels:
+        raise ValueError("a nearest residual needs a known channel count")
+    up = upsample_nearest(b, "input", channels, scale, scale, "program/residual")
+    return b.op("Add", [y, up], hint="program/with_residual")
+
+
+def _program_model(model: onnx.ModelProto, nodes: list[onnx.NodeProto], initializers: list,
+                   metadata: dict[str, str] | None) -> onnx.ModelProto:
+    """The wrapped graph as a checked model that keeps the network's input, opset, producer, IR
+    version and metadata (``metadata`` added), its output's height and width left free since
+    padding and cropping change them."""
+    net = model.graph
     out_dims = [d.dim_param or d.dim_value or None for d in net.output[0].type.tensor_type.shape.dim]
     graph = helper.make_graph(
-        pad_nodes + body_nodes + post_nodes,
+        nodes,
         net.name,
         list(net.input),
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_dims[:2] + [None, None])],
-        list(net.initializer) + b.initializers,
+        list(net.initializer) + initializers,
     )
     result = helper.make_model(graph, opset_imports=list(model.opset_import),
                                producer_name=model.producer_name)

@@ -6,11 +6,14 @@ Temporary names start with "." and end in ".tmp" so that a killed run's leftover
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
+
+from onnxlam.core.errors import InputError
 
 
 def umask() -> int:
@@ -70,3 +73,18 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_out_dir(out: Path) -> None:
+    """InputError for an output folder that is a file."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"--out {out} is a file; name a folder (it is created)")
+
+
+def write_result_json(path: Path, data: dict, about: dict | None = None) -> None:
+    """`path` ← `data` plus `about` (further top-level keys: a report's "case" and "group"), which may
+    not replace `data`'s own keys."""
+    clash = set(about or ()) & set(data)
+    if clash:
+        raise ValueError(f"{', '.join(sorted(clash))} would overwrite the result's own keys")
+    path.write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -150,7 +149,8 @@ def available_memory() -> int:
 _cudart = None
 
 
-def _runtime():
+def cuda_runtime():
+    """The CUDA runtime library (ctypes), loaded once; None where there is none."""
     global _cudart
     if _cudart is None:
         _cudart = False
@@ -165,7 +165,7 @@ def _runtime():
 
 def gpu_memory() -> tuple[int, int] | None:
     """(free, total) bytes of the current CUDA device, or None where the CUDA runtime is not loadable."""
-    lib = _runtime()
+    lib = cuda_runtime()
     if lib is None:
         return None
     free, total = ctypes.c_size_t(), ctypes.c_size_t()

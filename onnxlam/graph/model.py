@@ -207,7 +207,7 @@ def inspect_model(model: onnx.ModelProto, path: str | Path = "<memory>", sha256:
     if out.dims[1] not in (channels, None) and not isinstance(out.dims[1], str):
         raise InputError(f"{where}: the output has {out.dims[1]} channels but the input {channels}")
     meta = _metadata(model)
-    value_range = _parse_range(meta.get("onnxlam.value_range", "1"), f"{where} metadata onnxlam.value_range")
+    value_range = parse_range(meta.get("onnxlam.value_range", "1"), f"{where} metadata onnxlam.value_range")
     order = meta.get("onnxlam.channel_order", "rgb").lower()
     if order not in ("rgb", "bgr"):
         raise InputError(f"{where}: metadata onnxlam.channel_order is {order!r}; expected rgb or bgr")
@@ -240,7 +240,9 @@ def require_standard_ops(model: onnx.ModelProto, path: str) -> None:
                          "; onnxlam differentiates standard ONNX ops only (re-export without custom ops)")
 
 
-def _parse_range(text: str, what: str) -> float:
+def parse_range(text: str, what: str) -> float:
+    """The value range stored as text (metadata `onnxlam.value_range`): 1 or 255, else an
+    `InputError` naming `what`."""
     try:
         value = float(text)
     except ValueError:

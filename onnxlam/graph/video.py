@@ -23,8 +23,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxlam.core.errors import InputError
-from onnxlam.graph.model import (FLOAT_TYPES, MIN_OPSET, ModelInfo, TensorSpec, _parse_range, dims,
-                                 file_sha256, load_model, opset_version)
+from onnxlam.graph.model import (FLOAT_TYPES, MIN_OPSET, ModelInfo, TensorSpec, dims, file_sha256,
+                                 load_model, opset_version, parse_range)
 
 VIDEO_INPUT = "video_input"
 VIDEO_OUTPUT = "video_output"
@@ -237,7 +237,7 @@ def open_video_model(path, frames: int, frame: int | None, value_range: float | 
     if opset_version(model) < MIN_OPSET:
         raise InputError(f"{where}: opset {opset_version(model)}; re-export the video model with opset ≥ {MIN_OPSET}")
     meta = {p.key: p.value for p in model.metadata_props}
-    vr = _parse_range(meta.get("onnxlam.value_range", "1"), f"{where} metadata onnxlam.value_range") \
+    vr = parse_range(meta.get("onnxlam.value_range", "1"), f"{where} metadata onnxlam.value_range") \
         if value_range is None else float(value_range)
     order = meta.get("onnxlam.channel_order", "rgb").lower() if bgr is None else ("bgr" if bgr else "rgb")
     if order not in ("rgb", "bgr"):

@@ -22,13 +22,13 @@ VALUE_RANGES = (1.0, 255.0)
 MAX_AUTO_BATCH = {"cpu": 10, "cuda": 25}  # beyond these a batch gains nothing measurable (BENCHMARKS.md)
 
 
-def _at_least(low: float, symbol: str = "be at least"):
+def at_least(low: float, symbol: str = "be at least"):
     def check(flag: str, value) -> str | None:
         return None if value >= low else f"{flag} must {symbol} {low:g}; got {value}"
     return check
 
 
-def _non_negative(flag: str, value) -> str | None:
+def non_negative(flag: str, value) -> str | None:
     return None if value >= 0 else f"{flag} must be ≥ 0; got {value}"
 
 
@@ -74,25 +74,13 @@ def option(default, flag: str, help: str, *, check: Callable | None = None, type
 
 
 @dataclass(frozen=True)
-class LamOptions:
-    """Every option of a LAM analysis, with the defaults of the authors' demo (LAM-SPEC)."""
+class ModelOptions:
+    """The options of the model, shared by every method: where it runs, its pixel convention, the
+    fixed extra inputs, how many inputs go through it at once and the memory limit."""
 
-    size: int = option(16, "--size", "Window side in SR pixels.", check=_at_least(1), types=(int,))
-    lr: bool = option(False, "--lr", "IMAGE is the LR input: use it as is.", types=(bool,),
-                      optional_flag="--lr/--hr")
-    path: str = option("blur", "--path", "blur (LAM), linear or gaussian-linear.", check=_path, types=(str,))
-    sigma: float = option(1.2, "--sigma", "Blur of the path's baseline.", check=_non_negative,
-                          types=(int, float))
-    fold: int = option(50, "--fold", "Path steps.", check=_at_least(1), types=(int,))
-    kernel_size: int = option(9, "--kernel-size", "Gaussian kernel side.", check=_at_least(1), types=(int,))
-    crop: bool = option(True, "--crop/--no-crop", "Run a local network only on the LR crop its windows "
-                        "depend on (exact; the default).", types=(bool,))
-    context: int | None = option(None, "--context", "Crop margin in LR pixels around the windows: "
-                                 "approximate for global networks, and how images too large for memory "
-                                 "still run.", check=_non_negative, types=(int,))
-    batch_size: int | None = option(None, "--batch-size", "Path steps per run (default: as many as memory "
-                                    f"allows, up to {MAX_AUTO_BATCH['cpu']} on the CPU and "
-                                    f"{MAX_AUTO_BATCH['cuda']} on CUDA).", check=_at_least(1), types=(int,),
+    batch_size: int | None = option(None, "--batch-size", "Inputs per run: path steps (LAM), interventions "
+                                    f"(CEM) (default: as many as memory allows, up to {MAX_AUTO_BATCH['cpu']} on the CPU and "
+                                    f"{MAX_AUTO_BATCH['cuda']} on CUDA).", check=at_least(1), types=(int,),
                                     scope="model")
     device: str = option("auto", "--device", "auto (CUDA when usable, else CPU), cpu or cuda.", check=_device,
                          types=(str,), scope="model")
@@ -112,16 +100,16 @@ class LamOptions:
                                           "around the windows (and says so).", check=_memory,
                                           types=(str, int), scope="model")
 
-    def validate(self) -> LamOptions:
+    def validate(self):
         """InputError for the first option no analysis could run with; the options themselves otherwise."""
         return validate_options(self)
 
     def model_arguments(self) -> dict:
-        """Keyword arguments of `Analyzer(...)` for these options."""
+        """Keyword arguments of `engine.model.Model(...)` for these options."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["scope"] == "model"}
 
     def run_arguments(self) -> dict:
-        """Keyword arguments of `Analyzer.run` / `run_windows` (the window side is per window)."""
+        """The options of a run (every one not of the model's; the window side is per window)."""
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.metadata["scope"] == "run" and f.name != "size"}
 
@@ -131,9 +119,29 @@ class LamOptions:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str = "options") -> LamOptions:
+    def from_json(cls, data: Mapping[str, Any], where: str = "options"):
         """Options from a JSON/TOML mapping (missing keys take the defaults), type-checked and validated."""
-        return replace(cls(), **given_options(data, where)).validate()
+        return replace(cls(), **given_options(data, where, cls)).validate()
+
+
+@dataclass(frozen=True)
+class LamOptions(ModelOptions):
+    """Every option of a LAM analysis, with the defaults of the authors' demo (LAM-SPEC): the model's
+    (`ModelOptions`) and the run's."""
+
+    size: int = option(16, "--size", "Window side in SR pixels.", check=at_least(1), types=(int,))
+    lr: bool = option(False, "--lr", "IMAGE is the LR input: use it as is.", types=(bool,),
+                      optional_flag="--lr/--hr")
+    path: str = option("blur", "--path", "blur (LAM), linear or gaussian-linear.", check=_path, types=(str,))
+    sigma: float = option(1.2, "--sigma", "Blur of the path's baseline.", check=non_negative,
+                          types=(int, float))
+    fold: int = option(50, "--fold", "Path steps.", check=at_least(1), types=(int,))
+    kernel_size: int = option(9, "--kernel-size", "Gaussian kernel side.", check=at_least(1), types=(int,))
+    crop: bool = option(True, "--crop/--no-crop", "Run a local network only on the LR crop its windows "
+                        "depend on (exact; the default).", types=(bool,))
+    context: int | None = option(None, "--context", "Crop margin in LR pixels around the windows: "
+                                 "approximate for global networks, and how images too large for memory "
+                                 "still run.", check=non_negative, types=(int,))
 
 
 def validate_options(options):

@@ -1,17 +1,32 @@
 """Figures that compare models: the paper's comparison figure and the difference of two attributions.
 
-Pure functions: LamResults in, uint8 H×W×3 pictures out (see `pictures` for the conventions).
+Pure functions: LAM results in (anything with a LAM result's arrays and window: `MapResult`), uint8
+H×W×3 pictures out (see `pictures` for the conventions).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from onnxlam.render import pictures
-from onnxlam.lam.result import LamResult
+from onnxlam.lam.result import Window
 from onnxlam.core.errors import InputError
+
+class MapResult(Protocol):
+    """What the figures read of a LAM result (`methods.lam.result.LamResult`)."""
+
+    attribution: np.ndarray
+    lr_image: np.ndarray
+    sr_image: np.ndarray
+    hr_image: np.ndarray | None
+    scale: int
+    window: Window
+    di: float
+    model: str
+
 
 COLUMNS = ("HR + window", "LAM", "LAM blend", "KDE blend", "SR window")
 _WHITE = (255, 255, 255)
@@ -26,7 +41,7 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def row_pictures(result: LamResult) -> list[np.ndarray]:
+def row_pictures(result: MapResult) -> list[np.ndarray]:
     """The five pictures of one figure row: HR (or SR, with --lr) with the window, LAM, LAM blend,
     KDE blend, and the SR output's window enlarged (nearest neighbour) to the row's height."""
     s, w = result.scale, result.window
@@ -39,7 +54,7 @@ def row_pictures(result: LamResult) -> list[np.ndarray]:
             pictures.crop_window(sr, w.x, w.y, w.size, zoom=reference.shape[0])]
 
 
-def comparison_figure(results: Sequence[LamResult], names: Sequence[str] | None = None) -> np.ndarray:
+def comparison_figure(results: Sequence[MapResult], names: Sequence[str] | None = None) -> np.ndarray:
     """The paper's comparison figure: one row per result, columns as `COLUMNS`, a header naming the
     columns and, left of each row, the model's name and its DI. White background, uint8 H×W×3."""
     if not results:
@@ -82,7 +97,7 @@ def _fitting_font(draw: ImageDraw.ImageDraw, texts: Sequence[str], widths: Seque
     return font
 
 
-def _draw_label(draw: ImageDraw.ImageDraw, name: str, result: LamResult, top: int, height: int,
+def _draw_label(draw: ImageDraw.ImageDraw, name: str, result: MapResult, top: int, height: int,
                 name_font, di_font) -> None:
     """Model name (wrapped to the label column) and DI, centred vertically on the row."""
     lines = _wrap(draw, name, name_font, _LABEL_WIDTH - 12)[:4]
@@ -108,7 +123,7 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     return lines + ([current] if current else [])
 
 
-def kde_difference(a: LamResult, b: LamResult) -> np.ndarray:
+def kde_difference(a: MapResult, b: MapResult) -> np.ndarray:
     """KDE density of A's map minus KDE density of B's (each divided by its max): h×w in [−1, 1].
 
     Positive where A draws more on the pixels than B. Both must come from the same LR image size

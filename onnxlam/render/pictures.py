@@ -415,9 +415,22 @@ def colour_bar(colours: np.ndarray, ticks: Sequence[tuple[float, str]], width: i
     return np.asarray(canvas, dtype=np.uint8).copy()
 
 
-def save(path: str, array: np.ndarray) -> None:
-    """Write a uint8 image (H×W×3, or H×W grey) with Pillow; the format follows the extension."""
+def _checked_picture(array: np.ndarray) -> np.ndarray:
     a = np.asarray(array)
     if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise ValueError(f"save expects an H×W, H×W×3 or H×W×4 uint8 array, got {a.dtype} {a.shape}")
-    Image.fromarray(a).save(path)
+        raise ValueError(f"a picture is an H×W, H×W×3 or H×W×4 uint8 array, got {a.dtype} {a.shape}")
+    return a
+
+
+def save(path: str, array: np.ndarray) -> None:
+    """Write a uint8 image (H×W×3, or H×W grey) with Pillow; the format follows the extension."""
+    Image.fromarray(_checked_picture(array)).save(path)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 picture as PNG file bytes (a notebook's `_repr_png_`)."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(_checked_picture(array)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -19,8 +19,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from clitools import PHOTO, REPO, run_cli
-from onnx_models import tiny_sr
+from tests.clitools import PHOTO, REPO, run_cli
 from onnxlam.batch import cluster
 from onnxlam.core.errors import InputError
 
@@ -34,16 +33,10 @@ RUN_FACTS = {"seconds", "group", "memory", "provider", "batch_size"}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cluster_inputs")
-    onnx.save(tiny_sr(2), d / "a.onnx")
-    onnx.save(tiny_sr(2, seed=5), d / "b.onnx")
-    images = d / "images"
-    images.mkdir()
-    photo = Image.open(PHOTO)
-    for name, box in (("one", (40, 40, 104, 104)), ("two", (120, 30, 184, 94)), ("three", (200, 100, 264, 164))):
-        photo.crop(box).save(images / f"{name}.png")
-    return d
+def inputs(inputs):
+    """tests/batch/conftest.py's folder with a third image."""
+    Image.open(PHOTO).crop((200, 100, 264, 164)).save(inputs / "images" / "three.png")
+    return inputs
 
 
 def _args(inputs: Path, out: Path) -> list:

@@ -7,24 +7,22 @@ from pathlib import Path
 
 import onnx
 import pytest
-from PIL import Image
 
-from onnx_models import tiny_sr
+from tests.onnx_models import tiny_sr
 from onnxlam.batch import gate
 from onnxlam.batch.report import ConfigValues, LamOptions, WindowSpec, run_report
 
-from clitools import PHOTO, run_cli
+from tests.clitools import run_cli
 
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("gate_inputs")
-    onnx.save(tiny_sr(2), d / "a.onnx")
-    onnx.save(tiny_sr(2, seed=9), d / "other.onnx")
-    Image.open(PHOTO).crop((40, 40, 104, 104)).save(d / "one.png")
-    Image.open(PHOTO).crop((120, 30, 184, 94)).save(d / "two.png")
-    return d
+def inputs(inputs):
+    """tests/batch/conftest.py's folder, other.onnx (seed 9) and the two images beside the models."""
+    onnx.save(tiny_sr(2, seed=9), inputs / "other.onnx")
+    for name in ("one.png", "two.png"):
+        shutil.copy(inputs / "images" / name, inputs / name)
+    return inputs
 
 
 def _di(model: Path, image: Path, x: int, y: int) -> float:
@@ -147,7 +145,7 @@ def test_usage_errors_exit_2(args, needle, inputs, tmp_path):
 def test_max_memory_reaches_every_analyzer(inputs, monkeypatch):
     from typer.testing import CliRunner
 
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.cli import app
     from onnxlam.core.errors import InputError
 

@@ -18,31 +18,25 @@ import onnx
 import pytest
 from PIL import Image
 
-from onnx_models import tiny_sr
-from onnxlam.engine.analyzer import Analyzer
+from tests.onnx_models import tiny_sr
+from onnxlam.engine.model import Model
+from onnxlam.methods.lam import run as lam_run
+from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.engine.planner import Plan
-from onnxlam.lam.result import Window
 from onnxlam.core.errors import InputError
 from onnxlam.batch.report import (CSV_COLUMNS, ConfigValues, ReportListener, WindowSpec, exclusive, load_config,
                             read_windows_file, run_report)
 
-from clitools import PHOTO, REPO, run_cli
+from tests.clitools import PHOTO, REPO, run_cli
 EVIL = "<img src=x onerror=alert(1)>&.png"
 
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("report_inputs")
-    onnx.save(tiny_sr(2), d / "a.onnx")
-    onnx.save(tiny_sr(2, seed=5), d / "b.onnx")
-    images = d / "images"
-    images.mkdir()
-    photo = Image.open(PHOTO)
-    photo.crop((40, 40, 104, 104)).save(images / "one.png")
-    photo.crop((120, 30, 184, 94)).save(images / "two.png")
-    (images / "notes.txt").write_text("not an image")
-    return d
+def inputs(inputs):
+    """tests/batch/conftest.py's folder, and a file in images/ that is not an image."""
+    (inputs / "images" / "notes.txt").write_text("not an image")
+    return inputs
 
 
 def _config(inputs: Path, out: Path, **options) -> ConfigValues:
@@ -68,7 +62,7 @@ def test_report_writes_every_case_and_the_aggregates(inputs, tmp_path):
     assert data["run"] == {"cases": 8, "computed": 8, "reused": 0, "failed": 0, "pending": 0}
     assert [s["cases"] for s in data["summary"]] == [4, 4]
     case = data["cases"][0]
-    assert set(case["range"]) == {"pixels_50", "pixels_90", "pixels_99", "radius_90"}
+    assert {"pixels_50", "pixels_90", "pixels_99", "radius_90", "di", "gini"} <= set(case)
     assert case["fold"] == 4 and case["path"] == "blur" and case["status"] == "ok"
     page = (out / "index.html").read_text()
     assert page.count("<svg") == 2 and page.count("<tr class=\"ok\">") == 8
@@ -76,14 +70,14 @@ def test_report_writes_every_case_and_the_aggregates(inputs, tmp_path):
 
 def test_programs_are_built_once_per_model_and_shape(inputs, tmp_path, monkeypatch):
     built = []
-    original = Analyzer.build
+    original = Model.build
 
     def counting(self, batch, h, w, *rest, **kwargs):
         if kwargs.get("verify", True):  # not the unverified programs that measure memory
             built.append((self.model_path, h, w))
         return original(self, batch, h, w, *rest, **kwargs)
 
-    monkeypatch.setattr(Analyzer, "build", counting)
+    monkeypatch.setattr(Model, "build", counting)
     Image.open(PHOTO).crop((0, 0, 80, 48)).save(tmp_path / "other_size.png")
     config = _config(inputs, tmp_path / "rep", crop=False)
     config = replace(config, images=config.images + (str(tmp_path / "other_size.png"),))
@@ -98,12 +92,12 @@ def test_programs_are_built_once_per_model_and_shape(inputs, tmp_path, monkeypat
 
 
 def test_the_batch_is_planned_per_shape_not_pinned(inputs, tmp_path, monkeypatch):
-    # The Analyzer plans each input shape's batch from measured memory; a report that pinned the first
-    # shape's batch (Analyzer.batch_size) would skip that planning for a later, larger image.
-    original_plan, original_build, built = Analyzer.plan, Analyzer.build, []
+    # The model plans each input shape's batch from measured memory; a report that pinned the first
+    # shape's batch (Model.batch_size) would skip that planning for a later, larger image.
+    original_plan, original_build, built = Model.plan, Model.build, []
 
     def plan(self, fold, h, w, windows=1):
-        if self.batch_size is not None:  # a batch was given: the Analyzer's own rule
+        if self.batch_size is not None:  # a batch was given: the model's own rule
             return original_plan(self, fold, h, w, windows)
         return Plan(1 if (h, w) == (32, 32) else 2)
 
@@ -111,8 +105,8 @@ def test_the_batch_is_planned_per_shape_not_pinned(inputs, tmp_path, monkeypatch
         built.append((batch, h, w))
         return original_build(self, batch, h, w, *rest, **kwargs)
 
-    monkeypatch.setattr(Analyzer, "plan", plan)
-    monkeypatch.setattr(Analyzer, "build", build)
+    monkeypatch.setattr(Model, "plan", plan)
+    monkeypatch.setattr(Model, "build", build)
     Image.open(PHOTO).crop((0, 0, 80, 48)).save(tmp_path / "other_size.png")
     config = ConfigValues(models=(str(inputs / "a.onnx"),),
                           images=(str(inputs / "images" / "one.png"), str(tmp_path / "other_size.png")),
@@ -136,15 +130,15 @@ class _Events(ReportListener):
 
 
 def _spy_run_windows(monkeypatch) -> list:
-    """Record every Analyzer.run_windows call (Analyzer.run goes through it too): image, windows."""
-    calls, original = [], Analyzer.run_windows
+    """Record every call of LAM's stages (`methods.lam.run.run_windows`; the report's LAM cases and
+    `Analyzer.run` go through it): image, windows."""
+    calls, original = [], lam_run.run_windows
 
-    def spy(self, image, windows, size=16, *args, **kwargs):
-        calls.append((Path(image).name, [(w.x, w.y, w.size) if isinstance(w, Window) else (*w, size)
-                                         for w in windows]))
-        return original(self, image, windows, size, *args, **kwargs)
+    def spy(model, image, windows, *args, **kwargs):
+        calls.append((Path(image).name, [(w.x, w.y, w.size) for w in windows]))
+        return original(model, image, windows, *args, **kwargs)
 
-    monkeypatch.setattr(Analyzer, "run_windows", spy)
+    monkeypatch.setattr(lam_run, "run_windows", spy)
     return calls
 
 
@@ -442,19 +436,19 @@ def test_repeated_window_parses_without_the_command_line_rewrite(inputs, tmp_pat
 def test_an_ok_case_carries_its_warnings_into_the_table():
     """A case cut to fit --max-memory is ok, and its row says so (results.csv and index.html show it)."""
     from onnxlam.batch.report import Case
-    from onnxlam.batch.report.store import _row_from_result
+    from onnxlam.batch.report.store import row_from_result
 
     note = "one path step on the LR 512×512 input needs about 38 GiB, over the memory limit 16 GiB: analysing …"
     case = Case("m.onnx", "i.png", 1, 2, 16)
-    row = _row_from_result(case, "f", {"di": 1.0, "gini": 0.5, "warnings": [note]}, reused=False)
+    row = row_from_result(case, "f", {"di": 1.0, "gini": 0.5, "warnings": [note]}, reused=False)
     assert row.status == "ok" and row.message == note
-    assert _row_from_result(case, "f", {"di": 1.0, "gini": 0.5}, reused=True).message == ""
+    assert row_from_result(case, "f", {"di": 1.0, "gini": 0.5}, reused=True).message == ""
 
 
 def test_aggregate_rewrites_are_bounded(monkeypatch):
     """`AggregateWriter`: at most every 2 s, and at most a tenth of the time once a rewrite is slow
     (a clock and a rewrite cost driven here)."""
-    from onnxlam.batch.report import store
+    from onnxlam.batch.report import aggregates as store
 
     clock = [0.0]
     rewrites = []

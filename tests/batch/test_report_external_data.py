@@ -12,8 +12,8 @@ import shutil
 import onnx
 from PIL import Image
 
-from clitools import PHOTO
-from onnx_models import tiny_sr
+from tests.clitools import PHOTO
+from tests.onnx_models import tiny_sr
 from onnxlam.batch.report import ConfigValues, WindowSpec, run_report
 from onnxlam.graph.model import file_sha256
 

@@ -1,4 +1,4 @@
-"""`onnxlam report --method`: CEM, the noise tunnel and the ERF as report methods (issue 12).
+"""`onnxlam report --method`: CEM, the noise tunnel and the ERF as report methods.
 
 Each non-LAM case is compared with its method's own API called directly (the methods' own tests
 compare those APIs with independent PyTorch references), plus checks that do not go through the
@@ -19,30 +19,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 
-from clitools import PHOTO, run_cli
-from onnx_models import tiny_sr
+from tests.clitools import run_cli
 
 FOLD = 4
-CEM = dict(block=8, samples=2, refine=3, tol=0.01, seed=0, bank_size=50)
+CEM = dict(block=8, draws=2, refine=3, tol=0.01, seed=0, bank_size=50)
 TUNNEL = dict(samples=2, stdev=0.1, seed=3)
 WINDOWS = ((8, 8, 16), (30, 20, 12))  # the second with a size of its own
 METHOD_FLAGS = ("--method", "lam,cem", "--method", "smoothgrad", "--fold", FOLD, "--device", "cpu",
                 "--samples", TUNNEL["samples"], "--stdev", TUNNEL["stdev"], "--seed", TUNNEL["seed"],
-                "--cem-samples", CEM["samples"], "--cem-refine", CEM["refine"], "--cem-bank-size", CEM["bank_size"])
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("methods_inputs")
-    onnx.save(tiny_sr(2), d / "a.onnx")
-    images = d / "images"
-    images.mkdir()
-    photo = Image.open(PHOTO)
-    photo.crop((40, 40, 104, 104)).save(images / "one.png")
-    photo.crop((120, 30, 184, 94)).save(images / "two.png")
-    return d
+                "--cem-draws", CEM["draws"], "--cem-refine", CEM["refine"], "--cem-bank-size", CEM["bank_size"])
 
 
 def _windows_file(inputs: Path) -> Path:
@@ -90,7 +76,8 @@ def test_rows_carry_their_method_and_only_its_columns(report, inputs):
     cem_summary = next(s for s in data["summary"] if s["method"] == "cem")
     assert cem_summary["di_mean"] is None and cem_summary["effect_range_mean"] > 0
     for case in data["cases"]:
-        assert (case["effects"] is None) == (case["method"] != "cem")
+        assert (case["positive"] is None) == (case["method"] != "cem")
+        assert (case["di"] is None) == (case["method"] == "cem")
     page = (report / "index.html").read_text()
     for r in rows:  # every case's picture (CEM's panel: the image with its ROI and the effect map)
         assert f'src="{r["folder"]}/panel.png"' in page
@@ -100,7 +87,7 @@ def test_rows_carry_their_method_and_only_its_columns(report, inputs):
 
 
 def test_cem_cases_equal_the_cem_api(report, inputs):
-    from onnxlam.methods.cem import causal_effect_map
+    from onnxlam.methods.cem.runner import causal_effect_map
 
     cem_rows = [r for r in _rows(report) if r["method"] == "cem"]
     assert len(cem_rows) == 4
@@ -115,8 +102,8 @@ def test_cem_cases_equal_the_cem_api(report, inputs):
         assert (int(r["positive"]), int(r["negative"]), int(r["neutral"])) == (s.positive, s.negative, s.neutral)
         assert float(r["effect_range"]) == pytest.approx(s.effect_range, rel=1e-5)
         saved = json.loads((folder / "result.json").read_text())
-        assert saved["case"]["method"] == {"name": "cem", **CEM, "patches": None}
-        assert saved["parameters"]["samples"] == CEM["samples"] and saved["roi"] == {"x": x, "y": y, "size": size}
+        assert saved["case"]["method"] == {"name": "cem", **CEM, "patches": None, "task": "auto", "noise": 50.0}
+        assert saved["parameters"]["draws"] == CEM["draws"] and saved["roi"] == {"x": x, "y": y, "size": size}
         # Independent of cem.py: a 64×64 image at ×2 is 32×32 LR, blocks of 8 // 2 = 4 LR px: an 8×8 grid,
         # and the ROI covers the 8-SR-pixel blocks its rows and columns touch.
         effect = np.load(folder / "effect.npy")
@@ -132,9 +119,9 @@ def test_cem_cases_equal_the_cem_api(report, inputs):
 
 
 def test_noise_tunnel_cases_equal_the_api_and_the_mean_of_noisy_lam(report, inputs):
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.lam.result import Window
-    from onnxlam.methods.noise_tunnel import NoiseTunnel, noise_tunnel
+    from onnxlam.methods.noise_tunnel.tunnel import NoiseTunnel, noise_tunnel
 
     analyzer = Analyzer(inputs / "a.onnx", device="cpu")
     rows = [r for r in _rows(report) if r["method"] == "smoothgrad"]
@@ -198,7 +185,7 @@ def test_rerun_computes_nothing_and_a_changed_method_option_only_its_cases(repor
 def test_a_failing_case_of_a_method_is_recorded_and_the_others_go_on(inputs, tmp_path):
     out = tmp_path / "rep"
     r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images" / "one.png", "--window", 8, 8,
-                "--window", 60, 60, "--method", "lam,cem", "--fold", 2, "--cem-samples", 1, "--cem-refine", 0,
+                "--window", 60, 60, "--method", "lam,cem", "--fold", 2, "--cem-draws", 1, "--cem-refine", 0,
                 "--cem-bank-size", 10, "--device", "cpu", "--out", out, "--json")
     assert r.returncode == 1, r.stderr  # a failed case
     rows = {(row["x"], row["method"]): row for row in _rows(out)}
@@ -209,7 +196,7 @@ def test_a_failing_case_of_a_method_is_recorded_and_the_others_go_on(inputs, tmp
     error = json.loads((out / failed["folder"] / "error.json").read_text())
     assert error["method"] == "cem" and error["status"] == "failed" and error["case"]["method"]["name"] == "cem"
     r = run_cli("report", "--model", inputs / "a.onnx", "--image", inputs / "images" / "one.png", "--window", 8, 8,
-                "--window", 60, 60, "--method", "lam,cem", "--fold", 2, "--cem-samples", 1, "--cem-refine", 0,
+                "--window", 60, 60, "--method", "lam,cem", "--fold", 2, "--cem-draws", 1, "--cem-refine", 0,
                 "--cem-bank-size", 10, "--device", "cpu", "--out", out, "--json")
     run = json.loads(r.stdout)["run"]  # the failed cases are retried, the others reused
     assert (run["reused"], run["failed"]) == (2, 2)
@@ -243,7 +230,7 @@ def test_cem_on_a_local_cluster_equals_the_serial_run(report, inputs, tmp_path):
     (("--method", "cem", "--cem-refine", "-1"), "--cem-refine must be ≥ 0"),
     (("--method", "smoothgrad", "--samples", "0"), "--samples must be at least 1"),
     (("--method", "lam,smoothgrad", "--cem-block", "4"), "--cem-block belongs to --method cem"),
-    (("--method", "cem", "--stdev", "0.2"), "--stdev belongs to the noise tunnel"),
+    (("--method", "cem", "--stdev", "0.2"), "--stdev belongs to --method smoothgrad or smoothgrad_sq or vargrad"),
 ])
 def test_bad_method_is_a_usage_error(inputs, tmp_path, flags, needle):
     out = tmp_path / "never"
@@ -262,29 +249,37 @@ def test_toml_methods_and_method_options(inputs, tmp_path):
     (tmp_path / "bank").mkdir()
     resolved = load_config(config).resolve()
     assert resolved.methods == ("cem", "vargrad")
-    assert resolved.method_options.cem_block == 4 and resolved.method_options.samples == 3
-    assert resolved.method_options.cem_patches == str(tmp_path / "bank")
+    assert resolved.options_of("cem").block == 4 and resolved.options_of("vargrad").samples == 3
+    assert resolved.options_of("cem").patches == str(tmp_path / "bank")
     config.write_text('models = ["a.onnx"]\nimages = ["one.png"]\nwindows = [[8, 8]]\nmethods = ["lam", "nope"]\n')
     r = run_cli("report", config)
     assert r.returncode == 2 and "unknown method 'nope'" in r.stderr
 
 
-def test_method_defaults_are_the_methods_own():
-    """The report's method options are declared in methods/options.py with the APIs' defaults."""
-    from onnxlam.methods import noise_tunnel
-    from onnxlam.methods.cem import CemRunner
-    from onnxlam.methods.options import TUNNELS, MethodOptions
+def test_report_options_are_the_methods_own_declarations():
+    """The report's options of the methods come from the methods' Options: each key's default, help and
+    check are the method's own, with the method's flag prefix (CEM's --cem-…; the noise tunnel's none);
+    the methods' APIs take their defaults from the same Options."""
+    from onnxlam.batch.report.config import method_keys
+    from onnxlam.methods import registry
+    from onnxlam.methods.cem.runner import CemRunner
 
-    o, run = MethodOptions(), inspect.signature(CemRunner.run).parameters
-    assert TUNNELS == noise_tunnel.KINDS
-    assert (o.samples, o.stdev, o.seed) == (noise_tunnel.SAMPLES, noise_tunnel.STDEV, noise_tunnel.SEED)
-    assert o.cem_arguments() == {k: run[k].default for k in ("block", "samples", "refine", "tol", "seed", "patches",
-                                                              "bank_size")}
+    keys = method_keys()
+    for key, k in keys.items():
+        for name in k.methods:
+            m = registry.method(name)
+            assert getattr(m.Options(), k.name) == k.field.default
+            assert key == (f"{m.prefix}_{k.name}" if m.prefix else k.name)
+            assert k.flag == (f"--{m.prefix}-" + k.field.metadata["flag"][2:] if m.prefix else k.field.metadata["flag"])
+    assert {"samples", "stdev", "seed", "cem_block", "cem_draws", "cem_patches", "cem_size"} <= set(keys)
+    assert keys["samples"].methods == ("smoothgrad", "smoothgrad_sq", "vargrad")
+    run = inspect.signature(CemRunner.run).parameters  # no option default written again in the runner
+    assert not {"block", "draws", "refine", "tol", "seed", "bank_size"} & set(run)
 
 
 def test_the_other_noise_tunnels_equal_their_api(inputs, tmp_path):
-    from onnxlam.engine.analyzer import Analyzer
-    from onnxlam.methods.noise_tunnel import NoiseTunnel, noise_tunnel
+    from onnxlam.methods.lam.analyzer import Analyzer
+    from onnxlam.methods.noise_tunnel.tunnel import NoiseTunnel, noise_tunnel
 
     out, image = tmp_path / "rep", inputs / "images" / "two.png"
     r = run_cli("report", "--model", inputs / "a.onnx", "--image", image, "--window", 30, 20, "--fold", 2,
@@ -321,10 +316,10 @@ def test_erf_cases_equal_the_api_and_a_finite_difference(inputs, tmp_path):
     `onnxlam erf` writes, its mass counts and 90% radius in LAM's columns; DI empty. The peak pixel's
     value is checked against central differences of the model's own window sum (onnxruntime, no
     gradient program); a rerun, or another --fold, recomputes nothing."""
-    from onnxlam.engine.analyzer import Analyzer
+    from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.engine.runtime import create_session
     from onnxlam.lam.image import prepare_lr, read_image
-    from onnxlam.methods.erf import effective_receptive_field
+    from onnxlam.methods.erf.field import effective_receptive_field
 
     out = tmp_path / "erf"
     r = run_cli(*_args(inputs, out, "--method", "erf", "--device", "cpu"), "--json")

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from PIL import Image
 
-from clitools import run_cli
-from onnx_models import tiny_sr
+from tests.clitools import run_cli
+from tests.onnx_models import tiny_sr
 from onnxlam.batch.sweep import Sweep, write_sweep
 
 GAP = 4  # pictures.panel's default gap between the images

@@ -13,9 +13,9 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 import onnxlam
-from onnx_models import tiny_sr
+from tests.onnx_models import tiny_sr
 
-from clitools import PHOTO, REPO, run_cli
+from tests.clitools import PHOTO, REPO, run_cli
 FAST = ["--fold", "6"]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-import spandrel_zoo as zoo
+from tests import spandrel_zoo as zoo
 
 def _cases():
     for name, cfg in zoo.CONFIGS.items():

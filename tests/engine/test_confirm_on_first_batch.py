@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnx_models import tiny_sr
-from onnxlam.engine.analyzer import Analyzer
+from tests.onnx_models import tiny_sr
+from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.engine.cache import ProgramCache
 from onnxlam.engine.program import GradientProgram, build_program
 from onnxlam.core.errors import NumericalError

@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
-import architectures as arch
+from tests import architectures as arch
 import onnxlam
-from onnx_models import tiny_sr
+from tests.onnx_models import tiny_sr
 
 REPO = Path(__file__).resolve().parents[2]
 HR = REPO / "onnxlam" / "data" / "astronaut.png"

@@ -18,8 +18,8 @@ import onnx
 import pytest
 from PIL import Image
 
-from clitools import REPO, run_cli
-from onnx_models import tiny_sr
+from tests.clitools import REPO, run_cli
+from tests.onnx_models import tiny_sr
 from onnxlam.engine import memory
 from onnxlam.engine.cropping import memory_crop
 from onnxlam.core.errors import InputError

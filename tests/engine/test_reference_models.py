@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 import pytest
 
-import architectures as arch
-import torch_reference as ref
+from tests import architectures as arch
+from tests import torch_reference as ref
 
 import onnxlam  # a broken import must fail the suite, not skip it
 from onnxlam.engine import program as lam_program  # noqa: E402

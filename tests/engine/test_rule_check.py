@@ -6,9 +6,6 @@ program's rules; the memory probe's child giving the same number as the check ru
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import onnx
 import onnx_ad.rules
 import pytest
@@ -17,11 +14,10 @@ from onnxlam.engine import memory
 from onnxlam.engine import program as P
 from onnxlam.engine.cache import RecordCache
 from onnxlam.core.errors import NumericalError
-from onnxlam.graph import gradcheck
+from onnxlam.engine import gradcheck
 from onnxlam.graph.model import open_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "graph"))
-from test_checks_reject_broken_programs import _wrong_rule, activation_sr  # noqa: E402
+from tests.graph.test_checks_reject_broken_programs import _wrong_rule, activation_sr
 
 LR = 24  # above RULE_SIDE: the rules are checked on the small graph
 

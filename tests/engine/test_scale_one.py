@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-import architectures as arch
-import torch_reference as ref
-from clitools import run_cli
+from tests import architectures as arch
+from tests import torch_reference as ref
+from tests.clitools import run_cli
 
 import onnxlam
 

@@ -1,4 +1,4 @@
-"""The six ways real architectures broke onnxlam (issue 10), each reproduced by a tiny PyTorch net.
+"""Six faults that real architectures triggered in onnxlam, each reproduced by a tiny PyTorch net.
 
 Each net has the one pattern of the architecture it stands for, exported with the exporter(s) that
 produced the fault; the gradient program built from it must equal torch autograd of the same module
@@ -36,9 +36,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-import architectures as arch
-import torch_reference as ref
-from onnxlam.graph import gradcheck
+from tests import architectures as arch
+from tests import torch_reference as ref
+from onnxlam.engine import gradcheck
 from onnxlam.graph import rewrite
 from onnxlam.core.errors import NumericalError
 from onnxlam.engine.program import build_program

@@ -22,10 +22,10 @@ import onnx_ad.rules
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_models import tiny_sr
+from tests.onnx_models import tiny_sr
 from onnxlam.engine import program as P
 from onnxlam.core.errors import InputError, NumericalError
-from onnxlam.graph import gradcheck
+from onnxlam.engine import gradcheck
 from onnxlam.graph.model import open_model
 
 LR = 8  # LR side of every program here: a check takes < 1 s

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import architectures as arch
-import torch_reference as ref
-from clitools import run_cli
+from tests import architectures as arch
+from tests import torch_reference as ref
+from tests.clitools import run_cli
 
 import onnxlam
 from onnxlam.core.errors import InputError

@@ -1,4 +1,4 @@
-"""onnx-ad faults onnxlam works around (issue 10), each a minimal pure-ONNX reproducer asserting that
+"""onnx-ad faults onnxlam works around, each a minimal pure-ONNX reproducer asserting that
 the fault is still there.
 
 When one of these tests fails, onnx-ad has fixed that fault: drop the matching rewrite in

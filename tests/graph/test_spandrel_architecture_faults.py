@@ -1,4 +1,4 @@
-"""The six architectures of issue 10's failures, as small seeded spandrel instances: `onnxlam.analyze`
+"""The six architectures behind test_architecture_faults.py, as small seeded spandrel instances: `onnxlam.analyze`
 against the independent PyTorch LAM of tests/torch_reference.py (max|ΔM| ≤ 1e-4, |ΔDI| ≤ 0.01).
 
 Slow (each case exports a real architecture and runs two LAMs: 10 s to a few minutes on two cores);
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-import architectures as arch
-import torch_reference as ref
+from tests import architectures as arch
+from tests import torch_reference as ref
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def _plksr():
 
 class _ImageOnly(torch.nn.Module):
     """The model called on the image alone (Real-CUGAN's `alpha` at its default): the TorchScript
-    exporter would otherwise make alpha a second input, which is issue 10's extra-inputs part."""
+    exporter would otherwise make alpha a second input (the case of tests/graph/test_extra_inputs.py)."""
 
     def __init__(self, inner):
         super().__init__()

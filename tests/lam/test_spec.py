@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-import architectures as arch
-import torch_reference as ref
+from tests import architectures as arch
+from tests import torch_reference as ref
 
 import onnxlam  # a broken import must fail the suite, not skip it
 from onnxlam.engine import program  # noqa: E402

@@ -23,7 +23,7 @@ import json
 import math
 from pathlib import Path
 
-import architectures
+from tests import architectures
 import matplotlib
 import numpy as np
 import onnxruntime as ort
@@ -33,7 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as tF
 from PIL import Image
 
-from clitools import run_cli
+from onnxlam.methods.cem.files import result_picture
+from tests.clitools import run_cli
 
 DATA = Path(__file__).resolve().parents[2] / "onnxlam" / "data"
 EXACT = 1e-12   # dB: float64 precision of a PSNR (see the module docstring)
@@ -66,7 +67,7 @@ def ref_noise(pixels: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return v.to(torch.uint8).numpy()  # truncation
 
 
-def reference_cem(forward, hr_path, roi, block, samples, refine, tol, task, draw, seed=0, sigma=50.0):
+def reference_cem(forward, hr_path, roi, block, draws, refine, tol, task, draw, seed=0, sigma=50.0):
     """CEM-SPEC §1–§5 with onnxlam's deviations (RGB paste, ROI blocks counted apart, ceil grid)."""
     x0, y0, R = roi
     I = np.asarray(Image.open(hr_path).convert("RGB"))
@@ -96,10 +97,10 @@ def reference_cem(forward, hr_path, roi, block, samples, refine, tol, task, draw
         return P(xi)
 
     O = P(x)
-    C = np.zeros((n_h, n_w, samples))
+    C = np.zeros((n_h, n_w, draws))
     for i in range(n_h):
         for j in range(n_w):
-            for k in range(samples):
+            for k in range(draws):
                 C[i, j, k] = intervene(i, j, draw("coarse", i, j, k))
     refined = np.zeros((n_h, n_w), bool)
     Fn = np.full((n_h, n_w, refine), np.nan)
@@ -112,7 +113,7 @@ def reference_cem(forward, hr_path, roi, block, samples, refine, tol, task, draw
                     Fn[i, j, m] = intervene(i, j, draw("fine", i, j, m))
                 mu[i, j] = sum(Fn[i, j]) / refine
             else:
-                mu[i, j] = sum(C[i, j]) / samples
+                mu[i, j] = sum(C[i, j]) / draws
     CE = O - mu
     CE[np.abs(CE) < tol] = 0
     px = s * b
@@ -198,7 +199,7 @@ class DnNet(nn.Module):
 def make_draws(block, sigma, side, seed=1234):
     """Patches cut from the bundled photos and DN noise, from the test's own generator, memoised so
     that both implementations see the same draw for the same (pass, row, col, k)."""
-    from onnxlam.methods.cem import Draw
+    from onnxlam.methods.cem.result import Draw
 
     photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(DATA.glob("*.png"))]
     rng = np.random.default_rng(seed)
@@ -258,15 +259,15 @@ def dn_model(tmp_path_factory):
     return net, path
 
 
-SR = dict(roi=(24, 20, 16), block=8, samples=2, refine=4, tol=0.01)
-DN = dict(roi=(16, 8, 16), block=8, samples=2, refine=4, tol=0.01)
+SR = dict(roi=(24, 20, 16), block=8, draws=2, refine=4, tol=0.01)
+DN = dict(roi=(16, 8, 16), block=8, draws=2, refine=4, tol=0.01)
 
 
 def run_onnxlam(path, image, cfg, task, draw, **kw):
-    from onnxlam.methods.cem import causal_effect_map
+    from onnxlam.methods.cem.runner import causal_effect_map
 
     x, y, r = cfg["roi"]
-    return causal_effect_map(path, image, (x, y), r, block=cfg["block"], samples=cfg["samples"],
+    return causal_effect_map(path, image, (x, y), r, block=cfg["block"], draws=cfg["draws"],
                              refine=cfg["refine"], tol=cfg["tol"], task=task, draw=draw, device="cpu", **kw)
 
 
@@ -293,11 +294,11 @@ def test_sr_equals_reference_exactly(sr_model, images):
     result = run_onnxlam(path, images["sr"], SR, "sr", draw)
     ref = reference_cem(OrtForward(path, 2), images["sr"], SR["roi"], 8, 2, 4, 0.01, "sr", draw)
     assert result.grid == (8, 8) and result.block_input == 4 and result.batch_size > 1
-    assert result.crop is not None and result.crop["exact"]  # a local network: the ROI's cone only
+    assert result.crop is not None and result.crop.exact  # a local network: the ROI's cone only
     assert 0 < result.refined.sum() < 64  # both branches of §3.3 are exercised
     assert result.summary.positive + result.summary.negative > 0
     assert_identical(result, ref)
-    np.testing.assert_array_equal(result.picture(), reference_picture(ref, SR["roi"], 2.5))
+    np.testing.assert_array_equal(result_picture(result), reference_picture(ref, SR["roi"], 2.5))
 
 
 def test_dn_equals_reference_exactly(dn_model, images):
@@ -308,7 +309,7 @@ def test_dn_equals_reference_exactly(dn_model, images):
     assert result.grid == (5, 6) and result.block_input == 8
     assert 0 < result.refined.sum() and result.summary.roi_blocks == 4
     assert_identical(result, ref)
-    np.testing.assert_array_equal(result.picture(), reference_picture(ref, DN["roi"], 1.0))
+    np.testing.assert_array_equal(result_picture(result), reference_picture(ref, DN["roi"], 1.0))
 
 
 @pytest.mark.parametrize("case", ["sr", "dn"])
@@ -335,7 +336,8 @@ def test_matches_pytorch_model(case, sr_model, images, dn_model):
 def test_seeded_bank_draws_follow_the_documented_stream(dn_model, images, tmp_path):
     """The default draws: RandomState(seed), DN input noise first, then per intervention (coarse row-major,
     k inner, then fine) a bank index and the patch's noise; the bank cut from --patches at seeded positions."""
-    from onnxlam.methods.cem import causal_effect_map, cut_bank
+    from onnxlam.methods.cem.bank import cut_bank
+    from onnxlam.methods.cem.runner import causal_effect_map
 
     _, path = dn_model
     folder = tmp_path / "bank"
@@ -343,7 +345,7 @@ def test_seeded_bank_draws_follow_the_documented_stream(dn_model, images, tmp_pa
     Image.open(DATA / "chelsea.png").convert("RGB").crop((0, 0, 100, 90)).save(folder / "a.png")
     (folder / "notes.txt").write_text("not an image")
     x, y, r = DN["roi"]
-    kw = dict(block=8, samples=2, refine=3, tol=0.01, task="dn", patches=folder, bank_size=50, device="cpu")
+    kw = dict(block=8, draws=2, refine=3, tol=0.01, task="dn", patches=folder, bank_size=50, device="cpu")
     a = causal_effect_map(path, images["dn"], (x, y), r, seed=3, **kw)
     b = causal_effect_map(path, images["dn"], (x, y), r, seed=3, batch_size=1, **kw)
     c = causal_effect_map(path, images["dn"], (x, y), r, seed=4, **kw)
@@ -360,7 +362,7 @@ def test_seeded_bank_draws_follow_the_documented_stream(dn_model, images, tmp_pa
 
     class Stream:
         def __call__(self, phase, i, j, k):
-            from onnxlam.methods.cem import Draw
+            from onnxlam.methods.cem.result import Draw
 
             index = rng.randint(50)
             return Draw(bank[index], rng.normal(0, 50 / 255, (8, 8, 3)))
@@ -390,7 +392,7 @@ def test_memory_limit_bounds_the_batch(sr_model, images, monkeypatch):
     draw = make_draws(8, None, 4, seed=8)
     roomy = run_onnxlam(sr_model["torchscript"], images["sr"], SR, "sr", draw, max_memory="64G")
     mem = roomy.memory
-    assert roomy.batch_size == 16 and mem["per_image"] > 0 and mem["limit"] == 64 << 30
+    assert roomy.batch_size == 16 and mem.per_image > 0 and mem.limit == 64 << 30
     # The resident set moves by megabytes between runs while this model's pass needs about one, so a
     # limit taken from one run's measurement does not pin the next run's batch. The meter is driven
     # instead: 500 MiB in use, 10 MiB per pass, and a limit that holds three and a half passes.
@@ -399,8 +401,8 @@ def test_memory_limit_bounds_the_batch(sr_model, images, monkeypatch):
     monkeypatch.setattr(memory.PeakMeter, "__exit__", lambda self, *exc: setattr(self, "peak", base + per))
     limit = int(base + memory.margin(3.5 * per))
     tight = run_onnxlam(sr_model["torchscript"], images["sr"], SR, "sr", draw, max_memory=limit)
-    assert tight.memory["in_use"] == base and per < tight.memory["per_image"] < 1.01 * per
-    assert tight.batch_size == 3 and tight.memory["limit"] == limit
+    assert tight.memory.in_use == base and per < tight.memory.per_image < 1.01 * per
+    assert tight.batch_size == 3 and tight.memory.limit == limit
     np.testing.assert_array_equal(tight.psnr_coarse, roomy.psnr_coarse)
     np.testing.assert_array_equal(tight.effect, roomy.effect)
     # below one pass: still one at a time, with a warning
@@ -411,7 +413,7 @@ def test_memory_limit_bounds_the_batch(sr_model, images, monkeypatch):
 
 def test_plan_batch():
     from onnxlam.engine.memory import margin
-    from onnxlam.methods.cem import plan_batch
+    from onnxlam.methods.cem.effects import plan_batch
 
     assert plan_batch(None, 100, 1 << 30, 16) == 1            # nothing measured: one at a time
     assert plan_batch(10 << 20, 0, 1 << 40, 16) == 16          # capped
@@ -423,7 +425,7 @@ def test_plan_batch():
 
 def test_fixed_batch_model_runs_one_at_a_time(images, tmp_path):
     import onnx
-    from onnx_models import tiny_sr
+    from tests.onnx_models import tiny_sr
 
     path = tmp_path / "fixed.onnx"
     model = tiny_sr(2, batch=1)  # batch 1 fixed in the file, dynamic size
@@ -438,7 +440,8 @@ def test_fixed_batch_model_runs_one_at_a_time(images, tmp_path):
 
 def test_pure_functions_on_reference_statistics():
     """Given the same C and F, refinement, CE, counts and range are the spec's (hand-computed case)."""
-    from onnxlam.methods.cem import Roi, block_means, causal_effect, refinement_set, roi_mask, summarise
+    from onnxlam.methods.cem.effects import block_means, causal_effect, refinement_set, roi_mask, summarise
+    from onnxlam.methods.cem.result import Roi
 
     O = 30.0
     C = np.array([[[30.0, 30.005], [29.0, 29.5]], [[30.2, 30.3], [31.0, 30.0]]])
@@ -460,7 +463,7 @@ def test_pure_functions_on_reference_statistics():
 def test_cli_end_to_end(dn_model, images, tmp_path):
     _, path = dn_model
     out = tmp_path / "out"
-    r = run_cli("cem", path, images["dn"], "--roi", 16, 8, "--size", 16, "--samples", 2, "--refine", 2,
+    r = run_cli("cem", path, images["dn"], "--roi", 16, 8, "--size", 16, "--draws", 2, "--refine", 2,
                 "--bank-size", 100, "--seed", 1, "--out", out, "--json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
@@ -491,8 +494,8 @@ def test_cli_bad_input(dn_model, images, tmp_path, args, message):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(block=0), "smaller than the scale"),
-    (dict(samples=0), "--samples"),
+    (dict(block=0), "--block must be at least 1"),
+    (dict(draws=0), "--draws"),
     (dict(refine=-1), "--refine"),
     (dict(tol=-1.0), "--tol"),
     (dict(bank_size=0), "--bank-size"),
@@ -501,7 +504,7 @@ def test_cli_bad_input(dn_model, images, tmp_path, args, message):
 ])
 def test_bad_parameters(dn_model, images, options, message):
     from onnxlam.core.errors import InputError
-    from onnxlam.methods.cem import causal_effect_map
+    from onnxlam.methods.cem.runner import causal_effect_map
 
     with pytest.raises(InputError, match=message):
         causal_effect_map(dn_model[1], images["dn"], (16, 8), 16, device="cpu", **options)
@@ -509,8 +512,75 @@ def test_bad_parameters(dn_model, images, options, message):
 
 def test_bad_patch_folder(dn_model, images, tmp_path):
     from onnxlam.core.errors import InputError
-    from onnxlam.methods.cem import causal_effect_map
+    from onnxlam.methods.cem.runner import causal_effect_map
 
     (tmp_path / "readme.txt").write_text("no images here")
     with pytest.raises(InputError, match="no images"):
         causal_effect_map(dn_model[1], images["dn"], (16, 8), 16, device="cpu", patches=tmp_path)
+
+
+def test_block_smaller_than_the_scale(sr_model, images):
+    from onnxlam.core.errors import InputError
+    from onnxlam.methods.cem.runner import causal_effect_map
+
+    with pytest.raises(InputError, match="smaller than the scale"):
+        causal_effect_map(sr_model["torchscript"], images["sr"], (24, 20), 16, device="cpu", block=1)
+
+
+def test_runner_options_and_keywords(dn_model, images):
+    """`run` takes a CemOptions and CemOptions' run options as keywords (the defaults are CemOptions');
+    the runner over a loaded Model gives the same numbers as over the path; the JSON's keys are fixed."""
+    from onnxlam.core.errors import InputError
+    from onnxlam.engine.model import Model
+    from onnxlam.methods.cem.options import CemOptions
+    from onnxlam.methods.cem.runner import CemRunner
+
+    path = dn_model[1]
+    runner = CemRunner(path, device="cpu")
+    by_keywords = runner.run(images["dn"], (16, 8), size=16, draws=2, refine=2, bank_size=60, seed=1)
+    options = CemOptions(size=16, draws=2, refine=2, bank_size=60, seed=1)
+    loaded = CemRunner(Model(path, check_ops=False, cache=False, device="cpu"))
+    by_options = loaded.run(images["dn"], (16, 8), options)
+    overridden = loaded.run(images["dn"], (16, 8), CemOptions(size=16, draws=5), draws=2, refine=2, bank_size=60,
+                            seed=1)
+    for r in (by_options, overridden):
+        np.testing.assert_array_equal(r.effect, by_keywords.effect)
+        np.testing.assert_array_equal(r.psnr_fine, by_keywords.psnr_fine)
+    data = by_keywords.to_json()
+    assert set(data) == {"method", "reference_psnr", "counts", "effect", "roi", "grid", "block_input",
+                         "refined_blocks", "parameters", "scale", "lr_size", "sr_size", "model", "model_sha256",
+                         "image", "provider", "seconds", "batch_size", "forward_passes", "memory", "crop",
+                         "warnings", "onnxlam", "options"}
+    assert data["method"] == "cem" and data["parameters"]["draws"] == 2 and "samples" not in data["parameters"]
+    assert data["options"]["draws"] == 2 and data["options"]["device"] == "cpu"
+    json.dumps(data)
+    with pytest.raises(InputError, match="'samples'"):
+        runner.run(images["dn"], (16, 8), samples=2)
+    with pytest.raises(InputError, match="options of the model"):
+        runner.run(images["dn"], (16, 8), device="cpu")
+
+
+def test_registered_method(dn_model, images, tmp_path):
+    """CEM through the registry: one result per window (the window's side the ROI's), its folder, row and facts."""
+    from onnxlam.core.errors import InputError
+    from onnxlam.lam.result import Window
+    from onnxlam.methods.registry import method
+
+    m = method("cem")
+    assert m.Options.__name__ == "CemOptions" and not m.gradients and m.report_names[2] == "draws"
+    options = m.options(draws=2, refine=2, bank_size=60, seed=1, device="cpu")
+    results = m.attribute(m.open(dn_model[1], options), images["dn"], [Window(16, 8, 16), Window(0, 0, 8)], options)
+    assert [r.window for r in results] == [Window(16, 8, 16), Window(0, 0, 8)]
+    out = m.write(results[0], tmp_path / "one")
+    assert {p.name for p in out.iterdir()} == set(m.files)
+    data = json.loads((out / "result.json").read_text())
+    s = results[0].summary
+    assert m.row(data) == {"positive": s.positive, "negative": s.negative, "neutral": s.neutral,
+                           "effect_range": pytest.approx(s.effect_range), "reference_psnr":
+                           pytest.approx(results[0].reference_psnr)}
+    facts = dict(m.facts(results[0]))
+    assert "draws 2" in facts["parameters"] and m.picture(results[0]).ndim == 3
+    with pytest.raises(InputError, match="--input"):
+        m.check(m.options(inputs={"noise": 1.0}))
+    with pytest.raises(InputError, match="--lr"):
+        m.check(type("Report", (), {"lr": True, "inputs": (), "patches": None})())

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-import torch_reference as ref
-from architectures import LR_SIZE
-from clitools import run_cli
-from onnx_models import tiny_sr
-from onnxlam.engine.analyzer import Analyzer
+from tests import torch_reference as ref
+from tests.architectures import LR_SIZE
+from tests.clitools import run_cli
+from tests.onnx_models import tiny_sr
 from onnxlam.engine.gradcheck import FD_TOLERANCE
-from onnxlam.methods.erf import effective_receptive_field, write_erf
+from onnxlam.methods.erf.field import effective_receptive_field, write_erf
+from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.engine.program import build_program, load_program
 
 NAME, EXPORTER = "edsr", "torchscript"
@@ -75,7 +75,7 @@ def test_erf_matches_autograd(zoo, astronaut, chelsea, pixel, size):
         assert result.radii[key] == pytest.approx(radius(expected, centre, f), abs=1e-12)
     # the static receptive field holds every pixel with a gradient, and its box is no larger than the reach
     rf = analyzer.receptive_field
-    assert result.receptive_field == rf.to_json() and rf.local
+    assert result.receptive_field == rf and rf.local
     t, l, b, r = result.static_box
     support = np.argwhere(expected > 0)
     assert support[:, 0].min() >= t and support[:, 0].max() < b
@@ -106,7 +106,7 @@ def test_intensity_program_is_checked_cached_and_recorded(zoo, tmp_path):
 def test_zero_gradient_is_an_error(tmp_path):
     """An image whose window gradient is zero everywhere has no mass to normalise: an error, not averaged."""
     from onnxlam.core.errors import NumericalError
-    from onnxlam.methods.erf import Window, combine, gradient_map, intensity_mask
+    from onnxlam.methods.erf.field import Window, combine, gradient_map, intensity_mask
 
     onnx.save(tiny_sr(2), tmp_path / "m.onnx")
     program = build_program(tmp_path / "m.onnx", 1, 12, 12, detector="intensity")

@@ -8,12 +8,12 @@ import onnx
 import pytest
 from PIL import Image
 
-import torch_reference as ref
-from architectures import LR_SIZE
-from clitools import run_cli
-from onnx_models import tiny_sr
-from onnxlam.engine.analyzer import Analyzer
-from onnxlam.methods.noise_tunnel import NoiseTunnel, noise, noise_tunnel
+from tests import torch_reference as ref
+from tests.architectures import LR_SIZE
+from tests.clitools import run_cli
+from tests.onnx_models import tiny_sr
+from onnxlam.methods.lam.analyzer import Analyzer
+from onnxlam.methods.noise_tunnel.tunnel import NoiseTunnel, noise, noise_tunnel
 
 NAME, EXPORTER = "edsr", "torchscript"
 SAMPLES, STDEV, FOLD = 3, 0.05, 8

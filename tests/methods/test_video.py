@@ -1,4 +1,4 @@
-"""Video SR LAM (`methods/video.py`) against an independent PyTorch video LAM (`torch_reference.reference_video_lam`).
+"""Video SR LAM (`methods/video/`) against an independent PyTorch video LAM (`torch_reference.reference_video_lam`).
 
 Two tiny video SR nets (tests/video_architectures.py): a sliding-window one (EDVR-style, offset-free alignment weights,
 the centre frame restored) and a recurrent one (BasicVSR-style: a flow net, the hidden state warped
@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 from PIL import Image
 
-import torch_reference as ref
-from clitools import run_cli
-from video_architectures import LR, T, RecurrentVSR, SlidingVSR, StackedBgr255, build, export
+from tests import torch_reference as ref
+from tests.clitools import run_cli
+from tests.video_architectures import LR, T, RecurrentVSR, SlidingVSR, StackedBgr255, build, export
 from onnxlam.core.errors import InputError
 from onnxlam.graph.video import VideoLayout
-from onnxlam.methods.video import VideoAnalyzer, analyze_video, frame_files, frame_metrics
+from onnxlam.methods.video.analyzer import VideoAnalyzer, analyze_video, frame_files, frame_metrics
 
 WINDOW, SIZE, FOLD = (8, 10), 12, 6
 

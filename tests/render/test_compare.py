@@ -8,13 +8,13 @@ import onnx
 import pytest
 from PIL import Image
 
-from onnx_models import tiny_sr
+from tests.onnx_models import tiny_sr
 from onnxlam.render import pictures
-from onnxlam.engine.analyzer import Analyzer
+from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.render.figures import (COLUMNS, comparison_figure, difference_picture, kde_difference, row_pictures)
 from onnxlam.core.errors import InputError
 
-from clitools import PHOTO, run_cli
+from tests.clitools import PHOTO, run_cli
 
 
 

@@ -1,21 +1,55 @@
-"""Batch reports: LAM (or CEM, or a noise tunnel: `--method`, methods/options.py) over models × images ×
-windows, resumable, with results.csv/json and index.html.
+"""Batch reports: any registered method (`--method`) over models × images × windows, resumable, with
+results.csv/json and index.html.
 
-`config` (what to run: flags or TOML → cases) → `run` (the cases, grouped by model and image) →
-`store` (fingerprints, case folders, rows, aggregate files) → `html` (index.html).
+`target` (where it runs) · `config` (what to run: flags or TOML → cases) → `run` (the cases, grouped
+by model, image and method) → `store` (fingerprints, case folders, rows, summaries) → `html`
+(index.html) → `aggregates` (results.csv, results.json and index.html on disk).
 """
-from onnxlam.batch.report.config import (CONFIG_KEYS, Case, ConfigValues, ReportConfig, WindowSpec, expand_images,
-                                         load_config, parse_window, plan_cases, read_windows_file)
-from onnxlam.batch.report.run import (ModelSession, PendingRun, ReportListener, check_out, fail_case, plan_run,
-                                      run_group, run_report, run_serial)
-from onnxlam.batch.report.store import (CSV_COLUMNS, CaseRow, Fingerprint, ModelSummary, Report, exclusive,
-                                        read_complete, remove_leftovers, results_json, write_aggregates)
-from onnxlam.lam.options import LamOptions
-from onnxlam.methods.options import METHODS, MethodOptions, parse_methods
+import importlib
 
-__all__ = ["CONFIG_KEYS", "CSV_COLUMNS", "METHODS", "Case", "CaseRow", "ConfigValues", "Fingerprint", "LamOptions",
-           "MethodOptions", "ModelSession",
-           "ModelSummary", "PendingRun", "Report", "ReportConfig", "ReportListener", "WindowSpec", "check_out",
-           "exclusive", "expand_images", "fail_case", "load_config", "parse_window", "plan_cases", "plan_run",
-           "read_complete", "read_windows_file", "remove_leftovers", "results_json", "run_group", "run_report",
-           "run_serial", "parse_methods", "write_aggregates"]
+_HOMES = {  # public name -> the module that defines it, imported on first use (the command line
+    # reads `config` without loading the run's numpy and onnx)
+    "AggregateWriter": "onnxlam.batch.report.aggregates",
+    "write_aggregates": "onnxlam.batch.report.aggregates",
+    "Case": "onnxlam.batch.report.config",
+    "ConfigValues": "onnxlam.batch.report.config",
+    "ReportConfig": "onnxlam.batch.report.config",
+    "WindowSpec": "onnxlam.batch.report.config",
+    "config_keys": "onnxlam.batch.report.config",
+    "expand_images": "onnxlam.batch.report.config",
+    "load_config": "onnxlam.batch.report.config",
+    "method_keys": "onnxlam.batch.report.config",
+    "parse_window": "onnxlam.batch.report.config",
+    "plan_cases": "onnxlam.batch.report.config",
+    "read_windows_file": "onnxlam.batch.report.config",
+    "Models": "onnxlam.batch.report.run",
+    "PendingRun": "onnxlam.batch.report.run",
+    "ReportListener": "onnxlam.batch.report.run",
+    "check_out": "onnxlam.batch.report.run",
+    "default_resolver": "onnxlam.batch.report.run",
+    "fail_case": "onnxlam.batch.report.run",
+    "plan_run": "onnxlam.batch.report.run",
+    "run_group": "onnxlam.batch.report.run",
+    "run_report": "onnxlam.batch.report.run",
+    "run_serial": "onnxlam.batch.report.run",
+    "CSV_COLUMNS": "onnxlam.batch.report.store",
+    "CaseRow": "onnxlam.batch.report.store",
+    "Fingerprint": "onnxlam.batch.report.store",
+    "ModelSummary": "onnxlam.batch.report.store",
+    "Report": "onnxlam.batch.report.store",
+    "csv_columns": "onnxlam.batch.report.store",
+    "exclusive": "onnxlam.batch.report.store",
+    "read_complete": "onnxlam.batch.report.store",
+    "remove_leftovers": "onnxlam.batch.report.store",
+    "results_json": "onnxlam.batch.report.store",
+    "LamOptions": "onnxlam.lam.options", "parse_methods": "onnxlam.methods.registry",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'onnxlam.batch.report' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value

@@ -7,24 +7,99 @@ import hashlib
 import io
 import os
 import re
-from dataclasses import dataclass, fields, make_dataclass, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+from onnxlam.batch.report.target import parse_target
 from onnxlam.core.errors import InputError
-from onnxlam.lam.options import LamOptions, given_options, option_names
-from onnxlam.methods.options import CEM, LAM, MethodOptions, check_methods, parse_methods
+from onnxlam.lam.options import LamOptions, given_options, option_names, validate_options
+from onnxlam.methods import registry
+from onnxlam.methods.registry import DEFAULT, parse_methods
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 REPORT_KEYS = ("models", "images", "windows", "windows_file", "out", "cluster", "scheduler", "methods", "method")
-METHOD_KEYS = option_names(cls=MethodOptions)
-CONFIG_KEYS = REPORT_KEYS + option_names() + METHOD_KEYS
+
+
+# ------------------------------------------------------------------------------------------------
+# The methods' options in a report
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MethodKey:
+    """A report option of the methods: `key` (TOML key and flag stem, the method's `prefix` joined to
+    the option's name: cem_block, --cem-block), the option's `name` in the methods' Options and the
+    methods that take it (the noise tunnel's three share theirs)."""
+
+    key: str
+    name: str
+    methods: tuple[str, ...]
+    field: Any
+
+    @property
+    def flag(self) -> str:
+        flag = self.field.metadata["flag"].split("/")[0]
+        prefix = self.key[:len(self.key) - len(self.name)].rstrip("_")
+        return f"--{prefix}-{flag[2:]}" if prefix else flag
+
+
+def method_keys() -> dict[str, MethodKey]:
+    """Every registered method's report options by key (`Method.report_option_names`, `Method.prefix`)."""
+    keys: dict[str, MethodKey] = {}
+    for m in registry.methods():
+        for f in fields(m.Options):
+            if f.name not in m.report_option_names():
+                continue
+            key = f"{m.prefix}_{f.name}" if m.prefix else f.name
+            if key in keys:
+                keys[key] = replace(keys[key], methods=keys[key].methods + (m.name,))
+            else:
+                keys[key] = MethodKey(key, f.name, (m.name,), f)
+    return keys
+
+
+def method_options_class():
+    """A dataclass of every method key (default None: "not given"), for the flags and TOML typing."""
+    made = []
+    for k in method_keys().values():
+        default = k.field.default
+        shown = "" if default is None else f" (default {default})"
+        metadata = {**k.field.metadata, "flag": k.flag, "optional_flag": k.flag,
+                    "help": f"{', '.join(k.methods)}: {k.field.metadata['help']}{shown}"}
+        made.append((k.key, k.field.type, field(default=None, metadata=metadata)))
+    return make_dataclass("MethodValues", made, frozen=True)
+
+
+def method_options(methods: Sequence[str], options: LamOptions, values: Mapping[str, Any]) -> dict:
+    """Each chosen method's Options: its defaults, the report's LAM options where it shares them, and
+    the report's values of its own keys (`values`, given only). InputError for a value no chosen
+    method takes, or a combination no case of a method could run with."""
+    keys = method_keys()
+    for key in values:
+        k = keys.get(key)
+        if k is None:
+            raise InputError(f"unknown option {key!r}; the methods' options are {', '.join(keys)}")
+        if not set(k.methods) & set(methods):
+            raise InputError(f"{k.flag} belongs to --method {' or '.join(k.methods)}; the report runs "
+                             f"{', '.join(methods)}: add the method or leave the option out")
+    validate_options(replace(method_options_class()(), **values))  # messages name the report's flags
+    chosen = {}
+    for name in methods:
+        m = registry.method(name)
+        if options.lr and not m.takes_lr:
+            raise InputError(f"--method {name} takes the HR image (its input is derived from it); --lr does "
+                             f"not apply to it: run {name} in a report without --lr")
+        shared = {n: getattr(options, n) for n in option_names(cls=m.Options) if n in option_names()}
+        own = {n: values[k.key] for k in keys.values() if name in k.methods for n in [k.name] if k.key in values}
+        chosen[name] = m.check(replace(m.Options(), **{**shared, **own}).validate())
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------------
 # Parameters and cases
 # ------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -37,29 +112,29 @@ class WindowSpec:
 
 @dataclass(frozen=True)
 class Case:
-    """One analysis of a report: `model` and `image` as given (paths or collection names), the window
-    (for CEM: the region of interest) and the `method` (methods/options.py)."""
+    """One analysis of a report: `model` and `image` as given (paths or collection names; a folder of
+    frames for a method of frames), the window (for CEM: the region of interest) and the `method`."""
 
     model: str
     image: str
     x: int
     y: int
     size: int
-    method: str = LAM
+    method: str = DEFAULT
 
     @property
     def slug(self) -> str:
         """The case folder's name: readable, file-system safe, unique per (model, image, window, method).
-        A LAM case's has no method in it, as before methods were added, so earlier reports resume."""
-        readable = _safe(f"{_stem(self.model)}-{_stem(self.image)}")[:80]
+        The default method's has no method in it, as before methods were added, so earlier reports resume."""
+        readable = _safe(f"{stem(self.model)}-{stem(self.image)}")[:80]
         where = hashlib.sha1(f"{os.path.abspath(self.model)}\0{os.path.abspath(self.image)}".encode()).hexdigest()
-        method = "" if self.method == LAM else f"{self.method}-"
+        method = "" if self.method == DEFAULT else f"{self.method}-"
         return f"{readable}-{method}{self.x}-{self.y}-{self.size}-{where[:8]}"
 
     @property
     def label(self) -> str:
-        method = "" if self.method == LAM else f" · {self.method}"
-        return f"{_stem(self.model)} · {Path(self.image).name} · ({self.x}, {self.y}) {self.size}px{method}"
+        method = "" if self.method == DEFAULT else f" · {self.method}"
+        return f"{stem(self.model)} · {Path(self.image).name} · ({self.x}, {self.y}) {self.size}px{method}"
 
 
 @dataclass(frozen=True)
@@ -73,8 +148,19 @@ class ReportConfig:
     options: LamOptions = LamOptions()
     cluster: str | None = None     # "local:N": a Dask LocalCluster of N workers (batch/cluster.py)
     scheduler: str | None = None   # an existing Dask scheduler: tcp://…, tls://… or a scheduler file
-    methods: tuple[str, ...] = (LAM,)              # what each (model, image, window) case runs
-    method_options: MethodOptions = MethodOptions()  # the options of the methods beyond LAM
+    methods: tuple[str, ...] = (DEFAULT,)          # what each (model, image, window) case runs
+    method_options: dict = field(default_factory=dict)  # each method's Options (`method_options`)
+    method_values: tuple[tuple[str, Any], ...] = ()     # the methods' options as given (keys of `method_keys`)
+
+    def options_of(self, method: str):
+        """The Options of `method` in this report (its defaults where the report does not run it)."""
+        if method not in self.method_options:
+            return method_options([method], self.options, {})[method]
+        return self.method_options[method]
+
+    def method_options_json(self) -> dict:
+        """The methods' options as given, by key (results.json's "method_options")."""
+        return dict(self.method_values)
 
 
 @dataclass(frozen=True)
@@ -87,15 +173,15 @@ class _ReportValues:
     cluster: str | None = None
     scheduler: str | None = None
     methods: tuple[str, ...] | None = None
+    method_values: tuple[tuple[str, Any], ...] | None = None  # the methods' options (`method_keys`) given
 
 
-class ConfigValues(make_dataclass("_ConfigValues",
-                                  [(name, object, None) for name in option_names() + METHOD_KEYS],
+class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for name in option_names()],
                                   bases=(_ReportValues,), frozen=True)):
     """Report settings as given (TOML file or command line); None means "not given here".
 
-    The report's own keys, then every LAM option (its fields derive from `LamOptions`), then every
-    option of the other methods (from `methods.MethodOptions`).
+    The report's own keys, then every LAM option (its fields derive from `LamOptions`), then the
+    methods' own options as (key, value) pairs (`method_keys`: --cem-block is cem_block).
     """
 
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
@@ -105,6 +191,8 @@ class ConfigValues(make_dataclass("_ConfigValues",
         so is where the run goes: `--cluster` or `--scheduler` replaces both.
         """
         given = {k: v for k, v in asdict_shallow(other).items() if v is not None}
+        if "method_values" in given:  # one key at a time, like the other options
+            given["method_values"] = tuple({**dict(self.method_values or ()), **dict(given["method_values"])}.items())
         for pair in (("windows", "windows_file"), ("cluster", "scheduler")):
             if any(k in given for k in pair):
                 for k in pair:
@@ -125,20 +213,19 @@ class ConfigValues(make_dataclass("_ConfigValues",
         given = {k: getattr(self, k) for k in option_names() if getattr(self, k) is not None}
         options = replace(LamOptions(), **given).validate()
         methods = parse_methods(self.methods)
-        given = {k: getattr(self, k) for k in METHOD_KEYS if getattr(self, k) is not None}
-        method_options = check_methods(methods, options, replace(MethodOptions(), **given).validate(), given)
-        from onnxlam.batch.cluster import parse_target
-
+        values = {k: v for k, v in (self.method_values or ()) if v is not None}
+        chosen = method_options(methods, options, values)
         parse_target(self.cluster, self.scheduler)  # InputError for a bad or doubly given target
         return ReportConfig(tuple(self.models), tuple(self.images), tuple(windows), self.out or default_out,
-                            options, self.cluster, self.scheduler, methods, method_options)
+                            options, self.cluster, self.scheduler, methods, chosen, tuple(sorted(values.items())))
 
 
 def asdict_shallow(values: ConfigValues) -> dict:
     return {f.name: getattr(values, f.name) for f in fields(values)}
 
 
-def _stem(name: str) -> str:
+def stem(name: str) -> str:
+    """A model's or image's short name: its file stem, or the name itself (a collection name)."""
     return Path(name).stem or name
 
 
@@ -189,8 +276,8 @@ def load_config(path: str | Path) -> ConfigValues:
     size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
     max_memory (a string such as "24G", or bytes); where it runs: cluster ("local:N") or scheduler
     (tcp://host:port, tls://host:port or a scheduler file), not both; `methods` (or `method`: a name or
-    a list, default ["lam"]) and the methods' options (`methods.MethodOptions`: samples, stdev, seed,
-    cem_size, cem_block, …; cem_patches is taken from the file's folder).
+    a list, default ["lam"]) and the methods' options (`method_keys`: samples, stdev, seed, cem_size,
+    cem_block, …; a folder such as cem_patches is taken from the file's folder).
     """
     try:
         import tomllib
@@ -204,10 +291,11 @@ def load_config(path: str | Path) -> ConfigValues:
         raise InputError(f"cannot read the configuration {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    known = config_keys()
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise InputError(f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                         f"known keys: {', '.join(CONFIG_KEYS)}")
+                         f"known keys: {', '.join(known)}")
     base = path.parent
 
     def paths(key: str) -> tuple[str, ...] | None:
@@ -251,13 +339,19 @@ def load_config(path: str | Path) -> ConfigValues:
     if methods is not None and not (isinstance(methods, str) or (isinstance(methods, list) and all(
             isinstance(m, str) for m in methods))):
         raise InputError(f"{path}: `methods` must be a string or a list of strings")
-    method_values = given_options(data, str(path), cls=MethodOptions)
-    if method_values.get("cem_patches") is not None:
-        method_values["cem_patches"] = _relative_to(base, method_values["cem_patches"])
+    method_values = given_options(data, str(path), cls=method_options_class())
+    for key in method_values:
+        if key.endswith("patches"):  # a folder of the method's (CEM's patch bank)
+            method_values[key] = _relative_to(base, method_values[key])
     return ConfigValues(models=paths("models"), images=paths("images"), windows=windows,
                         windows_file=one_path("windows_file"), out=one_path("out"), cluster=typed("cluster", str),
                         scheduler=scheduler, methods=None if methods is None else tuple(parse_methods(methods)),
-                        **given_options(data, str(path)), **method_values)
+                        method_values=tuple(method_values.items()) or None, **given_options(data, str(path)))
+
+
+def config_keys() -> tuple[str, ...]:
+    """The keys of a TOML configuration: the report's, LAM's options, the methods' (`method_keys`)."""
+    return REPORT_KEYS + option_names() + tuple(method_keys())
 
 
 def _relative_to(base: Path, value: str, keep_names: bool = False) -> str:
@@ -291,8 +385,9 @@ def expand_images(images: Sequence[str]) -> list[str]:
 def plan_cases(config: ReportConfig, resolve_model=None) -> list[Case]:
     """The report's cases, models × images × windows × methods in that order, without duplicates.
 
-    A window's size is its own, else the report's --size; a CEM case's ROI is the window, of side
-    --cem-size when that is given (and the window has no size of its own).
+    A window's size is its own, else its method's size option where the report gives one (--cem-size:
+    CEM's ROI), else the report's --size. A method of frames (video LAM) takes each folder given as
+    one sequence of frames; the others take the image files, folders replaced by their files.
 
     `resolve_model` maps a model as given to its file (collection names); a missing model or image is
     an InputError here, before any case runs.
@@ -302,18 +397,31 @@ def plan_cases(config: ReportConfig, resolve_model=None) -> list[Case]:
         if not Path(resolved).is_file():
             raise InputError(f"model not found: {model}")
     images = expand_images(config.images)
+    sequences = [str(p) for p in config.images if Path(p).is_dir()]
     seen, cases = set(), []
     for model in config.models:
-        for image in images:
-            for w in config.windows:
-                for method in config.methods:
-                    size = w.size if w.size is not None else config.options.size
-                    if method == CEM and w.size is None:
-                        size = config.method_options.cem_size or size
-                    case = Case(model, image, w.x, w.y, size, method)
+        for method in config.methods:
+            m = registry.method(method)
+            if m.frames and not sequences:
+                raise InputError(f"--method {method} takes a sequence of frames: give a folder of frames as "
+                                 "--image FOLDER")
+            size = getattr(config.options_of(method), "size", config.options.size)
+            for image in sequences if m.frames else images:
+                for w in config.windows:
+                    case = Case(model, image, w.x, w.y, w.size if w.size is not None else size, method)
                     if case not in seen:
                         seen.add(case)
                         cases.append(case)
-    return cases
+    return _in_order(cases, config)
 
 
+def _in_order(cases: list[Case], config: ReportConfig) -> list[Case]:
+    """The cases models × images × windows × methods, in that order (each method's inputs planned above)."""
+    rank = {m: i for i, m in enumerate(config.methods)}
+    models = {m: i for i, m in enumerate(config.models)}
+    images: dict[str, int] = {}
+    windows: dict[tuple, int] = {}
+    for c in cases:
+        images.setdefault(c.image, len(images))
+        windows.setdefault((c.x, c.y), len(windows))
+    return sorted(cases, key=lambda c: (models[c.model], images[c.image], windows[(c.x, c.y)], rank[c.method]))

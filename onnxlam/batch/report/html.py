@@ -1,6 +1,7 @@
-"""index.html: a self-contained page (no network) with the summary per model and method, the DI
-distribution per model and method as inline SVG (CEM has no DI: its counts and effect range are in the
-tables), and a sortable case table with each case's picture (its method's panel.png)."""
+"""index.html: a self-contained page (no network) with the summary per model and method, the
+distribution of each method's distribution column (DI) per model and method as inline SVG, and a
+sortable case table with each case's picture (its method's `picture_file`). Columns and pictures come
+from the methods (`Method.columns`), so every registered method shows as its own declaration says."""
 from __future__ import annotations
 
 import html
@@ -10,12 +11,11 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
+from onnxlam.batch.report.config import stem
+from onnxlam.batch.report.store import CaseRow, ModelSummary, Report, report_columns, summary_heads
 from onnxlam.core.version import __version__
-from onnxlam.batch.report.config import _stem
-from onnxlam.methods.options import CEM, ERF, LAM
-from onnxlam.batch.report.store import CaseRow, ModelSummary, Report
+from onnxlam.methods import registry
 from onnxlam.render.text import fmt as _fmt
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -76,93 +76,89 @@ def _href(relative: str) -> str:
 
 
 def render_html(report: Report) -> str:
-    """index.html: summary per model, DI distribution per model (inline SVG), sortable case table."""
-    o = report.config.options
+    """index.html: summary per model, distributions per model (inline SVG), sortable case table."""
+    o, methods = report.config.options, report.config.methods
     summaries = report.summaries()
-    all_dis = [d for s in summaries for d in s.dis]
-    lo, hi = _axis_range(all_dis)
+    columns = report_columns(methods)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              "<title>onnxlam report</title>", f"<style>{_CSS}</style></head><body>",
              "<h1>Local attribution maps: report</h1>",
              f'<p class="meta">{len(report.rows)} cases · {report.failed} failed · {report.pending} pending · '
-             f"method{'s' if len(report.config.methods) > 1 else ''} "
-             f"<code>{_e(', '.join(report.config.methods))}</code> · "
+             f"method{'s' if len(methods) > 1 else ''} <code>{_e(', '.join(methods))}</code> · "
              f"path <code>{_e(o.path)}</code> · sigma {_e(f'{o.sigma:g}')} · fold {o.fold} · "
              f"kernel {o.kernel_size}{' · LR input' if o.lr else ''} · onnxlam {_e(__version__)} · "
              f"started {_e(report.started)}</p>",
              '<p class="meta">Files: <a href="results.csv">results.csv</a> · '
              '<a href="results.json">results.json</a>. DI: diffusion index (higher: more input pixels '
              "contribute). Range: LR pixels holding 50/90/99% of the attribution, and the radius (LR pixels) "
-             "around the window centre holding 90%."
-             + (" CEM (the window is the region of interest): input blocks whose replacement lowers (+), raises "
-                "(−) or leaves (0) the ROI's PSNR, and the effect range max − min in dB."
-                if CEM in report.config.methods else "") + "</p>"]
-    cem = CEM in report.config.methods  # CEM's columns only where it ran
-    parts += _summary_table(summaries, cem)
-    parts.append("<h2>DI distribution per model</h2><div class=\"plots\">")
-    for s in summaries:
-        if s.method == CEM:  # no DI
-            continue
-        title = s.model if s.method == LAM else f"{s.model} · {s.method}"
-        parts.append(f'<div class="plot"><h3 title="{_e(title)}">{_e(title)}</h3>'
-                     f"{_histogram_svg(s.dis, lo, hi)}</div>")
-    parts.append("</div>")
-    parts += _case_table(report.rows, cem)
+             "around the window centre holding 90%.</p>",
+             '<p class="meta">' + " · ".join(f"<code>{_e(m)}</code>: {_e(registry.method(m).help)}" for m in methods)
+             + "</p>"]
+    parts += _summary_table(summaries, columns)
+    parts += _distributions(summaries, columns)
+    parts += _case_table(report.rows, columns)
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _summary_table(summaries: Sequence[ModelSummary], cem: bool = False) -> list[str]:
+def _distributions(summaries: Sequence[ModelSummary], columns) -> list[str]:
+    """One histogram per model, method and distribution column, on an axis shared per column."""
+    parts = []
+    for c in (c for c in columns if c.summary == "distribution"):
+        lo, hi = _axis_range([v for s in summaries for v in dict(s.values).get(c.name, ())])
+        parts.append(f"<h2>{_e(c.title)} distribution per model</h2><div class=\"plots\">")
+        for s in summaries:
+            if c.name not in dict(s.values):
+                continue
+            title = s.model if s.method == registry.DEFAULT else f"{s.model} · {s.method}"
+            parts.append(f'<div class="plot"><h3 title="{_e(title)}">{_e(title)}</h3>'
+                         f"{_histogram_svg(dict(s.values)[c.name], lo, hi, c.title)}</div>")
+        parts.append("</div>")
+    return parts
+
+
+def _summary_table(summaries: Sequence[ModelSummary], columns) -> list[str]:
+    heads = summary_heads(columns)
     lines = ["<h2>Summary per model</h2>", "<table><thead><tr><th>model</th><th>method</th><th class=n>cases</th>"
-             "<th class=n>failures</th><th class=n>DI mean</th><th class=n>DI median</th><th class=n>DI std</th>"
-             "<th class=n>radius 90% (mean)</th>" + ("<th class=n>CEM range dB (mean)</th>" if cem else "")
+             "<th class=n>failures</th>" + "".join(f"<th class=n>{_e(h)}</th>" for _, h in heads)
              + "</tr></thead><tbody>"]
     for s in summaries:
         lines.append(f"<tr><td>{_e(s.model)}</td><td>{_e(s.method)}</td><td class=n>{s.cases}</td>"
                      f"<td class=n>{s.failures}</td>"
-                     f"<td class=n>{_fmt(s.di_mean)}</td><td class=n>{_fmt(s.di_median)}</td>"
-                     f"<td class=n>{_fmt(s.di_std)}</td><td class=n>{_fmt(s.radius_90_mean)}</td>"
-                     + (f"<td class=n>{_fmt(s.effect_range_mean)}</td>" if cem else "") + "</tr>")
+                     + "".join(f"<td class=n>{_fmt(s.stat(key))}</td>" for key, _ in heads) + "</tr>")
     lines.append("</tbody></table>")
     return lines
 
 
-def _case_table(rows: Sequence[CaseRow], cem: bool = False) -> list[str]:
+def _case_table(rows: Sequence[CaseRow], columns) -> list[str]:
     heads = [("panel", False), ("model", False), ("image", False), ("method", False), ("x", True), ("y", True),
-             ("size", True), ("DI", True), ("Gini", True), ("px 50%", True), ("px 90%", True), ("px 99%", True),
-             ("radius 90%", True)]
-    heads += [("CEM +", True), ("CEM −", True), ("CEM 0", True), ("CEM range dB", True)] if cem else []
-    heads += [("seconds", True), ("status", False), ("message", False)]
+             ("size", True)] + [(c.title, True) for c in columns] + [("seconds", True), ("status", False),
+                                                                      ("message", False)]
     lines = ["<h2>Cases</h2>", '<input id="filter" type="search" placeholder="Filter cases…" '
              'aria-label="Filter cases">', '<div class="wrap"><table id="cases"><thead><tr>']
     for name, numeric in heads:
         extra = ' data-nosort=""' if name == "panel" else ""
         lines.append(f'<th{" class=n" if numeric else ""}{extra}>{_e(name)}<span class="arrow"></span></th>')
     lines.append("</tr></thead><tbody>")
+
+    def num(v, digits=2):
+        return f'<td class=n data-v="{"" if v is None else _e(v)}">{_fmt(v, digits)}</td>'
+
     for r in rows:
         c = r.case
+        thumb = ""
         if r.status == "ok":
-            panel = f"{r.folder}/{'erf.png' if c.method == ERF else 'panel.png'}"
+            panel = f"{r.folder}/{registry.method(c.method).picture_file}"
             thumb = (f'<a href="{_href(panel)}"><img src="{_href(panel)}" loading="lazy" '
                      f'alt="{_e(c.label)}"></a>')
-        else:
-            thumb = ""
-        rng, eff = r.range, r.effects
-
-        def num(v, digits=2):
-            return f'<td class=n data-v="{"" if v is None else _e(v)}">{_fmt(v, digits)}</td>'
-
-        effects = "" if not cem else "".join(num(v) for v in ((None,) * 4 if eff is None else (
-            eff.positive, eff.negative, eff.neutral, eff.effect_range)))
         folder_link = f'<a href="{_href(r.folder + "/")}">{_e(r.status)}</a>' if r.status != "pending" \
             else _e(r.status)
         lines.append(
             f'<tr class="{_e(r.status)}"><td>{thumb}</td><td class="name" title="{_e(c.model)}">'
-            f'{_e(_stem(c.model))}</td><td class="name" title="{_e(c.image)}">{_e(Path(c.image).name)}</td>'
+            f'{_e(stem(c.model))}</td><td class="name" title="{_e(c.image)}">{_e(Path(c.image).name)}</td>'
             f"<td>{_e(c.method)}</td>{num(c.x)}{num(c.y)}{num(c.size)}"
-            f"{num(r.di)}{num(r.gini, 4)}{num(rng.get('pixels_50'))}{num(rng.get('pixels_90'))}"
-            f"{num(rng.get('pixels_99'))}{num(rng.get('radius_90'), 1)}{effects}{num(r.seconds, 1)}"
+            + "".join(num(r.value(col.name), col.digits) for col in columns) + f"{num(r.seconds, 1)}"
             f'<td class="status-{_e(r.status)}">{folder_link}</td><td class="msg">{_e(r.message)}</td></tr>')
     lines.append("</tbody></table></div>")
     return lines
@@ -187,12 +183,12 @@ def _nice_step(raw: float) -> float:
     return 10 * power
 
 
-def _histogram_svg(values: Sequence[float], lo: float, hi: float, bins: int = 20) -> str:
-    """A DI histogram with a rug of the individual cases and the mean marked, as inline SVG."""
+def _histogram_svg(values: Sequence[float], lo: float, hi: float, title: str = "DI", bins: int = 20) -> str:
+    """A histogram of `title` with a rug of the individual cases and the mean marked, as inline SVG."""
     width, height, left, right, top, bottom = 420, 150, 34, 10, 8, 40
     pw, ph = width - left - right, height - top - bottom
     parts = [f'<svg width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="DI histogram">']
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)} histogram">']
     if not values:
         parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no completed case</text></svg>')
         return "".join(parts)
@@ -210,7 +206,7 @@ def _histogram_svg(values: Sequence[float], lo: float, hi: float, bins: int = 20
             h = n / peak * ph
             a, b = lo + i * (hi - lo) / bins, lo + (i + 1) * (hi - lo) / bins
             parts.append(f'<rect x="{left + i * bw + 0.5:.1f}" y="{top + ph - h:.1f}" width="{bw - 1:.1f}" '
-                         f'height="{h:.1f}" fill="#4a78b5"><title>DI {a:.2f}–{b:.2f}: {n} '
+                         f'height="{h:.1f}" fill="#4a78b5"><title>{_e(title)} {a:.2f}–{b:.2f}: {n} '
                          f'case{"s" if n > 1 else ""}</title></rect>')
     base = top + ph
     parts.append(f'<line x1="{left}" y1="{base}" x2="{left + pw}" y2="{base}" stroke="#888"/>')
@@ -219,14 +215,14 @@ def _histogram_svg(values: Sequence[float], lo: float, hi: float, bins: int = 20
                      f'stroke="#c0392b" stroke-opacity="0.6"/>')
     mean = statistics.fmean(values)
     parts.append(f'<line x1="{sx(mean):.1f}" y1="{top}" x2="{sx(mean):.1f}" y2="{base}" stroke="#c0392b" '
-                 f'stroke-dasharray="3,3"><title>mean DI {mean:.2f}</title></line>')
+                 f'stroke-dasharray="3,3"><title>mean {_e(title)} {mean:.2f}</title></line>')
     step = _nice_step((hi - lo) / 5)
     t = lo
     while t <= hi + 1e-9:
         parts.append(f'<line x1="{sx(t):.1f}" y1="{base + 11}" x2="{sx(t):.1f}" y2="{base + 14}" stroke="#888"/>'
                      f'<text x="{sx(t):.1f}" y="{base + 25}" text-anchor="middle">{t:g}</text>')
         t += step
-    parts.append(f'<text x="{left + pw / 2}" y="{height - 2}" text-anchor="middle">DI  (n = {len(values)}, '
+    parts.append(f'<text x="{left + pw / 2}" y="{height - 2}" text-anchor="middle">{_e(title)}  (n = {len(values)}, '
                  f"mean {mean:.2f})</text>")
     parts.append(f'<text x="{left - 4}" y="{top + 9}" text-anchor="end">{peak}</text>'
                  f'<text x="{left - 4}" y="{base}" text-anchor="end">0</text></svg>')

@@ -12,7 +12,10 @@ from onnx import helper, numpy_helper
 from onnxlam.graph.model import dims, opset_version, static_shapes
 
 from onnxlam.graph.receptive_field.field import ReceptiveField
-from onnxlam.graph.receptive_field.intervals import COLS, ROWS, _Broken, _Global, _Grid, _LR_NAMES, _Local, _Unsupported, _attrs, _reduce
+from onnxlam.graph.receptive_field.intervals import (
+    COLS, LR_AXIS_NAMES, ROWS, BrokenGrid, GlobalDependence, Grid, LocalDependence, Unsupported,
+    node_attrs, reduce_axes,
+)
 from onnxlam.graph.receptive_field.rules import RULES, SHAPE_ONLY
 
 
@@ -79,9 +82,9 @@ class _Analysis:
         h, w = d[2], d[3]
         rows = np.arange(h, dtype=np.int64).reshape(1, 1, h, 1)
         cols = np.arange(w, dtype=np.int64).reshape(1, 1, 1, w)
-        self.states[input_name] = _Local([rows, cols], [rows.copy(), cols.copy()],
-                                         [None, None, _Grid(ROWS, Fraction(1), 1),
-                                          _Grid(COLS, Fraction(1), 1)])
+        self.states[input_name] = LocalDependence([rows, cols], [rows.copy(), cols.copy()],
+                                                  [None, None, Grid(ROWS, Fraction(1), 1),
+                                          Grid(COLS, Fraction(1), 1)])
         self.lr_size = (h, w)
 
     # -- helpers
@@ -93,7 +96,7 @@ class _Analysis:
     def shape(self, name: str) -> tuple:
         s = self.shapes.get(name)
         if s is None:
-            raise _Unsupported(f"the shape of {name!r} is unknown")
+            raise Unsupported(f"the shape of {name!r} is unknown")
         return tuple(int(x) for x in s)
 
     def const(self, name: str, what: str) -> np.ndarray:
@@ -105,7 +108,7 @@ class _Analysis:
                 return self.consts[name]
             except Exception:
                 pass
-        raise _Unsupported(f"its {what} ({name!r}) is not a constant")
+        raise Unsupported(f"its {what} ({name!r}) is not a constant")
 
     def _evaluate(self, name: str) -> np.ndarray:
         """A constant the folder left (too large, say), by onnx's reference evaluator; the Shape
@@ -122,20 +125,20 @@ class _Analysis:
                 inits[t] = numpy_helper.from_array(np.asarray(self.consts[t]), t)
                 continue
             if t not in self.producer:
-                raise _Unsupported(f"{t!r} is not a constant")
+                raise Unsupported(f"{t!r} is not a constant")
             idx, node = self.producer[t]
             if node.op_type in ("Shape", "Size") and self.state(node.input[0]) is not None:
                 shp = np.array(self.shape(node.input[0]), np.int64)
                 if node.op_type == "Size":
                     val = np.array(shp.prod(), np.int64)
                 else:
-                    a = _attrs(node)
+                    a = node_attrs(node)
                     val = shp[a.get("start", 0):a.get("end", len(shp))]
                 nodes[idx] = helper.make_node("Constant", [], [t],
                                               value=numpy_helper.from_array(val, t))
                 continue
             if any(self.state(i) is not None for i in node.input):
-                raise _Unsupported(f"{t!r} is computed from the image")
+                raise Unsupported(f"{t!r} is computed from the image")
             nodes[idx] = node
             stack.extend(node.input)
         graph = helper.make_graph([nodes[i] for i in sorted(nodes)], "const", [],
@@ -160,7 +163,7 @@ class _Analysis:
             return flags[axis] if axis < len(flags) else False
         if isinstance(st, bool):
             return st
-        if isinstance(st, _Local):
+        if isinstance(st, LocalDependence):
             return st.grid[axis] is not None or any(a.shape[axis] > 1 for a in st.lo)
         return True
 
@@ -179,30 +182,33 @@ class _Analysis:
                 continue                              # outputs: constants (no value dependence)
             live = [s for s in ins if s is not None]
             if any(self.state(n) is not None for n in _outer_names(node)):
-                self._set_all(node, _Global(f"{self.label(node, idx)}: a subgraph reads the "
-                                            "image (control flow is not analysed)", idx))
+                self._set_all(node, GlobalDependence(
+                    f"{self.label(node, idx)}: a subgraph reads the image (control flow is not "
+                    "analysed)", idx))
                 continue
             if not live:
                 continue
             if node.domain not in ("", "ai.onnx"):
-                self._set_all(node, _Global(f"{self.label(node, idx)}: operator of domain "
-                                            f"{node.domain!r} not analysed", idx))
+                self._set_all(node, GlobalDependence(
+                    f"{self.label(node, idx)}: operator of domain {node.domain!r} not analysed",
+                    idx))
                 continue
-            glob = [s for s in live if isinstance(s, _Global)]
+            glob = [s for s in live if isinstance(s, GlobalDependence)]
             if glob:
                 self._set_all(node, min(glob, key=lambda g: g.order))
                 continue
             handler = RULES.get(node.op_type)
             if handler is None:
-                self._set_all(node, _Global(f"{self.label(node, idx)}: operator not analysed", idx))
+                self._set_all(node, GlobalDependence(
+                    f"{self.label(node, idx)}: operator not analysed", idx))
                 continue
             try:
                 result = handler(self, node, idx, ins)
-            except _Unsupported as exc:
-                result = _Global(f"{self.label(node, idx)}: {exc}", idx)
+            except Unsupported as exc:
+                result = GlobalDependence(f"{self.label(node, idx)}: {exc}", idx)
             except Exception as exc:  # be conservative rather than wrong
-                result = _Global(f"{self.label(node, idx)}: not analysed ({type(exc).__name__}: "
-                                 f"{str(exc)[:200]})", idx)
+                result = GlobalDependence(f"{self.label(node, idx)}: not analysed "
+                                          f"({type(exc).__name__}: {str(exc)[:200]})", idx)
             if isinstance(result, list):
                 for name, st in zip(node.output, result):
                     if name:
@@ -216,7 +222,7 @@ class _Analysis:
                 self.states[name] = st
 
     def _constant(self, node):
-        a = _attrs(node)
+        a = node_attrs(node)
         for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
             if key in a:
                 v = a[key]
@@ -300,8 +306,8 @@ def _imgsized(a: onnx.ModelProto, b: onnx.ModelProto) -> dict:
 
 def _spans(lo: np.ndarray, hi: np.ndarray, axis: int, n: int):
     other = tuple(d for d in range(lo.ndim) if d != axis)
-    lo = np.broadcast_to(_reduce(lo, other, True).reshape(-1), (n,))
-    hi = np.broadcast_to(_reduce(hi, other, False).reshape(-1), (n,))
+    lo = np.broadcast_to(reduce_axes(lo, other, True).reshape(-1), (n,))
+    hi = np.broadcast_to(reduce_axes(hi, other, False).reshape(-1), (n,))
     return lo, hi
 
 
@@ -311,7 +317,7 @@ def _analyse_once(model: onnx.ModelProto, input_name: str, output_name: str,
     an.run()
     h, w = an.lr_size
     st = an.states.get(output_name)
-    if isinstance(st, _Global):
+    if isinstance(st, GlobalDependence):
         return _SizeResult((h, w), True, st.reason)
     if st is None:
         raise ValueError(f"output {output_name!r} does not depend on input {input_name!r}")
@@ -325,20 +331,22 @@ def _analyse_once(model: onnx.ModelProto, input_name: str, output_name: str,
         anchor = (np.arange(n_sr) * n_lr) // n_sr          # ⌊Y / s⌋ with s = n_sr / n_lr
         ok = lo <= hi
         if not ok.any():
-            raise ValueError(f"output {output_name!r} does not depend on the input's {_LR_NAMES[axl]}")
+            raise ValueError(f"output {output_name!r} does not depend on the input's "
+                             f"{LR_AXIS_NAMES[axl]}")
         reach += [int((anchor - lo)[ok].max()), int((hi - anchor)[ok].max())]
         spans.append(tuple((int(a), int(b)) if a <= b else (0, -1) for a, b in zip(lo, hi)))
         raw.append((anchor, lo, hi, ok))
     period, why, phases = [], "", []
     for axl, axis, n_sr, n_lr in ((ROWS, 2, H, h), (COLS, 3, W, w)):
         g = st.grid[axis]
-        if isinstance(g, _Grid) and g.lr == axl and g.f == Fraction(n_sr, n_lr):
+        if isinstance(g, Grid) and g.lr == axl and g.f == Fraction(n_sr, n_lr):
             period.append(g.period)
             phases.append(_phase_reach(*raw[axl], int(g.f * g.period),
                                        (reach[2 * axl], reach[2 * axl + 1])))
         else:
-            why = why or (g.why if isinstance(g, _Broken) else
-                          f"the output's {_LR_NAMES[axl]} are not a shift-equivariant grid of the input's")
+            why = why or (g.why if isinstance(g, BrokenGrid) else
+                          f"the output's {LR_AXIS_NAMES[axl]} are not a shift-equivariant grid "
+                          "of the input's")
             period.append(None)
             phases.append(())
     return _SizeResult((h, w), False, "", tuple(reach), (Fraction(H, h), Fraction(W, w)),

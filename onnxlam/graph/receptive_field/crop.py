@@ -27,12 +27,12 @@ def dependence_box(rf: ReceptiveField, window_sr: Sequence[int], scale: int,
     s = Fraction(scale)
     y0, y1, x0, x1 = _sr_needed(window_sr, scale, int(h * s), int(w * s))
     t, b, l, r = rf.reach
-    top, bottom = _cone(y0, y1, s, t, b, rf.row_phase_reach)
-    left, right = _cone(x0, x1, s, l, r, rf.col_phase_reach)
+    top, bottom = cone(y0, y1, s, t, b, rf.row_phase_reach)
+    left, right = cone(x0, x1, s, l, r, rf.col_phase_reach)
     return max(0, top), max(0, left), min(h, bottom + 1), min(w, right + 1)
 
 
-def _cone(a: int, b: int, s: Fraction, before: int, after: int, phases) -> tuple[int, int]:
+def cone(a: int, b: int, s: Fraction, before: int, after: int, phases) -> tuple[int, int]:
     """LR interval [first, last] that SR pixels a..b depend on (per-phase reach when known)."""
     if not phases:
         return math.floor(a / s) - before, math.floor(b / s) + after

@@ -1,8 +1,9 @@
 """The dependence algebra: per-tensor intervals of LR rows and columns, and how ops move them.
 
-A tensor's state is `_Local` (for each element, the LR rows lo..hi and cols lo..hi it depends on, as
-broadcastable arrays, and the grid of each axis: how it maps to LR pixels), `_Global` (depends on the
-whole image, with the reason) or `_Broken`. The functions here are the array operations the op rules
+A tensor's state is `LocalDependence` (for each element, the LR rows lo..hi and cols lo..hi it
+depends on, as broadcastable arrays, and the grid of each axis: a `Grid` mapping it to LR pixels, or
+`BrokenGrid` where its samples are not a shift-equivariant grid) or `GlobalDependence` (depends on
+the whole image, with the reason). The functions here are the array operations the op rules
 (`rules.py`) are made of.
 """
 from __future__ import annotations
@@ -23,12 +24,12 @@ BIG = 1 << 40          # "depends on nothing" is the empty interval [BIG, −BIG
 ROWS, COLS = 0, 1
 
 
-_LR_NAMES = ("rows", "cols")
+LR_AXIS_NAMES = ("rows", "cols")
 
 
 
 
-class _Global:
+class GlobalDependence:
     """Depends on the whole image. `order` (node index) keeps the earliest culprit."""
 
     __slots__ = ("reason", "order")
@@ -37,7 +38,7 @@ class _Global:
         self.reason, self.order = reason, order
 
 
-class _Broken:
+class BrokenGrid:
     """An image-derived axis whose samples are not a shift-equivariant grid."""
 
     __slots__ = ("why",)
@@ -47,13 +48,13 @@ class _Broken:
 
 
 @dataclass(frozen=True)
-class _Grid:
+class Grid:
     lr: int           # ROWS or COLS
     f: Fraction       # samples per LR pixel
     period: int       # LR shift that maps the grid onto itself (f·period is an integer)
 
 
-class _Local:
+class LocalDependence:
     """lo/hi: per LR axis an int64 array of the tensor's rank, each dim 1 or the tensor's dim."""
 
     __slots__ = ("lo", "hi", "grid")
@@ -65,46 +66,46 @@ class _Local:
     def rank(self) -> int:
         return len(self.grid)
 
-    def map(self, fn, grid=None) -> "_Local":
-        return _Local([fn(a, True) for a in self.lo], [fn(a, False) for a in self.hi],
-                      self.grid if grid is None else grid)
+    def map(self, fn, grid=None) -> "LocalDependence":
+        return LocalDependence([fn(a, True) for a in self.lo], [fn(a, False) for a in self.hi],
+                               self.grid if grid is None else grid)
 
 
-class _Unsupported(Exception):
+class Unsupported(Exception):
     pass
 
 
-def _combine_grid(a, b):
+def combine_grid(a, b):
     if a is None:
         return b
     if b is None:
         return a
-    if isinstance(a, _Broken):
+    if isinstance(a, BrokenGrid):
         return a
-    if isinstance(b, _Broken):
+    if isinstance(b, BrokenGrid):
         return b
     if a.lr != b.lr or a.f != b.f:
-        return _Broken("operands sampled on different grids are combined")
-    return _Grid(a.lr, a.f, math.lcm(a.period, b.period))
+        return BrokenGrid("operands sampled on different grids are combined")
+    return Grid(a.lr, a.f, math.lcm(a.period, b.period))
 
 
-def _stride_grid(g, s: int, up: Fraction = Fraction(1)):
+def stride_grid(g, s: int, up: Fraction = Fraction(1)):
     """Grid after sampling every s-th sample (then up-sampling by `up`)."""
-    if not isinstance(g, _Grid):
+    if not isinstance(g, Grid):
         return g
     m = g.f * g.period                # samples per period: an integer
     k = s // math.gcd(int(m), s) if m.denominator == 1 else s * m.denominator
-    return _Grid(g.lr, g.f / s * up, g.period * k)
+    return Grid(g.lr, g.f / s * up, g.period * k)
 
 
-def _reduce(arr: np.ndarray, axes, lo: bool) -> np.ndarray:
+def reduce_axes(arr: np.ndarray, axes, lo: bool) -> np.ndarray:
     axes = tuple(a for a in axes if arr.shape[a] > 1)
     if not axes:
         return arr
     return (arr.min if lo else arr.max)(axis=axes, keepdims=True)
 
 
-def _take(arr: np.ndarray, axis: int, src: np.ndarray, lo: bool) -> np.ndarray:
+def reindex(arr: np.ndarray, axis: int, src: np.ndarray, lo: bool) -> np.ndarray:
     """arr re-indexed along `axis` by `src` (1-D, −1 = reads nothing)."""
     valid = src >= 0
     if arr.shape[axis] == 1:
@@ -120,8 +121,8 @@ def _take(arr: np.ndarray, axis: int, src: np.ndarray, lo: bool) -> np.ndarray:
     return out
 
 
-def _window(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad: int,
-            kernel: int, dil: int, lo: bool) -> np.ndarray:
+def window_hull(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad: int,
+                kernel: int, dil: int, lo: bool) -> np.ndarray:
     """Hull over the convolution window: out j reads in j·stride − pad + k·dil (k < kernel)."""
     j = np.arange(n_out)
     reads = [j * stride - pad + k * dil for k in range(kernel)]
@@ -148,8 +149,8 @@ def _uniform(arr: np.ndarray, axis: int, reads: np.ndarray, lo: bool) -> np.ndar
     return out
 
 
-def _scatter(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad: int,
-             kernel: int, dil: int, lo: bool) -> np.ndarray:
+def scatter_hull(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad: int,
+                 kernel: int, dil: int, lo: bool) -> np.ndarray:
     """Hull for a transposed convolution: in i writes out i·stride − pad + k·dil."""
     i = np.arange(n_in)
     if arr.shape[axis] == 1:
@@ -168,8 +169,8 @@ def _scatter(arr: np.ndarray, axis: int, n_in: int, n_out: int, stride: int, pad
     return np.moveaxis(out, 0, axis)
 
 
-def _ranges(arr: np.ndarray, axis: int, n_in: int, first: np.ndarray, last: np.ndarray,
-            lo: bool) -> np.ndarray:
+def hull_ranges(arr: np.ndarray, axis: int, n_in: int, first: np.ndarray, last: np.ndarray,
+                lo: bool) -> np.ndarray:
     """Hull over in[first[j] .. last[j]] for each out j (empty where first > last)."""
     if arr.shape[axis] == 1:
         return _uniform(arr, axis, first <= last, lo)
@@ -184,11 +185,11 @@ def _ranges(arr: np.ndarray, axis: int, n_in: int, first: np.ndarray, last: np.n
     return np.moveaxis(out, 0, axis)
 
 
-def _reshape_arr(arr: np.ndarray, in_shape, out_shape) -> np.ndarray:
+def reshape_dependence(arr: np.ndarray, in_shape, out_shape) -> np.ndarray:
     """Reshape a dependence array, materialising only the dim groups along which it varies."""
     ia = [d for d in range(len(in_shape)) if in_shape[d] != 1]
     oa = [d for d in range(len(out_shape)) if out_shape[d] != 1]
-    groups = _groups(in_shape, out_shape, ia, oa)
+    groups = reshape_groups(in_shape, out_shape, ia, oa)
     a = arr.reshape([arr.shape[d] for d in ia])
     full_in, dims = [], []
     for gi, go in groups:
@@ -205,34 +206,34 @@ def _reshape_arr(arr: np.ndarray, in_shape, out_shape) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(final))
 
 
-def _groups(in_shape, out_shape, ia, oa):
+def reshape_groups(in_shape, out_shape, ia, oa):
     groups, i, j = [], 0, 0
     while i < len(ia):
         if j >= len(oa):
-            raise _Unsupported("reshape sizes do not match")
+            raise Unsupported("reshape sizes do not match")
         gi, go = [ia[i]], [oa[j]]
         pi, po = in_shape[ia[i]], out_shape[oa[j]]
         i, j = i + 1, j + 1
         while pi != po:
             if pi < po:
                 if i >= len(ia):
-                    raise _Unsupported("reshape sizes do not match")
+                    raise Unsupported("reshape sizes do not match")
                 gi.append(ia[i])
                 pi *= in_shape[ia[i]]
                 i += 1
             else:
                 if j >= len(oa):
-                    raise _Unsupported("reshape sizes do not match")
+                    raise Unsupported("reshape sizes do not match")
                 go.append(oa[j])
                 po *= out_shape[oa[j]]
                 j += 1
         groups.append((gi, go))
     if j != len(oa):
-        raise _Unsupported("reshape sizes do not match")
+        raise Unsupported("reshape sizes do not match")
     return groups
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def node_attrs(node: onnx.NodeProto) -> dict:
     out = {}
     for a in node.attribute:
         v = helper.get_attribute_value(a)
@@ -240,7 +241,7 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
-def _merge(parts: list) -> _Local | None:
+def merge_states(parts: list) -> LocalDependence | None:
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
@@ -250,17 +251,17 @@ def _merge(parts: list) -> _Local | None:
     for p in parts[1:]:
         lo = [np.minimum(x, y) for x, y in zip(lo, p.lo)]
         hi = [np.maximum(x, y) for x, y in zip(hi, p.hi)]
-        grid = [_combine_grid(x, y) for x, y in zip(grid, p.grid)]
-    return _Local(lo, hi, grid)
+        grid = [combine_grid(x, y) for x, y in zip(grid, p.grid)]
+    return LocalDependence(lo, hi, grid)
 
 
-def _compress(arr: np.ndarray, ax: int) -> np.ndarray:
+def compress_axis(arr: np.ndarray, ax: int) -> np.ndarray:
     if arr.shape[ax] > 1 and (arr == arr.take([0], axis=ax)).all():
         return np.ascontiguousarray(arr.take([0], axis=ax))
     return arr
 
 
-def _wraps(lo: np.ndarray, ax: int, n: int) -> bool:
+def wraps_around(lo: np.ndarray, ax: int, n: int) -> bool:
     """Whether neighbours along `ax` depend on pixels more than half the image apart (a wrap)."""
     if lo.shape[ax] < 2:
         return False
@@ -269,7 +270,7 @@ def _wraps(lo: np.ndarray, ax: int, n: int) -> bool:
     return bool((np.abs(a - b)[real] > n // 2).any()) if n > 2 else False
 
 
-def _reflect(src: np.ndarray, n: int) -> np.ndarray:
+def reflect_index(src: np.ndarray, n: int) -> np.ndarray:
     if n == 1:
         return np.zeros_like(src)
     period = 2 * (n - 1)
@@ -277,7 +278,7 @@ def _reflect(src: np.ndarray, n: int) -> np.ndarray:
     return np.where(s >= n, period - s, s)
 
 
-def _interior_shift(idx: np.ndarray, n: int) -> bool:
+def is_interior_shift(idx: np.ndarray, n: int) -> bool:
     """Whether the index map is a plain shift over at least half the input (pads at its ends)."""
     if len(idx) < 2:
         return False
@@ -292,8 +293,8 @@ def _interior_shift(idx: np.ndarray, n: int) -> bool:
 _EPS = 1e-5
 
 
-def _resize_taps(n: int, m: int, scale: Fraction, mode: str, ctm: str, nearest: str,
-                 antialias: bool, r0: float, r1: float):
+def resize_taps(n: int, m: int, scale: Fraction, mode: str, ctm: str, nearest: str,
+                antialias: bool, r0: float, r1: float):
     """First and last input index read by each of the m outputs (inclusive, clipped to [0, n))."""
     first = np.empty(m, np.int64)
     last = np.empty(m, np.int64)
@@ -316,7 +317,7 @@ def _resize_taps(n: int, m: int, scale: Fraction, mode: str, ctm: str, nearest: 
             a, b = Fraction(r0), Fraction(r1)
             x = (a * (n - 1) + j * (b - a) * (n - 1) / (m - 1)) if m > 1 else (a + b) / 2 * (n - 1)
         else:
-            raise _Unsupported(f"unknown coordinate_transformation_mode {ctm!r}")
+            raise Unsupported(f"unknown coordinate_transformation_mode {ctm!r}")
         if mode == "nearest":
             cands = set()
             for rule in nearest.split("|"):
@@ -346,7 +347,7 @@ def _nearest(x: Fraction, rule: str) -> set:
             return math.floor(v + Fraction(1, 2))
         if rule == "round_prefer_floor":
             return math.ceil(v - Fraction(1, 2))
-        raise _Unsupported(f"unknown nearest_mode {rule!r}")
+        raise Unsupported(f"unknown nearest_mode {rule!r}")
     return {pick(x), pick(x - Fraction(_EPS)), pick(x + Fraction(_EPS))} if _near_boundary(
         x, rule) else {pick(x)}
 

@@ -1,7 +1,7 @@
 """One rule per ONNX operator: how it moves the dependence intervals of its inputs to its outputs.
 
 `RULES` maps an op type to its rule `f(analysis, node, index, input_states)`, which returns the output
-state (or a list, one per output) and raises `_Unsupported` when the op cannot be analysed here (the
+state (or a list, one per output) and raises `Unsupported` when the op cannot be analysed here (the
 driver then marks the output global, with the reason). Ops without a rule are global too. Registered
 with `@rule("OpType", ...)`, as onnx-ad's `rules.py` registers gradients.
 """
@@ -12,7 +12,12 @@ from fractions import Fraction
 
 import numpy as np
 
-from onnxlam.graph.receptive_field.intervals import BIG, COLS, ROWS, _Broken, _Global, _Grid, _Local, _Unsupported, _attrs, _combine_grid, _compress, _groups, _interior_shift, _merge, _ranges, _reduce, _reflect, _reshape_arr, _resize_taps, _scatter, _stride_grid, _take, _window, _wraps
+from onnxlam.graph.receptive_field.intervals import (
+    BIG, COLS, ROWS, BrokenGrid, GlobalDependence, Grid, LocalDependence, Unsupported, combine_grid,
+    compress_axis, hull_ranges, is_interior_shift, merge_states, node_attrs, reduce_axes,
+    reflect_index, reindex, reshape_dependence, reshape_groups, resize_taps, scatter_hull,
+    stride_grid, window_hull, wraps_around,
+)
 
 from typing import Callable
 
@@ -90,8 +95,8 @@ def _union(an, node, idx, operands, out_shape, out_name):
         for d in range(rank):
             own = shp[d - k] if d >= k else 1
             if own == 1 and out_shape[d] > 1 and an.is_imgsized(out_name, d, derived[d]):
-                return _Global(f"{an.label(node, idx)} broadcasts an operand of size 1 "
-                               f"across an image axis (axis {d})", idx)
+                return GlobalDependence(f"{an.label(node, idx)} broadcasts an operand of size 1 "
+                                        f"across an image axis (axis {d})", idx)
     for shp, st in live:
         k = rank - len(shp)
         for ax in (ROWS, COLS):
@@ -100,8 +105,8 @@ def _union(an, node, idx, operands, out_shape, out_name):
             lo[ax] = a if lo[ax] is None else np.minimum(lo[ax], a)
             hi[ax] = b if hi[ax] is None else np.maximum(hi[ax], b)
         g = [None] * k + list(st.grid)
-        grid = [_combine_grid(x, y) for x, y in zip(grid, g)]
-    return _Local(lo, hi, grid)
+        grid = [combine_grid(x, y) for x, y in zip(grid, g)]
+    return LocalDependence(lo, hi, grid)
 
 
 @rule("Dropout")
@@ -123,8 +128,8 @@ def op_expand(an, node, idx, ins):
 @rule("BatchNormalization")
 def op_batch_normalization(an, node, idx, ins):
     if any(s is not None for s in ins[1:5]):
-        raise _Unsupported("its statistics depend on the input")
-    if _attrs(node).get("training_mode", 0):
+        raise Unsupported("its statistics depend on the input")
+    if node_attrs(node).get("training_mode", 0):
         return _normalize(an, node, idx, ins[0], node.input[0],
                                [0] + list(range(2, len(an.shape(node.input[0])))))
     return [ins[0]] + [None] * (len(node.output) - 1)
@@ -133,7 +138,7 @@ def op_batch_normalization(an, node, idx, ins):
 @rule("DequantizeLinear", "QuantizeLinear")
 def op_dequantize_linear(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its scale depends on the input")
+        raise Unsupported("its scale depends on the input")
     return ins[0]
 
 
@@ -141,13 +146,13 @@ def op_dequantize_linear(an, node, idx, ins):
 # -- re-indexing ------------------------------------------------------------------------------
 def op_transpose(an, node, idx, ins):
     st = ins[0]
-    perm = _attrs(node).get("perm", list(range(st.rank))[::-1])
-    return _Local([a.transpose(perm) for a in st.lo], [a.transpose(perm) for a in st.hi],
-                  [st.grid[p] for p in perm])
+    perm = node_attrs(node).get("perm", list(range(st.rank))[::-1])
+    return LocalDependence([a.transpose(perm) for a in st.lo], [a.transpose(perm) for a in st.hi],
+                           [st.grid[p] for p in perm])
 
 
-def _reshape(an, st: _Local, in_shape, out_shape, in_name: str | None = None,
-             out_name: str | None = None) -> _Local:
+def _reshape(an, st: LocalDependence, in_shape, out_shape, in_name: str | None = None,
+             out_name: str | None = None) -> LocalDependence:
     """Arrays reshaped exactly. Grids: an image axis split into (outer, inner…) keeps its
     grid on the outer axis, sampled every prod(inner) (a window partition, a space-to-depth);
     an image axis merged with inner non-image axes (the reverse) gets it back, finer. Anything
@@ -155,31 +160,31 @@ def _reshape(an, st: _Local, in_shape, out_shape, in_name: str | None = None,
     ia = [d for d in range(len(in_shape)) if in_shape[d] != 1]
     oa = [d for d in range(len(out_shape)) if out_shape[d] != 1]
     grid = [None] * len(out_shape)
-    for gi, go in _groups(in_shape, out_shape, ia, oa):
+    for gi, go in reshape_groups(in_shape, out_shape, ia, oa):
         if len(gi) == 1 and len(go) == 1:
             grid[go[0]] = st.grid[gi[0]]
             continue
         if all(st.grid[d] is None for d in gi):
             continue
         g = st.grid[gi[0]]
-        if (len(gi) == 1 and isinstance(g, _Grid)
+        if (len(gi) == 1 and isinstance(g, Grid)
                 and not any(an.is_imgsized(out_name, d, True) for d in go[1:])):
-            grid[go[0]] = _stride_grid(g, math.prod(out_shape[d] for d in go[1:]))
-        elif (len(go) == 1 and isinstance(g, _Grid)
+            grid[go[0]] = stride_grid(g, math.prod(out_shape[d] for d in go[1:]))
+        elif (len(go) == 1 and isinstance(g, Grid)
               and all(st.grid[d] is None for d in gi[1:])
               and not any(an.is_imgsized(in_name, d, True) for d in gi[1:])):
-            grid[go[0]] = _Grid(g.lr, g.f * math.prod(in_shape[d] for d in gi[1:]), g.period)
+            grid[go[0]] = Grid(g.lr, g.f * math.prod(in_shape[d] for d in gi[1:]), g.period)
         else:
             for d in go:
-                grid[d] = _Broken("a reshape splits or merges an image axis")
-    return _Local([_reshape_arr(a, in_shape, out_shape) for a in st.lo],
-                  [_reshape_arr(a, in_shape, out_shape) for a in st.hi], grid)
+                grid[d] = BrokenGrid("a reshape splits or merges an image axis")
+    return LocalDependence([reshape_dependence(a, in_shape, out_shape) for a in st.lo],
+                           [reshape_dependence(a, in_shape, out_shape) for a in st.hi], grid)
 
 
 @rule("Reshape")
 def op_reshape(an, node, idx, ins):
     if len(ins) > 1 and ins[1] is not None:
-        raise _Unsupported("its target shape depends on the input's values")
+        raise Unsupported("its target shape depends on the input's values")
     return _reshape(an, ins[0], an.shape(node.input[0]), an.shape(node.output[0]),
                          node.input[0], node.output[0])
 
@@ -193,12 +198,12 @@ def op_flatten(an, node, idx, ins):
 @rule("Slice")
 def op_slice(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its bounds depend on the input's values")
+        raise Unsupported("its bounds depend on the input's values")
     st = ins[0]
     in_shape = an.shape(node.input[0])
     out_name = node.output[0]
     if an.opset < 10:
-        a = _attrs(node)
+        a = node_attrs(node)
         starts, ends = a["starts"], a["ends"]
         axes = a.get("axes", list(range(len(starts))))
         steps = [1] * len(starts)
@@ -216,24 +221,24 @@ def op_slice(an, node, idx, ins):
         src = np.arange(n)[slice(int(s0), int(e0), int(step))]
         if len(src) == n and step == 1:
             continue
-        lo = [_take(a, ax, src, True) for a in lo]
-        hi = [_take(a, ax, src, False) for a in hi]
+        lo = [reindex(a, ax, src, True) for a in lo]
+        hi = [reindex(a, ax, src, False) for a in hi]
         if not an.is_imgsized(out_name, ax, st):
             grid[ax] = None
         elif step < 0:
-            raise _Unsupported("it reverses an image axis")
+            raise Unsupported("it reverses an image axis")
         elif step > 1:
-            grid[ax] = _stride_grid(grid[ax], int(step))
-    return _Local(lo, hi, grid)
+            grid[ax] = stride_grid(grid[ax], int(step))
+    return LocalDependence(lo, hi, grid)
 
 
 @rule("Gather")
 def op_gather(an, node, idx, ins):
     if ins[1] is not None:
-        raise _Unsupported("its indices depend on the input's values")
+        raise Unsupported("its indices depend on the input's values")
     st = ins[0]
     in_shape = an.shape(node.input[0])
-    ax = _attrs(node).get("axis", 0) % len(in_shape)
+    ax = node_attrs(node).get("axis", 0) % len(in_shape)
     ind = np.asarray(an.const(node.input[1], "indices")).astype(np.int64)
     n = in_shape[ax]
     ind = np.where(ind < 0, ind + n, ind)
@@ -255,21 +260,21 @@ def op_gather(an, node, idx, ins):
         out_name = node.output[0]
         if g is None or not an.is_imgsized(out_name, ax, st):
             grid.append(None)
-        elif _interior_shift(flat, n):
+        elif is_interior_shift(flat, n):
             grid.append(g)
         else:
-            grid.append(_Broken("a Gather re-orders an image axis"))
+            grid.append(BrokenGrid("a Gather re-orders an image axis"))
     else:
-        grid += [None if g is None else _Broken("a Gather re-shapes an image axis")] * ind.ndim
+        grid += [None if g is None else BrokenGrid("a Gather re-shapes an image axis")] * ind.ndim
     grid += list(st.grid[ax + 1:])
-    return _Local([take(a, True) for a in st.lo], [take(a, False) for a in st.hi], grid)
+    return LocalDependence([take(a, True) for a in st.lo], [take(a, False) for a in st.hi], grid)
 
 
 @rule("Concat")
 def op_concat(an, node, idx, ins):
     out_shape = an.shape(node.output[0])
     rank = len(out_shape)
-    ax = _attrs(node)["axis"] % rank
+    ax = node_attrs(node)["axis"] % rank
     live = [s for s in ins if s is not None]
     sizes = [an.shape(name)[ax] for name in node.input]
 
@@ -288,46 +293,46 @@ def op_concat(an, node, idx, ins):
                 pieces.append(np.full(tgt, BIG if lo else -BIG, np.int64))
             else:
                 pieces.append(np.broadcast_to((s.lo if lo else s.hi)[axl], tgt))
-        return _compress(np.concatenate(pieces, axis=ax), ax)
+        return compress_axis(np.concatenate(pieces, axis=ax), ax)
 
     grid = [None] * rank
     for s in live:
-        grid = [_combine_grid(x, y) for x, y in zip(grid, s.grid)]
+        grid = [combine_grid(x, y) for x, y in zip(grid, s.grid)]
     lo = [cat(a, True) for a in (ROWS, COLS)]
     hi = [cat(a, False) for a in (ROWS, COLS)]
     if an.is_imgsized(node.output[0], ax, live[0]):
         for axl in (ROWS, COLS):
-            if _wraps(lo[axl], ax, an.lr_size[axl]):
-                raise _Unsupported("it joins the far side of the image to this side along "
-                                   f"axis {ax} (a roll or circular padding)")
+            if wraps_around(lo[axl], ax, an.lr_size[axl]):
+                raise Unsupported("it joins the far side of the image to this side along "
+                                  f"axis {ax} (a roll or circular padding)")
     else:
         grid[ax] = None
-    return _Local(lo, hi, grid)
+    return LocalDependence(lo, hi, grid)
 
 
 @rule("Split")
 def op_split(an, node, idx, ins):
     st = ins[0]
     in_shape = an.shape(node.input[0])
-    ax = _attrs(node).get("axis", 0) % len(in_shape)
+    ax = node_attrs(node).get("axis", 0) % len(in_shape)
     outs, start = [], 0
     for name in node.output:
         n = an.shape(name)[ax]
         src = np.arange(start, start + n)
         start += n
-        lo = [_take(a, ax, src, True) for a in st.lo]
-        hi = [_take(a, ax, src, False) for a in st.hi]
+        lo = [reindex(a, ax, src, True) for a in st.lo]
+        hi = [reindex(a, ax, src, False) for a in st.hi]
         grid = list(st.grid)
         if not an.is_imgsized(name, ax, st):
             grid[ax] = None
-        outs.append(_Local(lo, hi, grid))
+        outs.append(LocalDependence(lo, hi, grid))
     return outs
 
 
 @rule("Tile")
 def op_tile(an, node, idx, ins):
     if ins[1] is not None:
-        raise _Unsupported("its repeats depend on the input's values")
+        raise Unsupported("its repeats depend on the input's values")
     st = ins[0]
     in_shape, out_shape = an.shape(node.input[0]), an.shape(node.output[0])
     lo, hi = list(st.lo), list(st.hi)
@@ -335,20 +340,20 @@ def op_tile(an, node, idx, ins):
         if b == a:
             continue
         if st.grid[d] is not None and a > 1:
-            raise _Unsupported("it repeats the image along an image axis")
+            raise Unsupported("it repeats the image along an image axis")
         reps = [1] * len(in_shape)
         reps[d] = b // a
         lo = [np.tile(x, reps) if x.shape[d] > 1 else x for x in lo]
         hi = [np.tile(x, reps) if x.shape[d] > 1 else x for x in hi]
-    return _Local(lo, hi, st.grid)
+    return LocalDependence(lo, hi, st.grid)
 
 
 @rule("Pad")
 def op_pad(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its pads depend on the input's values")
+        raise Unsupported("its pads depend on the input's values")
     st = ins[0]
-    a = _attrs(node)
+    a = node_attrs(node)
     mode = a.get("mode", "constant")
     in_shape = an.shape(node.input[0])
     rank = len(in_shape)
@@ -372,23 +377,23 @@ def op_pad(an, node, idx, ins):
         elif mode == "edge":
             src = np.clip(src, 0, n - 1)
         elif mode == "reflect":
-            src = _reflect(src, n)
+            src = reflect_index(src, n)
         elif mode == "wrap":
             if st.grid[ax] is not None:
-                raise _Unsupported("mode=wrap copies the opposite border of the image")
+                raise Unsupported("mode=wrap copies the opposite border of the image")
             src = np.mod(src, n)
         else:
-            raise _Unsupported(f"unknown mode {mode!r}")
-        lo = [_take(x, ax, src, True) for x in lo]
-        hi = [_take(x, ax, src, False) for x in hi]
-    return _Local(lo, hi, st.grid)
+            raise Unsupported(f"unknown mode {mode!r}")
+        lo = [reindex(x, ax, src, True) for x in lo]
+        hi = [reindex(x, ax, src, False) for x in hi]
+    return LocalDependence(lo, hi, st.grid)
 
 
 @rule("DepthToSpace")
 def op_depth_to_space(an, node, idx, ins):
     st = ins[0]
-    b = _attrs(node)["blocksize"]
-    mode = _attrs(node).get("mode", "DCR")
+    b = node_attrs(node)["blocksize"]
+    mode = node_attrs(node).get("mode", "DCR")
     n, c, h, w = an.shape(node.input[0])
     c2 = c // (b * b)
     if mode == "DCR":
@@ -402,39 +407,39 @@ def op_depth_to_space(an, node, idx, ins):
 @rule("SpaceToDepth")
 def op_space_to_depth(an, node, idx, ins):
     st = ins[0]
-    b = _attrs(node)["blocksize"]
+    b = node_attrs(node)["blocksize"]
     n, c, h, w = an.shape(node.input[0])
     out = _chain(an, st, (n, c, h, w), (n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4),
                       (n, c * b * b, h // b, w // b))
-    out.grid = [st.grid[0], None, _stride_grid(st.grid[2], b), _stride_grid(st.grid[3], b)]
+    out.grid = [st.grid[0], None, stride_grid(st.grid[2], b), stride_grid(st.grid[3], b)]
     return out
 
 
-def _chain(an, st, in_shape, mid, perm, out_shape) -> _Local:
+def _chain(an, st, in_shape, mid, perm, out_shape) -> LocalDependence:
     x = _reshape(an, st, in_shape, mid)
-    x = _Local([a.transpose(perm) for a in x.lo], [a.transpose(perm) for a in x.hi],
-               [x.grid[p] for p in perm])
+    x = LocalDependence([a.transpose(perm) for a in x.lo], [a.transpose(perm) for a in x.hi],
+                        [x.grid[p] for p in perm])
     return _reshape(an, x, tuple(mid[p] for p in perm), out_shape)
 
 
-def _upgrid(out: _Local, st: _Local, b: int) -> _Local:
+def _upgrid(out: LocalDependence, st: LocalDependence, b: int) -> LocalDependence:
     def up(g):
-        return _Grid(g.lr, g.f * b, g.period) if isinstance(g, _Grid) else g
+        return Grid(g.lr, g.f * b, g.period) if isinstance(g, Grid) else g
     out.grid = [st.grid[0], None, up(st.grid[2]), up(st.grid[3])]
     return out
 
 
 # -- windows ----------------------------------------------------------------------------------
-def _channel_hull(an, node, idx, st, name, groups: int, out_channels: int) -> _Local:
+def _channel_hull(an, node, idx, st, name, groups: int, out_channels: int) -> LocalDependence:
     if an.is_imgsized(name, 1, st) and an.shape(name)[1] > 1:
-        raise _Unsupported("it contracts over an image axis (axis 1)")
+        raise Unsupported("it contracts over an image axis (axis 1)")
     c = an.shape(name)[1]
 
     def hull(a, lo):
         if a.shape[1] == 1:
             return a
         if groups == 1:
-            return _reduce(a, (1,), lo)
+            return reduce_axes(a, (1,), lo)
         g = a.reshape(a.shape[:1] + (groups, c // groups) + a.shape[2:])
         g = (g.min if lo else g.max)(axis=2)
         return np.repeat(g, out_channels // groups, axis=1)
@@ -458,23 +463,24 @@ def _spatial_pads(an, a: dict, in_sp, out_sp, kernel, strides, dils) -> list[int
     return list(a.get("pads", [0] * (2 * nd)))[:nd]
 
 
-def _windowed(an, st: _Local, in_shape, out_shape, kernel, strides, dils, pads) -> _Local:
+def _windowed(an, st: LocalDependence, in_shape, out_shape, kernel, strides, dils,
+              pads) -> LocalDependence:
     lo, hi, grid = list(st.lo), list(st.hi), list(st.grid)
     for i, (k, s, d, p) in enumerate(zip(kernel, strides, dils, pads)):
         ax = 2 + i
         n, m = in_shape[ax], out_shape[ax]
-        lo = [_window(x, ax, n, m, s, p, k, d, True) for x in lo]
-        hi = [_window(x, ax, n, m, s, p, k, d, False) for x in hi]
+        lo = [window_hull(x, ax, n, m, s, p, k, d, True) for x in lo]
+        hi = [window_hull(x, ax, n, m, s, p, k, d, False) for x in hi]
         if s > 1:
-            grid[ax] = _stride_grid(grid[ax], s)
-    return _Local(lo, hi, grid)
+            grid[ax] = stride_grid(grid[ax], s)
+    return LocalDependence(lo, hi, grid)
 
 
 @rule("Conv")
 def op_conv(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its weights depend on the input")
-    a = _attrs(node)
+        raise Unsupported("its weights depend on the input")
+    a = node_attrs(node)
     in_shape, out_shape = an.shape(node.input[0]), an.shape(node.output[0])
     wshape = an.shape(node.input[1])
     nd = len(in_shape) - 2
@@ -488,7 +494,7 @@ def op_conv(an, node, idx, ins):
 
 @rule(*POOL)
 def _pool(an, node, idx, ins):
-    a = _attrs(node)
+    a = node_attrs(node)
     in_shape, out_shape = an.shape(node.input[0]), an.shape(node.output[0])
     nd = len(in_shape) - 2
     kernel = list(a["kernel_shape"])
@@ -502,8 +508,8 @@ def _pool(an, node, idx, ins):
 @rule("ConvTranspose")
 def op_conv_transpose(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its weights depend on the input")
-    a = _attrs(node)
+        raise Unsupported("its weights depend on the input")
+    a = node_attrs(node)
     in_shape, out_shape = an.shape(node.input[0]), an.shape(node.output[0])
     wshape = an.shape(node.input[1])
     nd = len(in_shape) - 2
@@ -529,22 +535,22 @@ def op_conv_transpose(an, node, idx, ins):
         nhi = [None, None]
         for p in cands:
             for axl in (ROWS, COLS):
-                x = _scatter(lo[axl], ax, n, m, s, p, k, d, True)
-                y = _scatter(hi[axl], ax, n, m, s, p, k, d, False)
+                x = scatter_hull(lo[axl], ax, n, m, s, p, k, d, True)
+                y = scatter_hull(hi[axl], ax, n, m, s, p, k, d, False)
                 nlo[axl] = x if nlo[axl] is None else np.minimum(nlo[axl], x)
                 nhi[axl] = y if nhi[axl] is None else np.maximum(nhi[axl], y)
         lo, hi = nlo, nhi
         g = grid[ax]
-        grid[ax] = _Grid(g.lr, g.f * s, g.period) if isinstance(g, _Grid) else g
-    return _Local(lo, hi, grid)
+        grid[ax] = Grid(g.lr, g.f * s, g.period) if isinstance(g, Grid) else g
+    return LocalDependence(lo, hi, grid)
 
 
 @rule("Resize", "Upsample")
 # -- resizing ---------------------------------------------------------------------------------
 def op_resize(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its scales or sizes depend on the input's values")
-    a = _attrs(node)
+        raise Unsupported("its scales or sizes depend on the input's values")
+    a = node_attrs(node)
     st = ins[0]
     in_shape, out_shape = an.shape(node.input[0]), an.shape(node.output[0])
     rank = len(in_shape)
@@ -588,36 +594,36 @@ def op_resize(an, node, idx, ins):
             continue
         r0, r1 = (0.0, 1.0) if roi is None or roi.size == 0 else (
             float(roi.reshape(-1)[k]), float(roi.reshape(-1)[len(axes) + k]))
-        first, last = _resize_taps(n, m, scale, mode, ctm, nearest, antialias, r0, r1)
-        lo = [_ranges(x, ax, n, first, last, True) for x in lo]
-        hi = [_ranges(x, ax, n, first, last, False) for x in hi]
+        first, last = resize_taps(n, m, scale, mode, ctm, nearest, antialias, r0, r1)
+        lo = [hull_ranges(x, ax, n, first, last, True) for x in lo]
+        hi = [hull_ranges(x, ax, n, first, last, False) for x in hi]
         g = grid[ax]
-        if isinstance(g, _Grid):
+        if isinstance(g, Grid):
             if ctm in ("half_pixel", "asymmetric", "pytorch_half_pixel",
                        "tf_half_pixel_for_nn") or (ctm == "half_pixel_symmetric"
                                                    and Fraction(m) == scale * n):
                 r = scale.limit_denominator(1000)
-                grid[ax] = _stride_grid(g, r.denominator, Fraction(r.numerator))
+                grid[ax] = stride_grid(g, r.denominator, Fraction(r.numerator))
             else:
-                grid[ax] = _Broken(f"Resize coordinate_transformation_mode={ctm} "
-                                   f"is not shift-equivariant")
-    return _Local(lo, hi, grid)
+                grid[ax] = BrokenGrid(f"Resize coordinate_transformation_mode={ctm} "
+                                      f"is not shift-equivariant")
+    return LocalDependence(lo, hi, grid)
 
 
 # -- contractions and normalisations ----------------------------------------------------------
-def _normalize(an, node, idx, st: _Local, name: str, axes) -> _Local:
+def _normalize(an, node, idx, st: LocalDependence, name: str, axes) -> LocalDependence:
     shp = an.shape(name)
     for ax in axes:
         if shp[ax] > 1 and an.is_imgsized(name, ax, st):
-            raise _Unsupported(f"it normalises over an image axis (axis {ax})")
-    return st.map(lambda a, lo: _reduce(a, axes, lo))
+            raise Unsupported(f"it normalises over an image axis (axis {ax})")
+    return st.map(lambda a, lo: reduce_axes(a, axes, lo))
 
 
 @rule("Softmax", "Hardmax", "LogSoftmax")
 def op_softmax(an, node, idx, ins):
     rank = len(an.shape(node.input[0]))
     default = -1 if an.opset >= 13 else 1
-    ax = _attrs(node).get("axis", default) % rank
+    ax = node_attrs(node).get("axis", default) % rank
     axes = [ax] if an.opset >= 13 else list(range(ax, rank))
     return _normalize(an, node, idx, ins[0], node.input[0], axes)
 
@@ -626,7 +632,7 @@ def op_softmax(an, node, idx, ins):
 def op_lp_normalization(an, node, idx, ins):
     rank = len(an.shape(node.input[0]))
     return _normalize(an, node, idx, ins[0], node.input[0],
-                           [_attrs(node).get("axis", -1) % rank])
+                           [node_attrs(node).get("axis", -1) % rank])
 
 
 @rule("LRN")
@@ -637,14 +643,14 @@ def op_lrn(an, node, idx, ins):
 @rule("MeanVarianceNormalization")
 def op_mean_variance_normalization(an, node, idx, ins):
     rank = len(an.shape(node.input[0]))
-    axes = [x % rank for x in _attrs(node).get("axes", [0, 2, 3])]
+    axes = [x % rank for x in node_attrs(node).get("axes", [0, 2, 3])]
     return _normalize(an, node, idx, ins[0], node.input[0], axes)
 
 
 @rule("InstanceNormalization")
 def op_instance_normalization(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its scale depends on the input")
+        raise Unsupported("its scale depends on the input")
     rank = len(an.shape(node.input[0]))
     return _normalize(an, node, idx, ins[0], node.input[0], list(range(2, rank)))
 
@@ -652,7 +658,7 @@ def op_instance_normalization(an, node, idx, ins):
 @rule("GroupNormalization")
 def op_group_normalization(an, node, idx, ins):
     if any(s is not None for s in ins[1:]):
-        raise _Unsupported("its scale depends on the input")
+        raise Unsupported("its scale depends on the input")
     rank = len(an.shape(node.input[0]))
     return _normalize(an, node, idx, ins[0], node.input[0], list(range(1, rank)))
 
@@ -660,7 +666,7 @@ def op_group_normalization(an, node, idx, ins):
 @rule("LayerNormalization")
 def op_layer_normalization(an, node, idx, ins):
     rank = len(an.shape(node.input[0]))
-    ax = _attrs(node).get("axis", -1) % rank
+    ax = node_attrs(node).get("axis", -1) % rank
     out = _normalize(an, node, idx, ins[0], node.input[0], list(range(ax, rank)))
     if any(s is not None for s in ins[1:]):
         shp = an.shape(node.input[0])
@@ -672,7 +678,7 @@ def op_layer_normalization(an, node, idx, ins):
 @rule("CumSum")
 def op_cum_sum(an, node, idx, ins):
     if ins[1] is not None:
-        raise _Unsupported("its axis depends on the input's values")
+        raise Unsupported("its axis depends on the input's values")
     rank = len(an.shape(node.input[0]))
     ax = int(an.const(node.input[1], "axis").reshape(-1)[0]) % rank
     return _normalize(an, node, idx, ins[0], node.input[0], [ax])
@@ -681,7 +687,7 @@ def op_cum_sum(an, node, idx, ins):
 @rule("TopK")
 def op_topk(an, node, idx, ins):
     rank = len(an.shape(node.input[0]))
-    ax = _attrs(node).get("axis", -1) % rank
+    ax = node_attrs(node).get("axis", -1) % rank
     out = _normalize(an, node, idx, ins[0], node.input[0], [ax])
     return [out] * len(node.output)
 
@@ -692,7 +698,7 @@ def _reduce_op(an, node, idx, ins):
     name = node.input[0]
     shp = an.shape(name)
     rank = len(shp)
-    a = _attrs(node)
+    a = node_attrs(node)
     keep = a.get("keepdims", 1)
     if node.op_type in ("ArgMax", "ArgMin"):
         axes = [a.get("axis", 0) % rank]
@@ -700,7 +706,7 @@ def _reduce_op(an, node, idx, ins):
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             if ins[1] is not None:
-                raise _Unsupported("its axes depend on the input's values")
+                raise Unsupported("its axes depend on the input's values")
             axes = an.const(node.input[1], "axes").tolist()
         if not axes:
             if a.get("noop_with_empty_axes", 0):
@@ -709,13 +715,13 @@ def _reduce_op(an, node, idx, ins):
         axes = [x % rank for x in axes]
     for ax in axes:
         if shp[ax] > 1 and an.is_imgsized(name, ax, st):
-            raise _Unsupported(f"it reduces over an image axis (axis {ax})")
-    out = st.map(lambda arr, lo: _reduce(arr, axes, lo))
+            raise Unsupported(f"it reduces over an image axis (axis {ax})")
+    out = st.map(lambda arr, lo: reduce_axes(arr, axes, lo))
     if not keep:
         kept = [d for d in range(rank) if d not in axes]
-        out = _Local([x.reshape([x.shape[d] for d in kept]) for x in out.lo],
-                     [x.reshape([x.shape[d] for d in kept]) for x in out.hi],
-                     [out.grid[d] for d in kept])
+        out = LocalDependence([x.reshape([x.shape[d] for d in kept]) for x in out.lo],
+                              [x.reshape([x.shape[d] for d in kept]) for x in out.hi],
+                              [out.grid[d] for d in kept])
     else:
         out.grid = [None if d in axes else g for d, g in enumerate(out.grid)]
     return out
@@ -729,19 +735,19 @@ def _global_pool(an, node, idx, ins):
     axes = list(range(2, len(shp)))
     for ax in axes:
         if shp[ax] > 1 and an.is_imgsized(name, ax, st):
-            raise _Unsupported(f"it pools over an image axis (axis {ax})")
-    out = st.map(lambda arr, lo: _reduce(arr, axes, lo))
+            raise Unsupported(f"it pools over an image axis (axis {ax})")
+    out = st.map(lambda arr, lo: reduce_axes(arr, axes, lo))
     out.grid = [None if d in axes else g for d, g in enumerate(out.grid)]
     return out
 
 
-def _contract(an, node, idx, st, name, axis) -> _Local | None:
+def _contract(an, node, idx, st, name, axis) -> LocalDependence | None:
     """An operand's arrays with `axis` contracted (hull), or None for a constant operand."""
     if st is None:
         return None
     if an.shape(name)[axis] > 1 and an.is_imgsized(name, axis, st):
-        raise _Unsupported(f"it contracts over an image axis (axis {axis} of {name!r})")
-    out = st.map(lambda a, lo: _reduce(a, (axis,), lo))
+        raise Unsupported(f"it contracts over an image axis (axis {axis} of {name!r})")
+    out = st.map(lambda a, lo: reduce_axes(a, (axis,), lo))
     out.grid = [None if d == axis else g for d, g in enumerate(out.grid)]
     return out
 
@@ -756,55 +762,55 @@ def op_mat_mul(an, node, idx, ins):
         if x is None:
             continue
         if vec:      # a vector operand: (1,) after contraction → a 1×1 matrix
-            x = _Local([v.reshape(1, 1) for v in x.lo], [v.reshape(1, 1) for v in x.hi],
-                       [None, None])
+            x = LocalDependence([v.reshape(1, 1) for v in x.lo], [v.reshape(1, 1) for v in x.hi],
+                                [None, None])
         parts.append(x)
     rank = max(p.rank for p in parts) if parts else 0
-    parts = [_Local([v.reshape((1,) * (rank - p.rank) + v.shape) for v in p.lo],
-                    [v.reshape((1,) * (rank - p.rank) + v.shape) for v in p.hi],
-                    [None] * (rank - p.rank) + p.grid) for p in parts]
-    out = _merge(parts)
+    parts = [LocalDependence([v.reshape((1,) * (rank - p.rank) + v.shape) for v in p.lo],
+                             [v.reshape((1,) * (rank - p.rank) + v.shape) for v in p.hi],
+                             [None] * (rank - p.rank) + p.grid) for p in parts]
+    out = merge_states(parts)
     drop = ([rank - 2] if len(sa) == 1 else []) + ([rank - 1] if len(sb) == 1 else [])
     if drop:
         keep = [d for d in range(rank) if d not in drop]
-        out = _Local([v.reshape([v.shape[d] for d in keep]) for v in out.lo],
-                     [v.reshape([v.shape[d] for d in keep]) for v in out.hi],
-                     [out.grid[d] for d in keep])
+        out = LocalDependence([v.reshape([v.shape[d] for d in keep]) for v in out.lo],
+                              [v.reshape([v.shape[d] for d in keep]) for v in out.hi],
+                              [out.grid[d] for d in keep])
     return out
 
 
 @rule("Gemm")
 def op_gemm(an, node, idx, ins):
-    at = _attrs(node)
+    at = node_attrs(node)
     ta, tb = at.get("transA", 0), at.get("transB", 0)
     a = _contract(an, node, idx, ins[0], node.input[0], 0 if ta else 1)
     b = _contract(an, node, idx, ins[1], node.input[1], 1 if tb else 0)
     parts = []
     for x, t in ((a, ta), (b, tb)):
         if x is not None:
-            parts.append(_Local([v.T for v in x.lo], [v.T for v in x.hi], x.grid[::-1])
+            parts.append(LocalDependence([v.T for v in x.lo], [v.T for v in x.hi], x.grid[::-1])
                          if t else x)
     if len(ins) > 2 and ins[2] is not None:
         out = node.output[0]
         parts.append(_union(an, node, idx, _operands(an, node.input[2:3], ins[2:3]),
                                  an.shape(out), out))
-        if isinstance(parts[-1], _Global):
+        if isinstance(parts[-1], GlobalDependence):
             return parts[-1]
-    return _merge(parts)
+    return merge_states(parts)
 
 
 @rule("Einsum")
 def op_einsum(an, node, idx, ins):
-    eq = _attrs(node)["equation"].replace(" ", "")
+    eq = node_attrs(node)["equation"].replace(" ", "")
     if "..." in eq or "->" not in eq:
-        raise _Unsupported("only explicit equations without ellipsis are analysed")
+        raise Unsupported("only explicit equations without ellipsis are analysed")
     lhs, out_letters = eq.split("->")
     parts = []
     for term, name, st in zip(lhs.split(","), node.input, ins):
         if st is None:
             continue
         if len(set(term)) != len(term):
-            raise _Unsupported("repeated subscripts are not analysed")
+            raise Unsupported("repeated subscripts are not analysed")
         contracted = [i for i, ch in enumerate(term) if ch not in out_letters]
         x = st
         for ax in contracted:
@@ -825,5 +831,5 @@ def op_einsum(an, node, idx, ins):
             (lo if len(lo) < 2 else hi).append(v.reshape(shp))
         grid = [x.grid[kept[[term[i] for i in kept].index(ch)]]
                 if ch in [term[i] for i in kept] else None for ch in out_letters]
-        parts.append(_Local(lo, hi, grid))
-    return _merge(parts)
+        parts.append(LocalDependence(lo, hi, grid))
+    return merge_states(parts)

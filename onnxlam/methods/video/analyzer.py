@@ -22,24 +22,27 @@ C×h×w and prepared as a single image (spec §1), and `F_K` the network's outpu
   area and one drawing on every frame at a point can have the same joint DI.
 
 The engine does the work: `graph.video.adapt_video` turns the video model into a one-image model
-(N×(T·C)×h×w → N×C×H×W, per-frame pixel conventions inside), and `VideoAnalyzer` is the `Analyzer`
-with frames in place of an image.
+(N×(T·C)×h×w → N×C×H×W, per-frame pixel conventions inside), and `VideoAnalyzer` is LAM's
+`Analyzer` with frames in place of an image.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from onnxlam.engine.analyzer import Analyzer
 from onnxlam.core.errors import InputError
+from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
 from onnxlam.graph.video import VideoLayout, open_video_model
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini
 from onnxlam.lam.options import LamOptions
-from onnxlam.lam.result import Completeness, Window, to_json_value
+from onnxlam.lam.result import Completeness, Window
+from onnxlam.methods.base import Provenance, Result, image_name
+from onnxlam.methods.lam.analyzer import Analyzer
+from onnxlam.methods.video.options import VideoOptions
 
 if TYPE_CHECKING:
     from onnxlam.engine.cropping import Crop
@@ -49,8 +52,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
-class VideoLamResult:
+class VideoLamResult(Result):
     """Everything one video LAM analysis produced; `to_json()` is what `result.json` holds."""
+
+    method: ClassVar[str] = "video"
 
     maps: np.ndarray = field(metadata={"array": True})       # M, float32 T×h×w, normalised jointly
     gradient: np.ndarray = field(metadata={"array": True})   # A, float32 T×C×h×w, signed
@@ -74,20 +79,12 @@ class VideoLamResult:
     lr_frames: np.ndarray = field(metadata={"array": True})  # float32 T×C×h×w in [0, 1], RGB
     sr_image: np.ndarray = field(metadata={"array": True})   # output frame K, C×H×W
     hr_image: np.ndarray | None = field(metadata={"array": True})  # frame K's HR, cropped (None with lr)
-    model: str
-    model_sha256: str
-    provider: str
-    seconds: float
+    provenance: Provenance           # the model file and its sha256; options: VideoOptions
     batch_size: int
     value_range: float               # the model's per-frame pixel convention
     channel_order: str
     warnings: tuple[str, ...] = ()
     crop: Crop | None = None         # the LR box analysed, where not the whole frame
-
-    def to_json(self) -> dict:
-        data = {f.name: to_json_value(getattr(self, f.name)) for f in fields(self) if not f.metadata.get("array")}
-        data["seconds"] = round(self.seconds, 4)
-        return data
 
 
 def frame_metrics(attribution: np.ndarray) -> dict:
@@ -126,6 +123,15 @@ def frame_files(items: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+def frames_of(image) -> list:
+    """The frames a method's `image` names: one folder's images or the files of a list (`frame_files`),
+    as strings; a list of arrays as given."""
+    items = list(image) if isinstance(image, (list, tuple)) else [image]
+    if all(isinstance(item, (str, Path)) for item in items):
+        return [str(p) for p in frame_files(items)]
+    return items
+
+
 class VideoAnalyzer(Analyzer):
     """A video model ready to analyse T frames: `VideoAnalyzer("vsr.onnx", frames=5).run_video(files, (x, y))`.
 
@@ -135,12 +141,16 @@ class VideoAnalyzer(Analyzer):
     def __init__(self, model: str | Path, frames: int, frame: int | None = None, *, device: str = D.device,
                  value_range: float | None = D.value_range, bgr: bool | None = D.bgr,
                  batch_size: int | None = D.batch_size, cache: bool = True,
-                 max_memory: int | str | None = D.max_memory):
+                 max_memory: int | str | None = D.max_memory, inputs: dict[str, float] | tuple | None = None):
+        if inputs:
+            raise InputError("video LAM takes no --input: a video model's only input is its frames")
         LamOptions(device=device, value_range=value_range).validate()
         self.video = open_video_model(model, frames, frame, value_range, bgr)
+        self.frame_given = frame
         # the adapted model does the per-frame conversions: the one-image normalisation is the identity
         super().__init__((self.video.model, self.video.info), device=device, value_range=1.0, bgr=False,
                          batch_size=batch_size, cache=cache, max_memory=max_memory)
+        self.given.update(value_range=value_range, bgr=bgr)  # the file's per-frame options, as given
 
     @property
     def layout(self) -> VideoLayout:
@@ -156,8 +166,8 @@ class VideoAnalyzer(Analyzer):
         first = parts[0][0].shape[1:]
         for item, (x, _) in zip(items, parts):
             if x.shape[1:] != first:
-                raise InputError(f"frame {_name(item)} gives LR {x.shape[2]}×{x.shape[1]}, frame "
-                                 f"{_name(items[0])} {first[1]}×{first[0]}: every frame must have one size")
+                raise InputError(f"frame {image_name(item)} gives LR {x.shape[2]}×{x.shape[1]}, frame "
+                                 f"{image_name(items[0])} {first[1]}×{first[0]}: every frame must have one size")
         return np.concatenate([x for x, _ in parts]), parts[self.video.frame][1]
 
     def run_video(self, frames: Sequence[str | Path | np.ndarray], window: tuple[int, int] | Window,
@@ -175,29 +185,28 @@ class VideoAnalyzer(Analyzer):
         m = frame_metrics(A)
         notes = tuple(r.warnings) + (("the window's attribution is zero in every frame: the shares are 0",)
                                      if m["zero"] else ())
+        options = VideoOptions(**{f.name: getattr(r.provenance.options, f.name) for f in fields(LamOptions)},
+                               frame=self.frame_given)
+        provenance = replace(r.provenance, model_sha256=self.video.file_sha256,
+                             image=", ".join(image_name(f) for f in frames), options=options)
         return VideoLamResult(
-            maps=m["maps"], gradient=A, frames=tuple(_name(f) for f in frames), frame=self.video.frame,
+            maps=m["maps"], gradient=A, frames=tuple(image_name(f) for f in frames), frame=self.video.frame,
             layout=self.layout, shares=m["shares"], di_frames=m["di_frames"], di_joint=m["di_joint"],
             gini_joint=m["gini_joint"], di_temporal=m["di_temporal"], window=r.window, scale=r.scale,
             lr_size=r.lr_size, path=r.path, sigma=r.sigma, fold=r.fold, kernel_size=r.kernel_size,
             completeness=r.completeness, nan_gradients=r.nan_gradients,
             lr_frames=r.lr_image.reshape(T, C, h, w), sr_image=r.sr_image, hr_image=r.hr_image,
-            model=self.model_path, model_sha256=self.video.file_sha256, provider=r.provider, seconds=r.seconds,
-            batch_size=r.batch_size, value_range=self.video.value_range, channel_order=self.video.channel_order,
-            warnings=notes, crop=r.crop)
-
-
-def _name(item) -> str:
-    return str(item) if isinstance(item, (str, Path)) else "<array>"
+            provenance=provenance, batch_size=r.batch_size, value_range=self.video.value_range,
+            channel_order=self.video.channel_order, warnings=notes, crop=r.crop)
 
 
 def analyze_video(model: str | Path, frames: Sequence[str | Path | np.ndarray], window: tuple[int, int],
                   frame: int | None = None, size: int = D.size, **options) -> VideoLamResult:
     """One-call form: `VideoAnalyzer(model, len(frames), frame).run_video(frames, window, size)`.
 
-    `options`: the model options of `VideoAnalyzer` (device, value_range, bgr, batch_size, max_memory)
+    `options`: the model options of `VideoAnalyzer` (device, value_range, bgr, batch_size, max_memory, cache)
     and the run options of `run_video` (lr, path, sigma, fold, kernel_size, crop, context, progress)."""
-    model_keys = {"device", "value_range", "bgr", "batch_size", "max_memory", "cache"}
+    model_keys = {"device", "value_range", "bgr", "batch_size", "max_memory", "cache", "inputs"}
     analyzer = VideoAnalyzer(model, len(frames), frame, **{k: v for k, v in options.items() if k in model_keys})
     return analyzer.run_video(frames, window, size, **{k: v for k, v in options.items() if k not in model_keys})
 
@@ -220,12 +229,10 @@ def strip(result: VideoLamResult) -> np.ndarray:
     return pictures.panel(row, labels)
 
 
-def write_video_result(result: VideoLamResult, out: str | Path) -> Path:
+def write_video_result(result: VideoLamResult, out: str | Path, about: dict | None = None) -> Path:
     """`maps.npy` (T×h×w), `gradient.npy` (T×C×h×w), `sr.png`, `strip.png` and `result.json` into `out`,
-    all or nothing."""
-    from onnxlam.core.files import atomic_dir
+    all or nothing. `about`: further top-level keys of result.json (a report's "case" and "group")."""
     from onnxlam.render import pictures
-    from onnxlam.render.outputs import check_out_dir, write_result_json
 
     out = Path(out)
     check_out_dir(out)
@@ -234,5 +241,5 @@ def write_video_result(result: VideoLamResult, out: str | Path) -> Path:
         np.save(tmp / "gradient.npy", result.gradient.astype(np.float32))
         pictures.save(str(tmp / "sr.png"), pictures.rgb(result.sr_image))
         pictures.save(str(tmp / "strip.png"), strip(result))
-        write_result_json(tmp / "result.json", result.to_json())
+        write_result_json(tmp / "result.json", result.to_json(), about)
     return out

@@ -25,29 +25,30 @@ sample's LAM path runs from the blurred *noisy* input to the noisy input (its ba
 K(σ_blur) ⊛ (x + ε_i)), not from the blurred clean input. Each sample's completeness check
 (Σ A_i ≈ D(F(x + ε_i)) − D(F(K ⊛ (x + ε_i)))) holds, and the result records the mean of both sides.
 
-Every sample runs through `Analyzer.run_windows` (its `lr_input`), so all samples share one gradient
-program per input shape (the Analyzer caches them), the receptive-field crop and the memory plan.
+Every sample runs through LAM's `run_windows` (its `lr_input`), so all samples share one gradient
+program per input shape (the model keeps them), the receptive-field crop and the memory plan.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from onnxlam.engine.analyzer import Analyzer
-from onnxlam.lam.result import Completeness, LamResult, Window
-from onnxlam.graph.detector import window_mask
 from onnxlam.core.errors import InputError, NumericalError
+from onnxlam.engine.model import Model
+from onnxlam.graph.detector import window_mask
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini, range_statistics
+from onnxlam.lam.options import LamOptions
+from onnxlam.lam.result import Completeness, Window
+from onnxlam.methods.base import windows_of
+from onnxlam.methods.lam.result import LamResult
+from onnxlam.methods.lam.run import run_windows
+from onnxlam.methods.noise_tunnel.options import KINDS, SAMPLES, SEED, STDEV  # noqa: F401 (their home is options)
 
-KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
-SAMPLES = 10    # Smilkov et al. saw little change past 50; 10 keeps the cost at 10 LAM runs
-STDEV = 0.1     # 10 % of the [0, 1] range, the low end of the 10–20 % Smilkov et al. recommend
-SEED = 0
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class NoiseTunnel:
 
 @dataclass(frozen=True)
 class TunnelRecord:
-    """A noise-tunnel result's `noise_tunnel`: the tunnel and each noisy copy's own DI."""
+    """A `TunnelResult`'s `noise_tunnel`: the tunnel and each noisy copy's own DI."""
 
     tunnel: NoiseTunnel
     sample_di: tuple[float, ...]
@@ -91,6 +92,21 @@ class TunnelRecord:
     def to_json(self) -> dict:
         return {**self.tunnel.to_json(), "sample_di": list(self.sample_di),
                 "completeness": "the mean of the samples' own checks"}
+
+
+@dataclass(frozen=True)
+class TunnelResult(LamResult):
+    """LAM of the combined noisy copies: M and Ā of the combination, its DI and Gini, and the record
+    of the tunnel (`noise_tunnel` in result.json); the method's name is the combination's."""
+
+    noise_tunnel: TunnelRecord | None = field(default=None, metadata={"optional": True})
+
+    @property
+    def method_name(self) -> str:
+        return self.noise_tunnel.kind
+
+    def panel_label(self) -> str:
+        return f"LAM, {self.noise_tunnel.kind} x{self.noise_tunnel.samples}"
 
 
 def noise(shape: Sequence[int], tunnel: NoiseTunnel) -> np.ndarray:
@@ -111,48 +127,59 @@ def combine(attributions: np.ndarray, kind: str) -> np.ndarray:
     raise InputError(f"unknown noise tunnel {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def noise_tunnel(analyzer: Analyzer, image: str | Path | np.ndarray, windows: Sequence[tuple[int, int] | Window],
+def noise_tunnel(model: Model, image: str | Path | np.ndarray, windows: Sequence[tuple[int, int] | Window],
                  tunnel: NoiseTunnel, size: int = 16, *, lr: bool = False, noises: np.ndarray | None = None,
-                 progress: Callable[[int, int], None] | None = None, **options) -> list[LamResult]:
-    """Noise-tunnel LAM of each window of `image` (`options` as for `Analyzer.run_windows`).
+                 progress: Callable[[int, int], None] | None = None, program=None,
+                 options: LamOptions | None = None, **run_options) -> list[TunnelResult]:
+    """Noise-tunnel LAM of each window of `image`: `options` (LamOptions), or LAM's run options as
+    keywords (`run_options`: path, sigma, fold, …).
 
     `noises` (S×C×h×w, S = tunnel.samples) replaces the seeded noise: the same arrays give the same
     maps. Each result's `attribution` and `gradient` are M and Ā of the combined map, its DI and Gini
     are M's; `noise_tunnel` records the parameters and the samples' own DIs.
     """
     start = time.perf_counter()
-    wins = [w if isinstance(w, Window) else Window(int(w[0]), int(w[1]), int(size)) for w in windows]
-    if not wins:
-        raise InputError("no window given; pass --window X Y")
-    x, _ = analyzer.prepare(image, lr)
-    if noises is None:
-        noises = noise(x.shape, tunnel)
-    noises = np.asarray(noises, np.float32)
-    if noises.shape != (tunnel.samples,) + x.shape:
-        raise InputError(f"the noise is {'×'.join(map(str, noises.shape))}; {tunnel.samples} samples of the "
-                         f"{'×'.join(map(str, x.shape))} input need {tunnel.samples}×{'×'.join(map(str, x.shape))}")
+    if options is None:
+        options = dataclasses.replace(LamOptions(), size=size, lr=lr, **run_options)
+    wins = windows_of(windows, options.size)
+    x, _ = model.prepare(image, options.lr)
+    noises = _checked_noise(noise(x.shape, tunnel) if noises is None else noises, tunnel, x.shape)
     samples: list[list[LamResult]] = []
     for i in range(tunnel.samples):
         done = (lambda d, n, i=i: progress(i * n + d, n * tunnel.samples)) if progress else None
-        samples.append(analyzer.run_windows(image, wins, size, lr=lr, lr_input=x + noises[i], progress=done,
-                                            **options))
-    s = analyzer.scale
+        samples.append(run_windows(model, image, wins, options, program=program, progress=done,
+                                   lr_input=x + noises[i]))
+    s = model.scale
     H, W = x.shape[1] * s, x.shape[2] * s
-    sr, _ = analyzer.forward(x, np.stack([window_mask(H, W, w.x, w.y, w.size) for w in wins]))
+    sr, _ = model.forward(x, np.stack([window_mask(H, W, w.x, w.y, w.size) for w in wins]))
     seconds = time.perf_counter() - start
-    results = []
-    for k, win in enumerate(wins):
-        own = [sample[k] for sample in samples]
-        combined = combine(np.stack([r.gradient for r in own]), tunnel.kind)
-        M = abs_normalise(combined)
-        if not np.all(np.isfinite(M)):
-            raise NumericalError("the combined noise-tunnel map is not finite")
-        results.append(dataclasses.replace(
-            own[0], attribution=M, gradient=combined.astype(np.float32), di=diffusion_index(M), gini=gini(M),
-            completeness=Completeness(float(np.mean([r.completeness.attribution_sum for r in own])),
-                                      float(np.mean([r.completeness.objective_delta for r in own]))),
-            nan_gradients=int(sum(r.nan_gradients for r in own)), lr_image=x, sr_image=sr, seconds=seconds,
-            range=range_statistics(M, win.centre_lr(s)),
-            warnings=tuple(dict.fromkeys(n for r in own for n in r.warnings)),
-            noise_tunnel=TunnelRecord(tunnel, tuple(r.di for r in own))))
-    return results
+    return [_combined([sample[k] for sample in samples], tunnel, x, sr, seconds) for k in range(len(wins))]
+
+
+def _checked_noise(noises: np.ndarray, tunnel: NoiseTunnel, shape: tuple) -> np.ndarray:
+    noises = np.asarray(noises, np.float32)
+    if noises.shape != (tunnel.samples,) + shape:
+        raise InputError(f"the noise is {'×'.join(map(str, noises.shape))}; {tunnel.samples} samples of the "
+                         f"{'×'.join(map(str, shape))} input need {tunnel.samples}×{'×'.join(map(str, shape))}")
+    return noises
+
+
+def _combined(own: list[LamResult], tunnel: NoiseTunnel, x: np.ndarray, sr: np.ndarray,
+              seconds: float) -> TunnelResult:
+    """One window's result from its samples' results (`own`)."""
+    combined = combine(np.stack([r.gradient for r in own]), tunnel.kind)
+    M = abs_normalise(combined)
+    if not np.all(np.isfinite(M)):
+        raise NumericalError("the combined noise-tunnel map is not finite")
+    first = own[0]
+    values = {f.name: getattr(first, f.name) for f in fields(first)}
+    values.update(
+        attribution=M, gradient=combined.astype(np.float32), di=diffusion_index(M), gini=gini(M),
+        completeness=Completeness(float(np.mean([r.completeness.attribution_sum for r in own])),
+                                  float(np.mean([r.completeness.objective_delta for r in own]))),
+        nan_gradients=int(sum(r.nan_gradients for r in own)), lr_image=x, sr_image=sr,
+        provenance=dataclasses.replace(first.provenance, seconds=seconds),
+        range=range_statistics(M, first.window.centre_lr(first.scale)),
+        warnings=tuple(dict.fromkeys(n for r in own for n in r.warnings)),
+        noise_tunnel=TunnelRecord(tunnel, tuple(r.di for r in own)))
+    return TunnelResult(**values)

@@ -19,7 +19,7 @@ normalise), is an error, never averaged in.
 
 The mass radii are `metrics.mass_radius` around the window's centre in LR coordinates (50/90/99 %),
 and the pixel counts `metrics.mass_count`; they sit next to the static receptive field
-(`Analyzer.receptive_field`), the reach the graph allows: LAM's paper finding 3 ("the theoretical
+(`Model.receptive_field`), the reach the graph allows: LAM's paper finding 3 ("the theoretical
 receptive field is far larger than the range that contributes") as numbers. For a local network the
 window's static box is the LR pixels under it widened by the reach (top, bottom, left, right; per
 output phase where the analysis knows it, else the maximum over phases), and its radius is measured
@@ -32,68 +32,104 @@ gradient-checked by `program.build_program` like LAM's; images run one at a time
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
-from onnxlam.render import pictures
-from onnxlam.engine.analyzer import Analyzer
-from onnxlam.lam.result import Window
-from onnxlam.graph.detector import INTENSITY
 from onnxlam.core.errors import InputError, NumericalError
-from onnxlam.lam.metrics import mass_count, mass_radius
+from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.engine.model import Model
 from onnxlam.engine.program import GradientProgram, build_program
+from onnxlam.graph.detector import INTENSITY
 from onnxlam.graph.receptive_field import ReceptiveField
-from onnxlam.graph.receptive_field.crop import _cone  # the cone of SR rows/cols a..b, per-phase reach
+from onnxlam.graph.receptive_field.crop import cone  # the cone of SR rows/cols a..b, per-phase reach
+from onnxlam.lam.metrics import mass_count, mass_radius
+from onnxlam.lam.result import Window
+from onnxlam.methods.base import Provenance, Result
+from onnxlam.methods.erf.options import ErfOptions
+from onnxlam.render import pictures
 
 FRACTIONS = (0.5, 0.9, 0.99)
+KEYS = ("50", "90", "99")  # the fractions as result.json names them
 DECADES = 4  # the picture's log scale spans this many powers of ten below the ERF's maximum
 
 
+class _ByFraction:
+    """A figure at each mass fraction; `figures["90"]` reads one by its result.json key."""
+
+    def __getitem__(self, key: str):
+        return getattr(self, f"at_{key}")
+
+    def to_json(self) -> dict:
+        return {k: self[k] for k in KEYS}
+
+
 @dataclass(frozen=True)
-class ErfResult:
+class MassRadii(_ByFraction):
+    """LR pixels around the window's centre whose disc holds 50, 90 and 99 % of the ERF's mass."""
+
+    at_50: float
+    at_90: float
+    at_99: float
+
+
+@dataclass(frozen=True)
+class MassPixels(_ByFraction):
+    """How many LR pixels, largest first, hold 50, 90 and 99 % of the ERF's mass."""
+
+    at_50: int
+    at_90: int
+    at_99: int
+
+
+@dataclass(frozen=True)
+class ErfResult(Result):
     """The ERF of one output window over some images; `to_json()` is what `result.json` holds."""
 
-    erf: np.ndarray               # float64 h×w, sums to 1 (see the module docstring)
+    method: ClassVar[str] = "erf"
+
+    erf: np.ndarray = field(metadata={"array": True})  # float64 h×w, sums to 1 (see the module docstring)
     window: Window                # SR pixels: top-left (x, y) and side
     scale: int
     lr_size: tuple[int, int]
-    images: list[str]
-    gradient_mass: list[float]    # Σ g_n per image, before normalisation
-    radii: dict                   # "50", "90", "99": LR pixels around the window's centre
-    pixels: dict                  # "50", "90", "99": how many LR pixels hold that share of the mass
-    receptive_field: dict         # Analyzer.receptive_field.to_json(): the static one
+    images: tuple[str, ...]
+    gradient_mass: tuple[float, ...]  # Σ g_n per image, before normalisation
+    radii: MassRadii
+    pixels: MassPixels
+    receptive_field: ReceptiveField   # the static one (`Model.receptive_field`)
     static_box: tuple[int, int, int, int] | None  # LR (top, left, bottom, right), exclusive; None: global
     static_radius: float | None   # the box's radius around the centre, as the mass radii are measured
-    model: str
-    model_sha256: str
-    provider: str
-    seconds: float
+    provenance: Provenance
     fd_error: float | None = None  # the gradient check of the program (gradcheck.py)
-    lr_image: np.ndarray | None = field(default=None, repr=False)  # the first image's LR input, for pictures
+    lr_image: np.ndarray | None = field(default=None, repr=False, metadata={"array": True})  # the first LR input
 
     @property
     def centre(self) -> tuple[float, float]:
         """The window's centre (x, y) in LR pixel coordinates."""
         return self.window.centre_lr(self.scale)
 
+    @property
+    def static_pixels(self) -> int | None:
+        """The LR pixels of the static box; None for a global network."""
+        if self.static_box is None:
+            return None
+        top, left, bottom, right = self.static_box
+        return (bottom - top) * (right - left)
+
     def to_json(self) -> dict:
-        return {"method": "erf", "window": {"x": self.window.x, "y": self.window.y, "size": self.window.size},
-                "centre_lr": list(self.centre), "scale": self.scale, "lr_size": list(self.lr_size),
-                "images": list(self.images), "gradient_mass": list(self.gradient_mass),
+        data = super().to_json()
+        data["static_receptive_field"] = data.pop("receptive_field")
+        return data
+
+    def json_extras(self) -> dict:
+        return {"method": self.method, "centre_lr": list(self.centre),
                 "normalisation": "each image's map scaled to unit mass before averaging",
-                "radii": dict(self.radii), "pixels": dict(self.pixels),
-                "static_receptive_field": self.receptive_field,
-                "static_box": None if self.static_box is None else list(self.static_box),
-                "static_pixels": (None if self.static_box is None else
-                                  (self.static_box[2] - self.static_box[0]) * (self.static_box[3] - self.static_box[1])),
-                "static_radius": self.static_radius,
-                "radius_99_to_static": (None if not self.static_radius else self.radii["99"] / self.static_radius),
-                "model": self.model, "model_sha256": self.model_sha256, "provider": self.provider,
-                "seconds": round(self.seconds, 4), "fd_error": self.fd_error}
+                "static_pixels": self.static_pixels,
+                "radius_99_to_static": (None if not self.static_radius else
+                                        self.radii["99"] / self.static_radius)}
 
 
 def intensity_mask(height: int, width: int, window: Window) -> np.ndarray:
@@ -120,8 +156,8 @@ def static_box(rf: ReceptiveField, window: Window, scale: int,
     h, w = lr_size
     t, b, l, r = rf.reach
     s = Fraction(scale)
-    top, bottom = _cone(window.y, window.y + window.size - 1, s, t, b, rf.row_phase_reach)
-    left, right = _cone(window.x, window.x + window.size - 1, s, l, r, rf.col_phase_reach)
+    top, bottom = cone(window.y, window.y + window.size - 1, s, t, b, rf.row_phase_reach)
+    left, right = cone(window.x, window.x + window.size - 1, s, l, r, rf.col_phase_reach)
     return max(0, top), max(0, left), min(h, bottom + 1), min(w, right + 1)
 
 
@@ -147,54 +183,69 @@ def combine(maps: Sequence[np.ndarray], names: Sequence[str]) -> np.ndarray:
     return total / len(maps)
 
 
-def effective_receptive_field(analyzer: Analyzer, images: Sequence[str | Path | np.ndarray],
+def effective_receptive_field(model: Model, images: Sequence[str | Path | np.ndarray],
                               pixel: tuple[int, int] | None = None, size: int = 1, *, lr: bool = False,
                               progress: Callable[[int, int], None] | None = None) -> ErfResult:
     """The ERF of the `size`×`size` output window at `pixel` = (x, y) (SR pixels, top-left; default:
-    the centre of the output), averaged over `images` (HR images, or LR inputs with `lr`)."""
+    the centre of the output), averaged over `images` (HR images, or LR inputs with `lr`), on `model`
+    (any loaded `engine.model.Model`)."""
     start = time.perf_counter()
     if not images:
         raise InputError("no image given; pass one or more images")
     if size < 1:
         raise InputError(f"--size must be at least 1; got {size}")
+    model.check_ops()
     names = [str(im) if isinstance(im, (str, Path)) else f"<array {i}>" for i, im in enumerate(images)]
-    first, _ = analyzer.prepare(images[0], lr)
-    c, h, w = first.shape
-    s = analyzer.scale
-    H, W = h * s, w * s
+    first, _ = model.prepare(images[0], lr)
+    _, h, w = first.shape
+    s = model.scale
     if pixel is None:
-        pixel = ((W - size) // 2, (H - size) // 2)
+        pixel = ((w * s - size) // 2, (h * s - size) // 2)
     window = Window(int(pixel[0]), int(pixel[1]), int(size))
-    mask = intensity_mask(H, W, window)
-    program = build_program((analyzer.source, analyzer.info), 1, h, w, analyzer.value_range,
-                            analyzer.channel_order == "bgr", cache=analyzer.cache, device=analyzer.device,
-                            detector=INTENSITY)
+    mask = intensity_mask(h * s, w * s, window)
+    program = build_program((model.source, model.info), 1, h, w, model.value_range, model.channel_order == "bgr",
+                            cache=model.cache, device=model.device, detector=INTENSITY)
     maps = []
     for i, image in enumerate(images):
-        x = first if i == 0 else analyzer.prepare(image, lr)[0]
+        x = first if i == 0 else model.prepare(image, lr)[0]
         if x.shape != first.shape:
             raise InputError(f"{names[i]} gives an LR input of {x.shape[2]}×{x.shape[1]}, {names[0]} one of "
                              f"{w}×{h}: the ERF averages maps of one size, so crop the images to one size")
-        maps.append(gradient_map(program, x, mask, analyzer.device))
+        maps.append(gradient_map(program, x, mask, model.device))
         if progress is not None:
             progress(i + 1, len(images))
     erf = combine(maps, names)
+    provenance = Provenance(model.model_path, model.info.sha256, ", ".join(names),
+                            program.session(model.device).provider, time.perf_counter() - start,
+                            erf_options(model, size, lr))
+    return erf_result(erf, window, model, first, maps, names, provenance, program.fd_error)
+
+
+def erf_options(model: Model, size: int, lr: bool) -> ErfOptions:
+    """The ErfOptions of a run: `model`'s options as given, the window's side and `lr`."""
+    given = {k: v for k, v in model.given.items() if k != "inputs"}
+    return ErfOptions(inputs=tuple(sorted(model.inputs.items())), size=int(size), lr=bool(lr), **given)
+
+
+def erf_result(erf: np.ndarray, window: Window, model: Model, first: np.ndarray, maps: list[np.ndarray],
+               names: list[str], provenance: Provenance, fd_error: float | None) -> ErfResult:
+    """The ERF's figures: its mass radii and counts next to the static receptive field's box and radius."""
+    s, (h, w) = model.scale, first.shape[1:]
     centre = window.centre_lr(s)
-    rf = analyzer.receptive_field
+    rf = model.receptive_field
     box = static_box(rf, window, s, (h, w))
+    static_radius = None
     if box is not None:
         inside = np.zeros((h, w))
         inside[box[0]:box[2], box[1]:box[3]] = 1.0
+        static_radius = mass_radius(inside, centre, 1.0)
     return ErfResult(
-        erf=erf, window=window, scale=s, lr_size=(h, w), images=names,
-        gradient_mass=[float(g.sum()) for g in maps],
-        radii={f"{round(f * 100)}": mass_radius(erf, centre, f) for f in FRACTIONS},
-        pixels={f"{round(f * 100)}": mass_count(erf, f) for f in FRACTIONS},
-        receptive_field=rf.to_json(), static_box=box,
-        static_radius=None if box is None else mass_radius(inside, centre, 1.0),
-        model=analyzer.model_path, model_sha256=analyzer.info.sha256,
-        provider=program.session(analyzer.device).provider, seconds=time.perf_counter() - start,
-        fd_error=program.fd_error, lr_image=first)
+        erf=erf, window=window, scale=s, lr_size=(h, w), images=tuple(names),
+        gradient_mass=tuple(float(g.sum()) for g in maps),
+        radii=MassRadii(*(mass_radius(erf, centre, f) for f in FRACTIONS)),
+        pixels=MassPixels(*(mass_count(erf, f) for f in FRACTIONS)),
+        receptive_field=rf, static_box=box, static_radius=static_radius, provenance=provenance,
+        fd_error=fd_error, lr_image=first)
 
 
 # ----------------------------------------------------------------------------------- pictures
@@ -236,12 +287,10 @@ def write_erf(result: ErfResult, out: str | Path, about: dict | None = None) -> 
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    from onnxlam.core.files import atomic_dir
-    from onnxlam.render.outputs import check_out_dir, write_result_json
-
-    check_out_dir(Path(out))
+    out = Path(out)
+    check_out_dir(out)
     with atomic_dir(out) as tmp:
         np.save(tmp / "erf.npy", result.erf.astype(np.float32))
         write_result_json(tmp / "result.json", result.to_json(), about)
         pictures.save(str(tmp / "erf.png"), erf_picture(result))
-    return Path(out)
+    return out

@@ -1,21 +1,20 @@
-"""Writing one analysis to disk: arrays, result.json and the pictures of spec §6, all or nothing.
+"""LAM's folder: the arrays, result.json and the pictures of spec §6, all or nothing.
 
 Everything is written into a temporary sibling folder that is renamed into place at the end, so an
 interrupted run never leaves a half-written output folder.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.methods.lam.result import LamResult
 from onnxlam.render import pictures
-from onnxlam.core.files import atomic_dir
-from onnxlam.lam.result import LamResult
-from onnxlam.core.errors import InputError
 
 PICTURES = ("sr.png", "window.png", "lam.png", "lam_blend.png", "kde_blend.png", "panel.png")
+FILES = ("attribution.npy", "gradient.npy", "result.json") + PICTURES
 
 
 def render(result: LamResult) -> dict[str, np.ndarray]:
@@ -29,29 +28,14 @@ def render(result: LamResult) -> dict[str, np.ndarray]:
     kde_blend = pictures.blend(pictures.kde_picture(result.attribution, s), lr_up)
     window = pictures.draw_window(reference, win.x, win.y, win.size)
     row = [window, lam, lam_blend, kde_blend, sr]
-    tunnel = result.noise_tunnel
-    labels = ["HR + window" if result.hr_image is not None else "SR + window",
-              f"LAM, {tunnel.kind} x{tunnel.samples}" if tunnel else "LAM",
+    labels = ["HR + window" if result.hr_image is not None else "SR + window", result.panel_label(),
               "LAM blend", f"KDE blend  DI {result.di:.2f}", "SR"]
     return {"sr.png": sr, "window.png": window, "lam.png": lam, "lam_blend.png": lam_blend,
             "kde_blend.png": kde_blend, "panel.png": pictures.panel(row, labels)}
 
 
-def check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; name a folder (it is created)")
-
-
-def write_result_json(path: Path, data: dict, about: dict | None = None) -> None:
-    """`path` ← `data` plus `about` (further top-level keys: a report's "case" and "group"), which may
-    not replace `data`'s own keys."""
-    clash = set(about or ()) & set(data)
-    if clash:
-        raise ValueError(f"{', '.join(sorted(clash))} would overwrite the result's own keys")
-    path.write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
-
-
-def _write_files(result: LamResult, folder: Path, about: dict | None = None) -> None:
+def write_files(result: LamResult, folder: Path, about: dict | None = None) -> None:
+    """The files of one window into `folder` (no atomicity: see `write_results`)."""
     folder.mkdir(exist_ok=True)
     np.save(folder / "attribution.npy", result.attribution.astype(np.float32))
     np.save(folder / "gradient.npy", result.gradient.astype(np.float32))
@@ -79,8 +63,8 @@ def write_results(results: list[LamResult], out: str | Path, about: dict | None 
     check_out_dir(out)
     with atomic_dir(out) as tmp:
         if len(results) == 1:
-            _write_files(results[0], tmp, about)
+            write_files(results[0], tmp, about)
         else:
             for result in results:
-                _write_files(result, tmp / window_folder(result), about)
+                write_files(result, tmp / window_folder(result), about)
     return out
