@@ -63,6 +63,11 @@ def test_a_model_is_opened_once_and_reused(inputs):
     programs = dict(model._programs)
     b, c = onnxlam.attribute(model, image, window=[(8, 8), (20, 30)], fold=3)
     assert b.di == pytest.approx(a.di, rel=1e-6) and c.window.x == 20
+    from PIL import Image
+
+    array = onnxlam.attribute(model, np.asarray(Image.open(image).convert("RGB")), window=(8, 8), fold=3)
+    np.testing.assert_array_equal(array.gradient, a.gradient)  # an H×W×C array is the same image as its file
+    assert array.to_json()["image"] == "<array>"
     assert all(model._programs[k] is p for k, p in programs.items())  # the same programs, not rebuilt
     cem = onnxlam.attribute(model, image, method="cem", window=(16, 16), size=16, block=8, draws=1, refine=0,
                             bank_size=20)

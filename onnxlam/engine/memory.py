@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxlam.core.errors import InputError
 from onnxlam.core.sizes import format_size, parse_size  # noqa: F401  (the memory options' units)
 
 SAFE_FRACTION = 0.7   # of available memory, for the default budget

@@ -9,7 +9,7 @@ so one program serves every window of an input shape, and K windows share one fo
 so that where `dh + dw = 0` both the value and its derivative are exactly 0, never NaN.
 
 A second kind, `"intensity"`, replaces D by the sum of the window's intensities (for the effective
-receptive field, `methods/erf.py`; Luo et al., NeurIPS 2016):
+receptive field, `methods/erf/`; Luo et al., NeurIPS 2016):
 
     D  = Σ_{c, rows, cols} y · mask_k                                  mask N×K×H×W
 

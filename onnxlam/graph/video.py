@@ -1,4 +1,4 @@
-"""Video SR models as one-image models: the graph adapter behind `methods/video.py`.
+"""Video SR models as one-image models: the graph adapter behind `methods/video/`.
 
 A video SR network takes T frames, either as N×T×C×h×w or stacked on channels as N×(T·C)×h×w, and
 returns one restored frame (sliding window, EDVR-style: N×C×H×W, the centre frame) or every frame

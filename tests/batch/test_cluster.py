@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from PIL import Image
 
@@ -24,6 +23,8 @@ from onnxlam.batch import cluster
 from onnxlam.core.errors import InputError
 
 import distributed  # noqa: E402  (the `cluster` extra, part of the `test` extra)
+
+pytestmark = pytest.mark.integration
 
 DASK = Path(sys.executable).with_name("dask")
 FOLD = 6

@@ -14,6 +14,8 @@ from onnxlam.batch.report import ConfigValues, LamOptions, WindowSpec, run_repor
 
 from tests.clitools import run_cli
 
+pytestmark = pytest.mark.integration
+
 
 
 @pytest.fixture(scope="module")

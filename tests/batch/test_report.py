@@ -28,6 +28,8 @@ from onnxlam.batch.report import (CSV_COLUMNS, ConfigValues, ReportListener, Win
                             read_windows_file, run_report)
 
 from tests.clitools import PHOTO, REPO, run_cli
+
+pytestmark = pytest.mark.integration
 EVIL = "<img src=x onerror=alert(1)>&.png"
 
 

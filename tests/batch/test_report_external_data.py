@@ -10,12 +10,15 @@ import hashlib
 import shutil
 
 import onnx
+import pytest
 from PIL import Image
 
 from tests.clitools import PHOTO
 from tests.onnx_models import tiny_sr
 from onnxlam.batch.report import ConfigValues, WindowSpec, run_report
 from onnxlam.graph.model import file_sha256
+
+pytestmark = pytest.mark.integration
 
 
 def _save_external(model: onnx.ModelProto, folder) -> None:

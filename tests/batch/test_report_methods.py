@@ -22,6 +22,8 @@ import pytest
 
 from tests.clitools import run_cli
 
+pytestmark = pytest.mark.integration
+
 FOLD = 4
 CEM = dict(block=8, draws=2, refine=3, tol=0.01, seed=0, bank_size=50)
 TUNNEL = dict(samples=2, stdev=0.1, seed=3)

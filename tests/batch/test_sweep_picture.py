@@ -6,11 +6,14 @@ import json
 import matplotlib
 import numpy as np
 import onnx
+import pytest
 from PIL import Image
 
 from tests.clitools import run_cli
 from tests.onnx_models import tiny_sr
 from onnxlam.batch.sweep import Sweep, write_sweep
+
+pytestmark = pytest.mark.integration
 
 GAP = 4  # pictures.panel's default gap between the images
 

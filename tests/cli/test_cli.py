@@ -16,6 +16,8 @@ import onnxlam
 from tests.onnx_models import tiny_sr
 
 from tests.clitools import PHOTO, REPO, run_cli
+
+pytestmark = pytest.mark.integration
 FAST = ["--fold", "6"]
 
 

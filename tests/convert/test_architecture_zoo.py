@@ -13,6 +13,8 @@ import pytest
 
 from tests import spandrel_zoo as zoo
 
+pytestmark = pytest.mark.integration
+
 def _cases():
     for name, cfg in zoo.CONFIGS.items():
         for exporter in zoo.EXPORTERS:

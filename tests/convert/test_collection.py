@@ -77,6 +77,7 @@ def test_models_dir_is_the_exported_models_folder():
     assert folder.name == "exported_models" and (folder / collection.MANIFEST).is_file()
 
 
+@pytest.mark.integration
 def test_models_command_lists_the_collection():
     import json
     import os

@@ -30,6 +30,8 @@ from PIL import Image
 from onnxlam.convert import collection
 from onnxlam.engine.program import FD_TOLERANCE, build_program
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 PHOTO = REPO / "onnxlam" / "data" / "chelsea.png"
 LR_SIZE = 24  # the LR crop's side (even)

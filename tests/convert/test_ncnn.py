@@ -23,6 +23,8 @@ from onnxlam.convert import ncnn as conv
 from onnxlam.core.errors import InputError
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
+pytestmark = pytest.mark.integration
+
 DATA = pathlib.Path(__file__).resolve().parents[2] / "onnxlam" / "data"
 RNG = np.random.default_rng(0)
 

@@ -27,6 +27,8 @@ from onnxlam.convert._torchvision import import_spandrel
 from onnxlam.convert import pytorch as pt
 from onnxlam.core.errors import InputError
 
+pytestmark = pytest.mark.integration
+
 SCALE = 2
 LR_H, LR_W = 14, 18                 # not multiples of the windows (4, 8); below the minimum 16
 WINDOW, SIZE, FOLD = (12, 8), 12, 8

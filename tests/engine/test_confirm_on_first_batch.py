@@ -15,6 +15,8 @@ from onnxlam.engine.cache import ProgramCache
 from onnxlam.engine.program import GradientProgram, build_program
 from onnxlam.core.errors import NumericalError
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):

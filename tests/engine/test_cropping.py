@@ -17,6 +17,8 @@ from tests import architectures as arch
 import onnxlam
 from tests.onnx_models import tiny_sr
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 HR = REPO / "onnxlam" / "data" / "astronaut.png"
 LR = arch.LR_SIZE

@@ -24,6 +24,8 @@ from onnxlam.engine import memory
 from onnxlam.engine.cropping import memory_crop
 from onnxlam.core.errors import InputError
 
+pytestmark = pytest.mark.integration
+
 HR = REPO / "onnxlam" / "data" / "astronaut.png"
 linux = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is read from /proc")
 

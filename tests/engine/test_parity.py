@@ -30,6 +30,8 @@ import onnxlam  # a broken import must fail the suite, not skip it
 from onnxlam.engine import program as lam_program  # noqa: E402
 from onnxlam.graph.detector import window_mask as engine_window_mask  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 LR = arch.LR_SIZE
 
 # HR crop origin (row, col) in astronaut.png and the window (x, y, size) in SR pixels, per model

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxlam
+
+pytestmark = pytest.mark.integration
 
 
 def _traced_at_16(path):

@@ -27,6 +27,8 @@ from tests import torch_reference as ref
 import onnxlam  # a broken import must fail the suite, not skip it
 from onnxlam.engine import program as lam_program  # noqa: E402
 
+pytestmark = pytest.mark.integration
+
 LR = arch.LR_SIZE
 
 # HR crop origin (row, col) in astronaut.png and the window (x, y, size) in SR pixels, per family

@@ -19,6 +19,8 @@ from onnxlam.graph.model import open_model
 
 from tests.graph.test_checks_reject_broken_programs import _wrong_rule, activation_sr
 
+pytestmark = pytest.mark.integration
+
 LR = 24  # above RULE_SIDE: the rules are checked on the small graph
 
 

@@ -18,6 +18,8 @@ from tests.clitools import run_cli
 
 import onnxlam
 
+pytestmark = pytest.mark.integration
+
 SIDE = 24
 
 

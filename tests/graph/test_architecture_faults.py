@@ -44,6 +44,8 @@ from onnxlam.core.errors import NumericalError
 from onnxlam.engine.program import build_program
 from onnxlam.engine.runtime import serialise
 
+pytestmark = pytest.mark.integration
+
 LR = 16
 TOLERANCE = 1e-4
 

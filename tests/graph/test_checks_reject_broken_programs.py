@@ -28,6 +28,8 @@ from onnxlam.core.errors import InputError, NumericalError
 from onnxlam.engine import gradcheck
 from onnxlam.graph.model import open_model
 
+pytestmark = pytest.mark.integration
+
 LR = 8  # LR side of every program here: a check takes < 1 s
 
 

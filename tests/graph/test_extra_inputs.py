@@ -22,6 +22,8 @@ import onnxlam
 from onnxlam.core.errors import InputError
 from onnxlam.graph.model import bind_inputs, load_model, parse_inputs
 
+pytestmark = pytest.mark.integration
+
 LR = 16
 
 

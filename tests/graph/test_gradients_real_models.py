@@ -38,6 +38,8 @@ from onnxlam.graph.model import INPUT, open_model
 from onnxlam.engine.program import SEED, build_program
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "exported_models"
 LR = 16

@@ -267,6 +267,7 @@ def _check_against_empirical(net, rf, scale, lr=LR, exact=True):
 
 
 # ------------------------------------------------------------------------------------------ tests
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(LOCAL))
 def test_local_models_match_autograd(name, exported):
     net, path = exported(name)
@@ -288,6 +289,7 @@ def test_local_models_match_autograd(name, exported):
     assert js["global"] is False and js["reach"]["top"] == expected[0]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(GLOBAL))
 def test_global_models(name, exported):
     net, path = exported(name)
@@ -325,6 +327,7 @@ def _crop_error(sess, x, box, window, scale, full):
     return float(np.abs(sub - full[need]).max())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(LOCAL))
 def test_crop_reproduces_full_image(name, exported):
     net, path = exported(name)
@@ -342,6 +345,7 @@ def test_crop_reproduces_full_image(name, exported):
         assert err <= 5e-6, (window, box, err)    # exact (0.0) but for ×3 resize rounding
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["convs", "dilated", "bicubic4", "reflect", "residual"])
 def test_crop_one_pixel_short_differs(name, exported):
     """The reach is needed: a crop one LR pixel short on any inner side changes the window."""
@@ -361,6 +365,7 @@ def test_crop_one_pixel_short_differs(name, exported):
         assert _crop_error(sess, x, short, window, s, full) > 1e-4
 
 
+@pytest.mark.integration
 def test_reflect_crop_needs_the_reach_not_the_hull(exported):
     """Reflect pad 4 then a 3×3 conv of dilation 4: SR rows 2, 3 (LR row 1) read rows 1, 5 and
     the reflection of padded row −3 (row 3), so their hull is rows 1..5. A crop starting at row 1
@@ -388,6 +393,7 @@ def _detector(y, window):
     return g[:, :, wy:wy + size, wx:wx + size].sum()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["convs", "strided", "bicubic4", "reflect", "residual"])
 def test_detector_gradient_vanishes_outside_the_cone(name, exported):
     net, path = exported(name)
@@ -538,6 +544,7 @@ def _torch_run(model: onnx.ModelProto, x: torch.Tensor) -> torch.Tensor:
     return env[model.graph.output[0].name]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not REAL.exists(), reason="bundled model missing")
 def test_bundled_animevideov3():
     size = (40, 40)
@@ -579,6 +586,7 @@ BUNDLED = {  # name: (scale, static reach or None for global, the reason's opera
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(BUNDLED))
 def test_bundled_models_against_a_pixel_perturbation(name):
     """onnxruntime on the original file: changing one interior LR pixel changes exactly the SR

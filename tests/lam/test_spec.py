@@ -295,6 +295,7 @@ def nearest_model(tmp_path_factory):
     return model, path
 
 
+@pytest.mark.integration
 def test_detector_zero_gradient_on_constant_image(nearest_model):
     model, path = nearest_model
     x = np.full((1, 3, 12, 12), 0.4, np.float32)
@@ -307,6 +308,7 @@ def test_detector_zero_gradient_on_constant_image(nearest_model):
     assert float(np.asarray(obj)[0]) == 0.0
 
 
+@pytest.mark.integration
 def test_detector_zero_gradient_where_dh_dw_vanish(nearest_model, lr_image):
     """Nearest x2: dh + dw == 0 exactly at every even (row, col); those terms contribute 0, the rest
     must equal autograd of the reference detector (which uses the same convention)."""
@@ -323,6 +325,7 @@ def test_detector_zero_gradient_where_dh_dw_vanish(nearest_model, lr_image):
     assert np.abs(grad - grad_ref).max() <= 1e-4 * np.abs(grad_ref).max()
 
 
+@pytest.mark.integration
 def test_analyze_constant_image_has_no_nan(nearest_model):
     _, path = nearest_model
     img = np.full((12, 12, 3), 128, np.uint8)
@@ -342,6 +345,7 @@ def smooth_model(tmp_path_factory):
     return model, path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind,fold", [("blur", 400), ("linear", 400), ("gaussian-linear", 100)])
 def test_completeness(smooth_model, chelsea, kind, fold):
     """Σ A ≈ D(F(x)) − D(F(baseline)) for a smooth model and a large fold. The reference's Riemann

@@ -288,6 +288,7 @@ def assert_identical(result, ref):
 
 # --- the tests -------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_sr_equals_reference_exactly(sr_model, images):
     path = sr_model["torchscript"]
     draw = make_draws(8, None, 4)
@@ -301,6 +302,7 @@ def test_sr_equals_reference_exactly(sr_model, images):
     np.testing.assert_array_equal(result_picture(result), reference_picture(ref, SR["roi"], 2.5))
 
 
+@pytest.mark.integration
 def test_dn_equals_reference_exactly(dn_model, images):
     _, path = dn_model
     draw = make_draws(8, 50.0, 8)
@@ -312,6 +314,7 @@ def test_dn_equals_reference_exactly(dn_model, images):
     np.testing.assert_array_equal(result_picture(result), reference_picture(ref, DN["roi"], 1.0))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["sr", "dn"])
 def test_matches_pytorch_model(case, sr_model, images, dn_model):
     """The reference with the model run by PyTorch: PSNRs to float32 output precision (module docstring)."""
@@ -333,6 +336,7 @@ def test_matches_pytorch_model(case, sr_model, images, dn_model):
     assert np.all((result.refined == ref["refined"]) | (margin <= 2 * FLIP_TOL))
 
 
+@pytest.mark.integration
 def test_seeded_bank_draws_follow_the_documented_stream(dn_model, images, tmp_path):
     """The default draws: RandomState(seed), DN input noise first, then per intervention (coarse row-major,
     k inner, then fine) a bank index and the patch's noise; the bank cut from --patches at seeded positions."""
@@ -371,6 +375,7 @@ def test_seeded_bank_draws_follow_the_documented_stream(dn_model, images, tmp_pa
     assert_identical(a, ref)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["sr", "dn"])
 def test_crop_changes_nothing(case, sr_model, dn_model, images):
     """Running only the ROI's receptive field (and skipping blocks outside it) gives the same numbers to
@@ -385,6 +390,7 @@ def test_crop_changes_nothing(case, sr_model, dn_model, images):
         np.testing.assert_array_equal(getattr(cropped, name), getattr(whole, name))
 
 
+@pytest.mark.integration
 def test_memory_limit_bounds_the_batch(sr_model, images, monkeypatch):
     """--max-memory sizes the batch from the measured forward memory; the numbers do not depend on it."""
     from onnxlam.engine import memory
@@ -423,6 +429,7 @@ def test_plan_batch():
     assert plan_batch(per, base, base, 16) == 1                # not even one fits: still one
 
 
+@pytest.mark.integration
 def test_fixed_batch_model_runs_one_at_a_time(images, tmp_path):
     import onnx
     from tests.onnx_models import tiny_sr
@@ -460,6 +467,7 @@ def test_pure_functions_on_reference_statistics():
     assert s.argmax == (0, 1) and s.argmin == (1, 1) and abs(s.effect_range - 0.8) < 1e-12
 
 
+@pytest.mark.integration
 def test_cli_end_to_end(dn_model, images, tmp_path):
     _, path = dn_model
     out = tmp_path / "out"
@@ -479,6 +487,7 @@ def test_cli_end_to_end(dn_model, images, tmp_path):
     assert Image.open(out / "cem.png").size == (48, 40)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, message", [
     (["--roi", 40, 8], "not inside"),
     (["--roi", 16, 8, "--task", "dr"], "dr needs"),
@@ -493,6 +502,7 @@ def test_cli_bad_input(dn_model, images, tmp_path, args, message):
     assert not out.exists() and not list(tmp_path.glob(".bad*"))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("options, message", [
     (dict(block=0), "--block must be at least 1"),
     (dict(draws=0), "--draws"),
@@ -510,6 +520,7 @@ def test_bad_parameters(dn_model, images, options, message):
         causal_effect_map(dn_model[1], images["dn"], (16, 8), 16, device="cpu", **options)
 
 
+@pytest.mark.integration
 def test_bad_patch_folder(dn_model, images, tmp_path):
     from onnxlam.core.errors import InputError
     from onnxlam.methods.cem.runner import causal_effect_map
@@ -519,6 +530,7 @@ def test_bad_patch_folder(dn_model, images, tmp_path):
         causal_effect_map(dn_model[1], images["dn"], (16, 8), 16, device="cpu", patches=tmp_path)
 
 
+@pytest.mark.integration
 def test_block_smaller_than_the_scale(sr_model, images):
     from onnxlam.core.errors import InputError
     from onnxlam.methods.cem.runner import causal_effect_map
@@ -527,6 +539,7 @@ def test_block_smaller_than_the_scale(sr_model, images):
         causal_effect_map(sr_model["torchscript"], images["sr"], (24, 20), 16, device="cpu", block=1)
 
 
+@pytest.mark.integration
 def test_runner_options_and_keywords(dn_model, images):
     """`run` takes a CemOptions and CemOptions' run options as keywords (the defaults are CemOptions');
     the runner over a loaded Model gives the same numbers as over the path; the JSON's keys are fixed."""
@@ -560,6 +573,7 @@ def test_runner_options_and_keywords(dn_model, images):
         runner.run(images["dn"], (16, 8), device="cpu")
 
 
+@pytest.mark.integration
 def test_registered_method(dn_model, images, tmp_path):
     """CEM through the registry: one result per window (the window's side the ROI's), its folder, row and facts."""
     from onnxlam.core.errors import InputError

@@ -18,6 +18,8 @@ from onnxlam.methods.erf.field import effective_receptive_field, write_erf
 from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.engine.program import build_program, load_program
 
+pytestmark = pytest.mark.integration
+
 NAME, EXPORTER = "edsr", "torchscript"
 
 

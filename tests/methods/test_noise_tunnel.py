@@ -15,6 +15,8 @@ from tests.onnx_models import tiny_sr
 from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.methods.noise_tunnel.tunnel import NoiseTunnel, noise, noise_tunnel
 
+pytestmark = pytest.mark.integration
+
 NAME, EXPORTER = "edsr", "torchscript"
 SAMPLES, STDEV, FOLD = 3, 0.05, 8
 WINDOW, SIZE = (10, 12), 8

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from onnxlam.core.errors import InputError
 from tests.clitools import REPO

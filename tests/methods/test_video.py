@@ -27,6 +27,8 @@ from onnxlam.core.errors import InputError
 from onnxlam.graph.video import VideoLayout
 from onnxlam.methods.video.analyzer import VideoAnalyzer, analyze_video, frame_files, frame_metrics
 
+pytestmark = pytest.mark.integration
+
 WINDOW, SIZE, FOLD = (8, 10), 12, 6
 
 

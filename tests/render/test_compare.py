@@ -16,6 +16,8 @@ from onnxlam.core.errors import InputError
 
 from tests.clitools import PHOTO, run_cli
 
+pytestmark = pytest.mark.integration
+
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_module_does_not_import_matplotlib():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert "matplotlib" not in imported
-    assert imported <= {"__future__", "functools", "collections", "numpy", "PIL", "scipy"}
+    assert imported <= {"__future__", "functools", "collections", "io", "numpy", "PIL", "scipy"}
 
 
 # ---------------------------------------------------------------- LAM picture
