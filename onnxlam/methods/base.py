@@ -246,3 +246,11 @@ def windows_of(windows, size: int) -> list[Window]:
     if not wins:
         raise InputError("no window given; pass --window X Y")
     return wins
+
+
+def part_progress(progress: Progress | None, part: int, parts: int) -> Progress | None:
+    """The progress callback of part `part` of `parts` equal parts of one task (a window of several,
+    a noisy sample of several): its (done, total) mapped onto the whole task's."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(part * total + done, total * parts)

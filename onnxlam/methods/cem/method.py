@@ -8,7 +8,7 @@ from typing import Sequence
 
 from onnxlam.core.errors import InputError
 from onnxlam.lam.result import Window
-from onnxlam.methods.base import Column, Method, Progress, model_arguments
+from onnxlam.methods.base import Column, Method, Progress, model_arguments, part_progress
 from onnxlam.methods.cem.options import CemOptions
 
 
@@ -63,7 +63,7 @@ class CemMethod(Method):
         wins = list(windows)
         results = []
         for i, w in enumerate(wins):
-            tick = (lambda d, n, i=i: progress(i * n + d, n * len(wins))) if progress else None
+            tick = part_progress(progress, i, len(wins))
             results.append(runner.run(image, Roi(w.x, w.y, w.size), options, progress=tick))
         return results
 

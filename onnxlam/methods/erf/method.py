@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from onnxlam.lam.result import Window
-from onnxlam.methods.base import Column, Method, Progress
+from onnxlam.methods.base import Column, Method, Progress, part_progress
 from onnxlam.methods.erf.options import ErfOptions
 
 
@@ -45,7 +45,7 @@ class ErfMethod(Method):
         wins = list(windows)
         results = []
         for i, w in enumerate(wins):
-            tick = (lambda d, n, i=i: progress(i * n + d, n * len(wins))) if progress else None
+            tick = part_progress(progress, i, len(wins))
             results.append(effective_receptive_field(model, images, None if w is None else (w.x, w.y),
                                                      options.size if w is None else w.size, lr=options.lr,
                                                      progress=tick))

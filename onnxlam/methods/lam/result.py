@@ -22,15 +22,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class LamResult(Result):
-    """Everything one LAM analysis produced; `to_json()` is what `result.json` holds."""
+class PathResult(Result):
+    """What every analysis by a path-integrated gradient records, a single image's or a video's: the
+    window, the path and its integration, the SR output and the model's pixel conventions."""
 
-    method: ClassVar[str] = "lam"
-
-    attribution: np.ndarray = field(metadata={"array": True})   # M, float32 h×w, abs-normalised
-    gradient: np.ndarray = field(metadata={"array": True})      # A, float32 C×h×w, signed
-    di: float
-    gini: float
     window: Window
     scale: int
     lr_size: tuple[int, int]
@@ -40,23 +35,35 @@ class LamResult(Result):
     kernel_size: int
     completeness: Completeness
     nan_gradients: int
-    lr_image: np.ndarray = field(metadata={"array": True})      # float32 C×h×w in [0, 1], RGB: what the model saw
     sr_image: np.ndarray = field(metadata={"array": True})      # float32 C×H×W, as the model returned it
     hr_image: np.ndarray | None = field(metadata={"array": True})  # C×H×W HR cropped to s·h×s·w (None with lr)
     provenance: Provenance
     batch_size: int
     value_range: float
     channel_order: str
+
+    @property
+    def sr_size(self) -> tuple[int, int]:
+        return int(self.sr_image.shape[1]), int(self.sr_image.shape[2])
+
+
+@dataclass(frozen=True)
+class LamResult(PathResult):
+    """Everything one LAM analysis produced; `to_json()` is what `result.json` holds."""
+
+    method: ClassVar[str] = "lam"
+
+    attribution: np.ndarray = field(metadata={"array": True})   # M, float32 h×w, abs-normalised
+    gradient: np.ndarray = field(metadata={"array": True})      # A, float32 C×h×w, signed
+    di: float
+    gini: float
+    lr_image: np.ndarray = field(metadata={"array": True})      # float32 C×h×w in [0, 1], RGB: what the model saw
     range: RangeStats
     warnings: tuple[str, ...] = ()   # what the user must know (an approximate memory crop)
     receptive_field: ReceptiveField | None = None
     crop: Crop | None = None         # the LR box analysed, where not the whole image
     memory: MemoryUsage | None = None
     inputs: dict | None = field(default=None, metadata={"optional": True})  # extra model inputs held fixed
-
-    @property
-    def sr_size(self) -> tuple[int, int]:
-        return int(self.sr_image.shape[1]), int(self.sr_image.shape[2])
 
     def panel_label(self) -> str:
         """The map's label in panel.png."""

@@ -29,7 +29,7 @@ from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini, range_stat
 from onnxlam.lam.options import LamOptions
 from onnxlam.lam.paths import PathSteps, make_path
 from onnxlam.lam.result import Completeness, Window
-from onnxlam.methods.base import Provenance, image_name
+from onnxlam.methods.base import Provenance, image_name, part_progress
 from onnxlam.methods.lam.result import LamResult
 
 MAX_WINDOWS = 8  # windows sharing one forward pass; more are processed in groups of this size
@@ -96,7 +96,7 @@ def run_windows(model: Model, image: str | Path | np.ndarray, windows: Sequence[
     batches = [list(range(i, min(i + k, len(wins)))) for i in range(0, len(wins), k)]
     for g, members in enumerate(batches):  # windows in the order given: neighbours share a crop
         group = plan_group(model, members, wins, options, k, (h, w), fixed_program=program is not None)
-        tick = (lambda d, n, g=g: progress(g * n + d, n * len(batches))) if progress else None
+        tick = part_progress(progress, g, len(batches))
         part, nans, prog, used = integrate_group(model, group, inputs, k, program, options.fold, tick)
         done.attribution[members] = part
         done.nan_gradients[members] = nans

@@ -44,7 +44,7 @@ from onnxlam.graph.detector import window_mask
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini, range_statistics
 from onnxlam.lam.options import LamOptions
 from onnxlam.lam.result import Completeness, Window
-from onnxlam.methods.base import windows_of
+from onnxlam.methods.base import part_progress, windows_of
 from onnxlam.methods.lam.result import LamResult
 from onnxlam.methods.lam.run import run_windows
 from onnxlam.methods.noise_tunnel.options import KINDS, SAMPLES, SEED, STDEV  # noqa: F401 (their home is options)
@@ -146,7 +146,7 @@ def noise_tunnel(model: Model, image: str | Path | np.ndarray, windows: Sequence
     noises = _checked_noise(noise(x.shape, tunnel) if noises is None else noises, tunnel, x.shape)
     samples: list[list[LamResult]] = []
     for i in range(tunnel.samples):
-        done = (lambda d, n, i=i: progress(i * n + d, n * tunnel.samples)) if progress else None
+        done = part_progress(progress, i, tunnel.samples)
         samples.append(run_windows(model, image, wins, options, program=program, progress=done,
                                    lr_input=x + noises[i]))
     s = model.scale

@@ -39,9 +39,10 @@ from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
 from onnxlam.graph.video import VideoLayout, open_video_model
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini
 from onnxlam.lam.options import LamOptions
-from onnxlam.lam.result import Completeness, Window
-from onnxlam.methods.base import Provenance, Result, image_name
+from onnxlam.lam.result import Window
+from onnxlam.methods.base import image_name
 from onnxlam.methods.lam.analyzer import Analyzer
+from onnxlam.methods.lam.result import PathResult
 from onnxlam.methods.video.options import VideoOptions
 
 if TYPE_CHECKING:
@@ -52,8 +53,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
-class VideoLamResult(Result):
-    """Everything one video LAM analysis produced; `to_json()` is what `result.json` holds."""
+class VideoLamResult(PathResult):
+    """Everything one video LAM analysis produced; `to_json()` is what `result.json` holds. Its `sr_image`
+    and `hr_image` are output frame K's; its provenance's options are `VideoOptions`."""
 
     method: ClassVar[str] = "video"
 
@@ -67,22 +69,7 @@ class VideoLamResult(Result):
     di_joint: float                  # DI of the joint T·h·w map
     gini_joint: float
     di_temporal: float               # (1 − Gini(shares)) · 100
-    window: Window
-    scale: int
-    lr_size: tuple[int, int]
-    path: str
-    sigma: float
-    fold: int
-    kernel_size: int
-    completeness: Completeness
-    nan_gradients: int
     lr_frames: np.ndarray = field(metadata={"array": True})  # float32 T×C×h×w in [0, 1], RGB
-    sr_image: np.ndarray = field(metadata={"array": True})   # output frame K, C×H×W
-    hr_image: np.ndarray | None = field(metadata={"array": True})  # frame K's HR, cropped (None with lr)
-    provenance: Provenance           # the model file and its sha256; options: VideoOptions
-    batch_size: int
-    value_range: float               # the model's per-frame pixel convention
-    channel_order: str
     warnings: tuple[str, ...] = ()
     crop: Crop | None = None         # the LR box analysed, where not the whole frame
 

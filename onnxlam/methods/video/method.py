@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from onnxlam.lam.result import Window
-from onnxlam.methods.base import Column, Method, Progress, model_arguments
+from onnxlam.methods.base import Column, Method, Progress, model_arguments, part_progress
 from onnxlam.methods.video.options import VideoOptions
 
 
@@ -53,7 +53,7 @@ class VideoMethod(Method):
         wins = list(windows)
         results = []
         for i, w in enumerate(wins):
-            tick = (lambda d, n, i=i: progress(i * n + d, n * len(wins))) if progress else None
+            tick = part_progress(progress, i, len(wins))
             result = model.run_video(frames, w, w.size, progress=tick, **options.lam().run_arguments())
             if not isinstance(image, (list, tuple)):
                 result = result.with_provenance(image=image_name(image))
