@@ -359,10 +359,11 @@ class ClusterExecutor:
     """
 
     def __init__(self, target: Target | None, device: str = "auto", client=None, security=None,
-                 notify: Callable[[str], None] | None = None):
+                 notify: Callable[[str], None] | None = None, connected: Callable[[int], None] | None = None):
         self.target, self.device, self.security = target, device, security
         self.client = client
         self.notify = notify or (lambda message: None)
+        self.connected = connected or (lambda workers: None)  # told the worker count once reached or started
         self._stack: contextlib.ExitStack | None = None
         self._entered = False
 
@@ -387,7 +388,13 @@ class ClusterExecutor:
         if self.client is None:
             self._stack = contextlib.ExitStack()
             self.client = self._stack.enter_context(connect(self.target, self.device, self.security))
+            self.connected(len(self.client.scheduler_info(n_workers=-1)["workers"]))
         return self.client
+
+    @property
+    def started(self) -> bool:
+        """Whether a scheduler was reached or a local cluster started (a finished report's rerun: no)."""
+        return self.client is not None
 
     def workers(self) -> list[str]:
         return sorted(self._connect().scheduler_info(n_workers=-1)["workers"])

@@ -131,10 +131,13 @@ def _executor(config):
 
     if not target.local:
         config = for_workers(config)
-    with ClusterExecutor(target, config.options.device, notify=_cluster_note) as executor:
-        workers = target.workers if target.local else len(executor.workers())  # a local one starts on demand
+    def connected(workers: int) -> None:
         err.print(f"[dim]running on {escape(target.describe())}: {workers} workers[/]", highlight=False)
+
+    with ClusterExecutor(target, config.options.device, notify=_cluster_note, connected=connected) as executor:
         yield config, executor
+        if not executor.started:  # a local cluster starts on demand only
+            err.print(f"[dim]nothing to compute: {escape(target.describe())} not started[/]", highlight=False)
 
 
 def _cluster_note(message: str) -> None:

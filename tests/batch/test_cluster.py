@@ -335,11 +335,13 @@ def test_a_finished_report_starts_no_local_cluster(inputs, serial, tmp_path, mon
     r = _invoke(*_args(inputs, out), "--cluster", "local:2", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["run"]["reused"] == 12 and started == []
+    assert "running on" not in r.stderr and "nothing to compute: a local Dask cluster" in r.stderr, r.stderr
     shutil.rmtree(next((out / "cases").iterdir()))
     r = _invoke(*_args(inputs, out), "--cluster", "local:2", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["run"] == {"cases": 12, "computed": 1, "reused": 11, "failed": 0, "pending": 0}
     assert started == [(2, "auto")]
+    assert "running on a local Dask cluster on 127.0.0.1: 2 workers" in r.stderr and "nothing" not in r.stderr
     assert_same_report(serial, out, RUN_FACTS | {"crop"})  # computed alone, its crop holds its own window only
 
 

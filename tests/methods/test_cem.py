@@ -118,7 +118,7 @@ def reference_cem(forward, hr_path, roi, block, draws, refine, tol, task, draw, 
     CE[np.abs(CE) < tol] = 0
     px = s * b
     roi_blocks = np.zeros((n_h, n_w), bool)
-    roi_blocks[y0 // px:-(-(y0 + R) // px), x0 // px:-(-(x0 + R) // px)] = True
+    roi_blocks[y0 // px:(y0 + R) // px, x0 // px:(x0 + R) // px] = True  # gen:62-66: h//8 … (h+R)//8 − 1
     outside = CE[~roi_blocks]
     zeroed = np.where(roi_blocks, 0, CE)
     return {"O": O, "C": C, "F": Fn, "refined": refined, "CE": CE, "roi_blocks": roi_blocks,
@@ -315,6 +315,31 @@ def test_dn_equals_reference_exactly(dn_model, images):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("roi, own", [((27, 21, 16), (2, 4, 3, 5)),    # rows 2..3, cols 3..4: 4 blocks, not 9
+                                      ((33, 45, 14), (5, 7, 4, 5))])   # a far edge short of a whole block
+def test_unaligned_roi_owns_the_blocks_the_public_code_gives_it(sr_model, images, roi, own):
+    """An ROI off the block grid: its own blocks are rows h//8 … (h+R)//8 − 1 and columns likewise
+    (the public code's gen:62-66), the partly covered blocks keep their effects; everything else as
+    the reference, and the picture too."""
+    path = sr_model["torchscript"]
+    cfg = dict(SR, roi=roi)
+    draw = make_draws(8, None, 4)
+    result = run_onnxlam(path, images["sr"], cfg, "sr", draw)
+    ref = reference_cem(OrtForward(path, 2), images["sr"], roi, 8, 2, 4, 0.01, "sr", draw)
+    r0, r1, c0, c1 = own
+    expected = np.zeros(result.grid, bool)
+    expected[r0:r1, c0:c1] = True
+    np.testing.assert_array_equal(result.roi_mask, expected)
+    assert result.summary.roi_blocks == expected.sum()
+    assert_identical(result, ref)
+    partly = np.zeros(result.grid, bool)
+    x, y, r = roi
+    partly[y // 8:-(-(y + r) // 8), x // 8:-(-(x + r) // 8)] = True
+    assert np.isfinite(result.effect[partly & ~expected]).all()  # the blocks the ROI covers in part
+    np.testing.assert_array_equal(result_picture(result), reference_picture(ref, roi, 2.5))
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["sr", "dn"])
 def test_matches_pytorch_model(case, sr_model, images, dn_model):
     """The reference with the model run by PyTorch: PSNRs to float32 output precision (module docstring)."""
@@ -377,17 +402,31 @@ def test_seeded_bank_draws_follow_the_documented_stream(dn_model, images, tmp_pa
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", ["sr", "dn"])
-def test_crop_changes_nothing(case, sr_model, dn_model, images):
-    """Running only the ROI's receptive field (and skipping blocks outside it) gives the same numbers to
-    the bit as running every intervention on the whole input, with fewer forward passes."""
+def test_crop_changes_nothing_beyond_the_quantisation(case, sr_model, dn_model, images):
+    """Running only the ROI's receptive field (and skipping blocks outside it) gives what running every
+    intervention on the whole input gives, within the output's 8-bit quantisation: the cropped pass
+    differs from the whole one by float rounding (~1e-6), which re-rounds an output value only near a
+    half-integer (module docstring). So PSNRs agree within FLIP_TOL (most to float64 precision), the
+    refinement sets wherever max_k |O − C| is not within a flip of tol; with fewer forward passes."""
     path, cfg, side, sigma = (sr_model["torchscript"], SR, 4, None) if case == "sr" else (dn_model[1], DN, 8, 50.0)
     draw = make_draws(8, sigma, side, seed=5)
     cropped = run_onnxlam(path, images[case], cfg, case, draw)
     whole = run_onnxlam(path, images[case], cfg, case, draw, crop=False)
     assert cropped.crop is not None and whole.crop is None
     assert cropped.forward_passes < whole.forward_passes
-    for name in ("psnr_coarse", "psnr_fine", "effect", "refined"):
-        np.testing.assert_array_equal(getattr(cropped, name), getattr(whole, name))
+    assert abs(cropped.reference_psnr - whole.reference_psnr) <= FLIP_TOL
+    diff = np.abs(cropped.psnr_coarse - whole.psnr_coarse)
+    assert diff.max() <= FLIP_TOL and (diff <= EXACT).mean() >= 0.8, diff.max()
+    margin = np.abs(np.max(np.abs(whole.reference_psnr - whole.psnr_coarse), axis=-1) - cfg["tol"])
+    assert np.all((cropped.refined == whole.refined) | (margin <= 2 * FLIP_TOL))
+    both = cropped.refined & whole.refined
+    np.testing.assert_allclose(cropped.psnr_fine[both], whole.psnr_fine[both], rtol=0, atol=FLIP_TOL)
+    finite = np.isfinite(whole.effect)
+    np.testing.assert_array_equal(np.isfinite(cropped.effect), finite)
+    # tol-zeroing may flip with a block whose |CE| lies within a flip of tol; elsewhere within two flips
+    near = np.abs(np.abs(np.where(finite, whole.effect, 0)) - cfg["tol"]) <= 2 * FLIP_TOL
+    close = np.abs(cropped.effect - whole.effect) <= 2 * FLIP_TOL
+    assert np.all(close[finite] | near[finite])
 
 
 @pytest.mark.integration

@@ -101,11 +101,13 @@ def grid_shape(lr_size: tuple[int, int], side: int) -> tuple[int, int]:
 
 
 def roi_mask(grid: tuple[int, int], roi: Roi, scale: int, side: int) -> np.ndarray:
-    """The ROI's own blocks: rows h // (s·b) … ceil((h+R)/(s·b)) − 1, columns likewise (§4; the code's
-    h//8 … (h+R)//8 − 1 for the defaults, where s·b = 8 and the ROI is aligned to blocks)."""
+    """The ROI's own blocks as the public code counts them (§4, `h//8 … (h+R)//8 − 1` with s·b = 8):
+    rows h // (s·b) … (h+R) // (s·b) − 1, columns likewise. An ROI off the block grid owns only the
+    blocks it starts in up to the last one its far edge passes whole; a block it covers in part keeps
+    its effect, as in the figures of the paper's code."""
     px = scale * side
     mask = np.zeros(grid, bool)
-    mask[roi.y // px:-(-(roi.y + roi.size) // px), roi.x // px:-(-(roi.x + roi.size) // px)] = True
+    mask[roi.y // px:(roi.y + roi.size) // px, roi.x // px:(roi.x + roi.size) // px] = True
     return mask
 
 
