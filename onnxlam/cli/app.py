@@ -12,6 +12,7 @@ import sys
 import typer
 
 from onnxlam.core.errors import OnnxlamError
+from onnxlam.core.files import disk_full_message
 from onnxlam.render.text import fmt  # noqa: F401  (the commands' table cells)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -64,6 +65,9 @@ def handled(command):
         except Exception as exc:
             if kwargs.get("debug"):
                 raise
+            full = disk_full_message(exc)
+            if full:
+                fail(full, 1)
             fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1)
 
     return wrapper

@@ -205,7 +205,8 @@ def report(config: Annotated[Optional[Path], typer.Argument(
 
     Rerunning the same command skips the cases already complete; the exit code is 1 when a case failed.
     """
-    from onnxlam.batch.report import ConfigValues, check_out, load_config, parse_window, plan_cases, run_report
+    from onnxlam.batch.report import ConfigValues, load_config, parse_window, plan_cases, run_report
+    from onnxlam.core.files import check_out_dir
     from onnxlam.methods.registry import parse_methods
 
     settings = load_config(config) if config is not None else ConfigValues()
@@ -219,9 +220,9 @@ def report(config: Annotated[Optional[Path], typer.Argument(
         methods=parse_methods(method) if method else None,
         method_values=tuple((k, v) for k, v in method_values.items() if v is not None) or None)
     resolved = settings.overridden_by(given).resolve()  # validates every option, --max-memory included
+    check_out_dir(resolved.out)
     with _executor(resolved) as (resolved, executor):  # the cluster is reached before anything is written
         cases = plan_cases(resolved, resolve_model)  # bad input is reported before the live display starts
-        check_out(resolved.out)
         with _progress() as bar:
             result = run_report(resolved, _LiveProgress(bar), resolve_model=resolve_model,
                                 reraise_unexpected=debug, cases=cases, executor=executor)

@@ -434,10 +434,11 @@ def resolve_checkpoint(path: str | Path, image: str | Path | None = None, lr: bo
 
     Cache entries (`<key>` = the checkpoint's sha256 and EXPORT_VERSION): `<key>.onnx` (dynamic), or, when
     only a fixed size exports, `<key>.fixed.json` (why) and `<key>-<h>x<w>.onnx` per LR size, which needs `image` (and `lr`) to know the size.
-    Files are written atomically: a concurrent or killed run leaves no partial export.
+    Files are written atomically: a concurrent or killed run leaves no partial export; each export is
+    sealed with its sha256 (`<file>.sha256`) and a damaged or unsealed one is exported again.
     """
-    from onnxlam.engine.cache import cache_dir
     from onnxlam.core.files import write_atomic
+    from onnxlam.engine.cache import RecordCache, cache_dir, require, seal, sealed
     from onnxlam.graph.model import file_sha256
 
     path = Path(path)
@@ -446,12 +447,15 @@ def resolve_checkpoint(path: str | Path, image: str | Path | None = None, lr: bo
     sha = f"{file_sha256(path)}.v{EXPORT_VERSION}"
     root = cache_dir() / "checkpoints"
     dynamic, marker = root / f"{sha}.onnx", root / f"{sha}.fixed.json"
-    if dynamic.is_file():
+    if sealed(dynamic):
         return dynamic
     say = notify or (lambda _: None)
-    if not marker.is_file():
+    fixed_only = RecordCache("checkpoints").load(marker.stem, lambda data: require(
+        isinstance(data, dict) and isinstance(data.get("reason"), str), "not {reason: text}") or True)
+    if not fixed_only:
         try:
             result = export_checkpoint(path, dynamic)
+            seal(dynamic)
             say(f"exported {path} ({result.checkpoint.architecture_name} ×{result.checkpoint.scale}) to ONNX "
                 f"with dynamic height and width ({result.exporter} exporter), cached as {dynamic}")
             return dynamic
@@ -464,8 +468,9 @@ def resolve_checkpoint(path: str | Path, image: str | Path | None = None, lr: bo
     info = describe_checkpoint(path)
     h, w = lr_size(image, info.scale, lr)
     fixed = root / f"{sha}-{h}x{w}.onnx"
-    if not fixed.is_file():
+    if not sealed(fixed):
         result = export_checkpoint(path, fixed, size=(h, w))
+        seal(fixed)
         say(f"exported {path} ({info.architecture_name} ×{info.scale}) to ONNX at LR {h}×{w} "
             f"({result.exporter} exporter; no dynamic export reproduces it), cached as {fixed}")
     return fixed

@@ -6,6 +6,7 @@ Temporary names start with "." and end in ".tmp" so that a killed run's leftover
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from onnxlam.core.errors import InputError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the environment failed, not the input: exit 1, said in one line
 
 
 def umask() -> int:
@@ -65,20 +68,73 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """`with atomic_dir(out) as tmp:` fill `tmp`; on success it becomes `target` all at once, on an
     error nothing of it remains."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    made = make_parents(target)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except BaseException:
+        remove_empty(made)
+        raise
     try:
         yield tmp
         replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(made)
         raise
 
 
-def check_out_dir(out: Path) -> None:
-    """InputError for an output folder that is a file."""
-    if Path(out).exists() and not Path(out).is_dir():
-        raise InputError(f"--out {out} is a file; name a folder (it is created)")
+def make_parents(target: Path) -> list[Path]:
+    """Create `target`'s missing parent folders; the ones made, innermost first."""
+    missing = []
+    parent = target.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed write made (innermost first), where still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def check_out_dir(out: str | Path) -> None:
+    """InputError unless `out` is a folder, or can be created as one, that this process can write in:
+    said before any computing starts, and without creating anything (a probe folder in the nearest
+    existing one is made and removed)."""
+    out = Path(out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} is a file; name a folder (it is created)")
+        base = out.absolute()
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if not base.is_dir():
+            raise InputError(f"--out {out}: {base} is a file, so no folder can be made under it; choose another --out")
+        os.rmdir(tempfile.mkdtemp(prefix=".onnxlam-probe-", suffix=".tmp", dir=base))
+    except InputError:
+        raise
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise
+        where = Path(exc.filename).parent if exc.filename else out
+        raise InputError(f"--out {out}: cannot write in {where} ({exc.strerror or exc}); "
+                         "choose a folder you can write to") from None
+
+
+def disk_full_message(exc: BaseException) -> str | None:
+    """The one line for a write that found the disk full (the environment failed, not the input:
+    exit 1), or None for any other error."""
+    if not (isinstance(exc, OSError) and exc.errno in DISK_FULL):
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"no space left on the device{where}: free some space (or choose another --out) and rerun; "
+            "nothing was left half-written")
 
 
 def write_result_json(path: Path, data: dict, about: dict | None = None) -> None:

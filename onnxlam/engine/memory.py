@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxlam.core.sizes import format_size, parse_size  # noqa: F401  (the memory options' units)
+from onnxlam.engine.cache import is_int, require
 
 SAFE_FRACTION = 0.7   # of available memory, for the default budget
 HEADROOM = 1.1        # a program's measured needs are multiplied by this before they meet the budget
@@ -253,6 +254,16 @@ class Probe:
         return {"pixels": self.pixels, "static": self.static, "activations": self.activations,
                 "check": self.check}
 
+    @classmethod
+    def from_json(cls, data) -> "Probe":
+        """A probe as `to_json` wrote it; DamagedEntry for anything else."""
+        require(isinstance(data, dict) and set(data) == {"pixels", "static", "activations", "check"},
+                "a probe is not {pixels, static, activations, check}")
+        require(is_int(data["pixels"]) and data["pixels"] > 0, "a probe's pixels is not a positive integer")
+        require(all(is_int(data[k]) for k in ("static", "activations")), "a probe's bytes are not integers")
+        require(data["check"] is None or is_int(data["check"]), "a probe's check bytes are not an integer")
+        return cls(**data)
+
 
 @dataclass(frozen=True)
 class Footprint:
@@ -293,8 +304,12 @@ class Footprint:
         return {"probes": [p.to_json() for p in self.probes], "quadratic": self.quadratic}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Footprint":
-        return cls(tuple(Probe(**p) for p in data["probes"]), bool(data["quadratic"]))
+    def from_json(cls, data) -> "Footprint":
+        """A footprint as `to_json` wrote it (a cache record); DamagedEntry for anything else."""
+        require(isinstance(data, dict), "a footprint is not a JSON object")
+        require(isinstance(data.get("probes"), list) and len(data["probes"]) > 0, "a footprint has no probes")
+        require(isinstance(data.get("quadratic"), bool), "a footprint's quadratic is not true or false")
+        return cls(tuple(Probe.from_json(p) for p in data["probes"]), data["quadratic"])
 
 
 @dataclass(frozen=True)
@@ -372,7 +387,7 @@ def probe(program, device: str, check: bool = False, rules=None, meanwhile=None)
             rules.checked = float(data["rules_error"])
             rules.record()
     return Probe(program.key.height * program.key.width, int(data["static"]), int(data["activations"]),
-                 data.get("check"))
+                 None if data.get("check") is None else int(data["check"]))
 
 
 def _child(path: str, device: str, check: bool, rules: str = "own") -> dict:

@@ -7,12 +7,13 @@ so a notebook or a report that runs several methods on many images pays for each
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from onnxlam.core.errors import InputError
+from onnxlam.core.errors import InputError, OnnxlamError
 from onnxlam.engine import memory
 from onnxlam.engine import program as programs
 from onnxlam.engine.cache import ProgramCache
@@ -23,6 +24,7 @@ from onnxlam.graph.detector import LAM, MASK, append_detector
 from onnxlam.graph.model import (INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims,
                                  require_standard_ops, size_dependent_padding)
 from onnxlam.graph.receptive_field import ReceptiveField, receptive_field
+from onnxlam.graph.validity import invalid_model_message, weight_mismatches
 from onnxlam.lam import image as images
 from onnxlam.lam.options import ModelOptions
 
@@ -82,16 +84,17 @@ class Model:
             # An LR image's own size before 32×32: a TorchScript export with dynamic axes may still
             # bake its traced size into shape arithmetic (DITN's), and work at that size only.
             h, w = self.info.fixed_size or self._size_hint or (32, 32)
-            fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w))
+            fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w),
+                                    self.model_path)
             dims = output_dims(fixed)
             if not (dims and all(isinstance(d, int) and d > 0 for d in dims[2:])):
-                probe = create_session(self.normalised, "cpu")
+                probe = self.session_of(self.normalised, "cpu")
                 x = np.zeros((self.info.fixed_batch or 1, self.info.channels, h, w), np.float32)
                 try:
                     dims = probe.session.run([OUTPUT], {INPUT: x})[0].shape
                 except Exception as exc:
-                    raise InputError(f"{self.model_path}: the model fails on a {w}×{h} test input, so its "
-                                     f"scale is unknown ({str(exc).splitlines()[0][:200]})") from None
+                    raise self.failure(exc, x.shape, f"the model fails on a {w}×{h} test input, so its scale "
+                                                     "is unknown") from None
             self._scale = infer_scale(h, w, dims[2], dims[3])
         return self._scale
 
@@ -99,21 +102,43 @@ class Model:
         """F(x) (C×H×W) and D(F(x)) per window ([K]) for one LR image (C×h×w) and masks (K×(H−1)×(W−1))."""
         if self._forward is None:
             # no arena: run twice per image, its memory goes back for the gradient program
-            self._forward = create_session(append_detector(self.normalised), self.device, arena=False)
+            self._forward = self.session_of(append_detector(self.normalised), self.device, arena=False)
         c, h, w = lr.shape
         try:
             sr, objective = self._forward.run({INPUT: lr[None].astype(np.float32),
                                                MASK: np.ascontiguousarray(masks[None], np.float32)})
         except Exception as exc:
-            raise InputError(f"{self.model_path}: the model failed on a {w}×{h} input: "
-                             f"{str(exc).splitlines()[0][:300]}") from None
+            raise self.failure(exc, (1, c, h, w), f"the model failed on a {w}×{h} input") from None
         return sr[0], objective[0].astype(np.float64)
 
     def plain_session(self) -> Session:
         """The network's own forward session (no detector), for forward-only methods; made once."""
         if self._plain is None:
-            self._plain = create_session(self.normalised, self.device)
+            self._plain = self.session_of(self.normalised, self.device)
         return self._plain
+
+    def session_of(self, graph: onnx.ModelProto, device: str, arena: bool = True) -> Session:
+        """A session for a graph of this model's own (the network, normalised): a graph onnxruntime
+        refuses to load is the file's fault, said in one line that names the file."""
+        try:
+            return create_session(graph, device, arena=arena)
+        except OnnxlamError:
+            raise
+        except Exception as exc:
+            text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", str(exc).splitlines()[0])[:300]
+            raise InputError(f"{self.model_path} is not a valid model: onnxruntime cannot load it ({text}); "
+                             "re-export it or fix the file") from None
+
+    def failure(self, exc: Exception, shape: tuple[int, ...], what: str) -> InputError:
+        """The InputError for a run of the network that failed at input `shape` (N×C×h×w): the
+        initializer that does not fit, where the graph shows one; else `what` and onnxruntime's words."""
+        try:
+            faults = weight_mismatches(self.normalised, tuple(shape))
+        except Exception:  # a graph shape inference cannot read: onnxruntime's words it is
+            faults = []
+        if faults:
+            return InputError(invalid_model_message(self.model_path, faults))
+        return InputError(f"{self.model_path}: {what}: {str(exc).splitlines()[0][:300]}")
 
     @property
     def run_device(self) -> str:

@@ -93,11 +93,8 @@ class Planner:
                     f"-r{self.model.value_range:g}-{self.model.channel_order}-ort{onnxruntime.__version__}"
                     f"-t{os.environ.get('ONNXLAM_THREADS', os.cpu_count())}-v{__version__}-f{FORMAT}-m2")
             store = RecordCache("footprints") if self.model.cache else None
-            record = store.load(slug) if store else None
-            footprint = None
-            if record is not None:
-                footprint = memory.Footprint.from_json(record)
-            else:
+            footprint = store.load(slug, memory.Footprint.from_json) if store else None
+            if footprint is None:
                 try:
                     probes = tuple(self._probe(a, b, windows, device, (a, b) == check, meanwhile if i == 0 else None)
                                    for i, (a, b) in enumerate(sizes))

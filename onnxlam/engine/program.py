@@ -19,7 +19,8 @@ import onnx
 import onnx_ad
 
 from onnxlam.core.version import __version__ as onnxlam_version
-from onnxlam.engine.cache import ProgramCache, RecordCache
+from onnxlam.engine.cache import ProgramCache, RecordCache, is_number, require
+from onnxlam.graph.validity import invalid_model_message, weight_mismatches
 from onnxlam.graph.detector import DESCRIPTIONS, KINDS, LAM, MASK, OBJECTIVE, append_detector, mask_size
 from onnxlam.core.errors import InputError, NumericalError, OnnxlamError
 from onnxlam.graph.model import INPUT, ModelInfo, fix_input_shape, normalise, open_model, require_standard_ops
@@ -204,6 +205,9 @@ def build_program(model: str | Path | tuple[onnx.ModelProto, ModelInfo], batch: 
         except OnnxlamError:
             raise
         except Exception as exc:  # onnxruntime's own failures: a batch the file does not allow, say
+            faults = weight_mismatches(source, (key.batch, key.channels, key.height, key.width))
+            if faults:
+                raise InputError(invalid_model_message(info.path, faults)) from None
             raise InputError(f"{info.path}: the gradient program fails at input "
                              f"{key.batch}×{key.channels}×{key.height}×{key.width} "
                              f"({str(exc).splitlines()[0][:300]})") from None
@@ -297,7 +301,7 @@ def objective_graph(source: onnx.ModelProto, info: ModelInfo, key: ProgramKey) -
     """lam_input, lam_mask → lam_objective for `key`'s shapes: what `gradient_graph` differentiates."""
     require_standard_ops(source, info.path)
     normalised = normalise(source, info, key.value_range, key.channel_order == "bgr")
-    fixed = fix_input_shape(normalised, (key.batch, key.channels, key.height, key.width))
+    fixed = fix_input_shape(normalised, (key.batch, key.channels, key.height, key.width), info.path)
     missing = ungradable_ops(fixed)
     if missing:
         raise InputError(f"{info.path}: no gradient rule for {', '.join(missing[:5])}"
@@ -370,10 +374,9 @@ class RuleCheck:
         signatures = rule_signatures(program.model)
         slug = (f"{k.source_sha256[:32]}-k{k.windows}-c{k.channels}-r{k.value_range:g}-{k.channel_order}-"
                 f"{k.detector}-ad{onnx_ad.__version__}-v{onnxlam_version}-f{FORMAT}")
-        record = RecordCache("rules").load(slug) if cache else None
-        if record is not None and isinstance(record.get("error"), (int, float)) and record["error"] <= LOCAL_TOLERANCE \
-                and signatures <= set(record.get("signatures", ())):
-            return cls(signatures, error=record["error"])
+        record = RecordCache("rules").load(slug, read_rule_record) if cache else None
+        if record is not None and record[0] <= LOCAL_TOLERANCE and signatures <= record[1]:
+            return cls(signatures, error=record[0])
         small_size = (min(RULE_SIDE, k.height), min(RULE_SIDE, k.width))
         if info.fixed_size or small_size == (k.height, k.width):
             return cls(signatures)
@@ -421,6 +424,15 @@ class RuleCheck:
         """Cache a passing result of the small graph for the model's later programs."""
         if self.slug is not None and self.checked is not None and self.checked <= LOCAL_TOLERANCE:
             RecordCache("rules").save(self.slug, {"error": self.checked, "signatures": sorted(self.covers)})
+
+
+def read_rule_record(data) -> tuple[float, frozenset[str]]:
+    """A cached rule check as `RuleCheck.record` wrote it: (error, signatures); DamagedEntry otherwise."""
+    require(isinstance(data, dict) and set(data) == {"error", "signatures"}, "a rule check is not {error, signatures}")
+    require(is_number(data["error"]) and data["error"] >= 0, "a rule check's error is not a number")
+    require(isinstance(data["signatures"], list) and all(isinstance(s, str) for s in data["signatures"]),
+            "a rule check's signatures are not a list of strings")
+    return float(data["error"]), frozenset(data["signatures"])
 
 
 def check_batch_independence(program: GradientProgram, info: ModelInfo, device: str = "auto") -> None:

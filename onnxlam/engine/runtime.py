@@ -137,6 +137,7 @@ def create_session(model, device: str = "auto", arena: bool = True) -> Session:
                 return Session(session, CUDA)
         except Exception:  # a broken CUDA install: fall back quietly for auto, report for cuda
             if device == "cuda":
+                ort.InferenceSession(model, _options(arena), providers=[CPU])  # or the model itself is bad
                 raise InputError("--device cuda: onnxruntime could not start its CUDA provider; "
                                  "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu") from None
     if device == "cuda":

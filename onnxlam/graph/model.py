@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_ad.expand import fold_constants
 
 from onnxlam.core.errors import InputError
+from onnxlam.graph.validity import invalid_model_message, undefined_inputs, weight_mismatches, with_input_dims
 
 INPUT = "lam_input"
 OUTPUT = "lam_sr"
@@ -255,6 +256,9 @@ def parse_range(text: str, what: str) -> float:
 def open_model(path: str | Path, inputs: Mapping[str, float] | None = None) -> tuple[onnx.ModelProto, ModelInfo]:
     """Load and inspect a model file; `inputs` holds the model's extra inputs fixed (see `bind_inputs`)."""
     model = load_model(path)
+    faults = undefined_inputs(model)
+    if faults:
+        raise InputError(invalid_model_message(str(path), faults))
     sha = file_sha256(path)
     if inputs:
         model = bind_inputs(model, inputs, path)
@@ -478,28 +482,22 @@ def _flip_channels(src: str, dst: str) -> list:
     return [index, helper.make_node("Gather", [src, dst + "_index"], [dst], axis=1)]
 
 
-def fix_input_shape(model: onnx.ModelProto, dims: tuple[int, int, int, int]) -> onnx.ModelProto:
+def fix_input_shape(model: onnx.ModelProto, dims: tuple[int, int, int, int], path: str | None = None) -> onnx.ModelProto:
     """A copy with `lam_input` fixed to `dims`, old value_info dropped and shapes inferred (strictly).
 
     onnx-ad needs every shape known. An inference failure here usually means the file bakes another
     shape into its constants (a batch of 1 in a Reshape, say): an InputError the caller may act on.
     """
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inp = m.graph.input[0]
-    del inp.type.tensor_type.shape.dim[:]
-    for d in dims:
-        inp.type.tensor_type.shape.dim.add().dim_value = d
-    for out in m.graph.output:
-        del out.type.tensor_type.shape.dim[:]  # re-inferred from the new input
-        out.type.tensor_type.ClearField("shape")
-    del m.graph.value_info[:]
+    m = with_input_dims(model, dims)  # outputs re-inferred from the new input
     try:
-        m = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
+        fixed = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
         # Shape arithmetic (crops computed from the input's size, say) folds to constants once the
         # input shape is fixed; onnx-ad's folder iterates that with inference to a fixed point.
-        return onnx.shape_inference.infer_shapes(fold_constants(m), strict_mode=True, data_prop=True)
+        return onnx.shape_inference.infer_shapes(fold_constants(fixed), strict_mode=True, data_prop=True)
     except Exception as exc:
+        faults = weight_mismatches(m)  # a weight of the wrong size is the file's fault, not the input's
+        if faults:
+            raise InputError(invalid_model_message(path, faults)) from None
         raise InputError(f"the model does not accept input of shape {'×'.join(map(str, dims))} "
                          f"({str(exc).splitlines()[0][:300]})") from None
 

@@ -107,10 +107,11 @@ def test_cem_cases_equal_the_cem_api(report, inputs):
         assert saved["case"]["method"] == {"name": "cem", **CEM, "patches": None, "task": "auto", "noise": 50.0}
         assert saved["parameters"]["draws"] == CEM["draws"] and saved["roi"] == {"x": x, "y": y, "size": size}
         # Independent of cem.py: a 64×64 image at ×2 is 32×32 LR, blocks of 8 // 2 = 4 LR px: an 8×8 grid,
-        # and the ROI covers the 8-SR-pixel blocks its rows and columns touch.
+        # and the ROI owns the 8-SR-pixel blocks of rows y//8 … (y+size)//8 − 1, columns likewise (the
+        # public code's convention: a block the ROI covers in part keeps its effect).
         effect = np.load(folder / "effect.npy")
-        roi_rows = range(y // 8, (y + size - 1) // 8 + 1)
-        roi_cols = range(x // 8, (x + size - 1) // 8 + 1)
+        roi_rows = range(y // 8, (y + size) // 8)
+        roi_cols = range(x // 8, (x + size) // 8)
         assert effect.shape == (8, 8)
         assert {tuple(ij) for ij in np.argwhere(np.isnan(effect))} == {(i, j) for i in roi_rows for j in roi_cols}
         assert int(r["positive"]) + int(r["negative"]) + int(r["neutral"]) + len(roi_rows) * len(roi_cols) == 64

@@ -6,6 +6,8 @@ program's rules; the memory probe's child giving the same number as the check ru
 """
 from __future__ import annotations
 
+import json
+
 import onnx
 import onnx_ad.rules
 import pytest
@@ -96,7 +98,7 @@ def test_a_record_is_used_only_where_it_covers_the_program(model, monkeypatch):
     rules.record()
     assert P.RuleCheck.plan(info, program).error == pytest.approx(1e-6)
     record_path = _records()[0]
-    record = RecordCache("rules").load(record_path.stem)
+    record = json.loads(record_path.read_text())
     missing = dict(record, signatures=[s for s in record["signatures"] if "Sigmoid" not in s])
     RecordCache("rules").save(record_path.stem, missing)
     again = P.RuleCheck.plan(info, program)

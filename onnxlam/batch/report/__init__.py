@@ -25,7 +25,6 @@ _HOMES = {  # public name -> the module that defines it, imported on first use (
     "Models": "onnxlam.batch.report.run",
     "PendingRun": "onnxlam.batch.report.run",
     "ReportListener": "onnxlam.batch.report.run",
-    "check_out": "onnxlam.batch.report.run",
     "default_resolver": "onnxlam.batch.report.run",
     "fail_case": "onnxlam.batch.report.run",
     "plan_run": "onnxlam.batch.report.run",

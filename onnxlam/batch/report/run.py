@@ -33,6 +33,7 @@ from onnxlam.batch.report.config import Case, ReportConfig, expand_images, plan_
 from onnxlam.batch.report.store import (CASES, ERROR, RESULT, CaseRow, Fingerprint, Report, case_files, exclusive,
                                         read_complete, remove_leftovers, row_from_result, write_dir_atomically)
 from onnxlam.core.errors import InputError, OnnxlamError
+from onnxlam.core.files import check_out_dir, disk_full_message
 from onnxlam.graph.model import file_sha256, inputs_text
 from onnxlam.lam.options import LamOptions
 from onnxlam.lam.result import Window
@@ -83,9 +84,9 @@ def run_report(config: ReportConfig, listener: ReportListener | None = None, res
                          "(or `onnxlam report`), which starts or reaches it")
     listener = listener or ReportListener()
     resolve_model = resolve_model or default_resolver
-    cases = plan_cases(config, resolve_model) if cases is None else cases
     out = config.out
-    check_out(out)
+    check_out_dir(out)
+    cases = plan_cases(config, resolve_model) if cases is None else cases
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
         remove_leftovers(out)
@@ -93,10 +94,6 @@ def run_report(config: ReportConfig, listener: ReportListener | None = None, res
         (executor or run_serial)(pending, listener, resolve_model, reraise_unexpected)
         return pending.report
 
-
-def check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; name a folder (it is created)")
 
 
 def default_resolver(model: str) -> str:
@@ -307,7 +304,8 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
     except Exception as exc:
         if reraise_unexpected and not isinstance(exc, OnnxlamError):
             raise
-        message = str(exc) if isinstance(exc, OnnxlamError) else f"unexpected {type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, OnnxlamError) else (
+            disk_full_message(exc) or f"unexpected {type(exc).__name__}: {exc}")
         message = " ".join(message.split())  # one line, for the CSV and the table
         seconds = time.perf_counter() - start
         record = {"case": fingerprint.to_json(), "model": case.model, "image": case.image,

@@ -65,8 +65,8 @@ class CemRunner:
         try:
             y = self.session().session.run([OUTPUT], {INPUT: batch})[0]
         except Exception as exc:
-            raise InputError(f"{self.model_path}: the model failed on a {batch.shape[0]}×{batch.shape[3]}×"
-                             f"{batch.shape[2]} input: {str(exc).splitlines()[0][:300]}") from None
+            raise self.model.failure(exc, batch.shape, f"the model failed on a {batch.shape[0]}×{batch.shape[3]}×"
+                                                       f"{batch.shape[2]} input") from None
         if not np.all(np.isfinite(y)):
             raise NumericalError(f"{self.model_path}: the model's output holds NaN or inf")
         return y
