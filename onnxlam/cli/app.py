@@ -19,6 +19,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Local Attribution Maps (LAM) for super-resolution networks in ONNX.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from onnxlam.core.version import __version__
+
+        print(f"onnxlam {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print onnxlam's version and exit.")) -> None:
+    """Local Attribution Maps (LAM) for super-resolution networks in ONNX."""
+
+
 class _Console:
     """rich's Console, made on first use: importing rich.console is a third of `onnxlam --help`'s start."""
 

@@ -62,12 +62,19 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on s
         sys.stdout.write(json.dumps([e.to_json() for e in entries], indent=2) + "\n")
         return
     table = Table(title="onnxlam model collection", title_justify="left")
-    for col in ("name", "architecture", "scale", "params", "licence", "status"):
-        table.add_column(col)
+    # the name is what a user types: never cut; the description wraps first
+    table.add_column("name", no_wrap=True, min_width=max(len(e.name) for e in entries))
+    table.add_column("architecture", ratio=1)  # its details: --json
+    for col in ("scale", "params"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("licence")
+    table.add_column("status", no_wrap=True)
     for e in entries:
-        status = "ready" if e.available else "fetch: python scripts/fetch_models.py " + e.name
-        table.add_row(e.name, e.architecture, f"×{e.scale}", f"{e.params:,}", e.license, status)
+        table.add_row(e.name, e.architecture.split(" (")[0], f"×{e.scale}", f"{e.params:,}", e.license,
+                      "ready" if e.available else "to fetch")
     out.print(table)
+    if not all(e.available for e in entries):
+        out.print("fetch a model with: python scripts/fetch_models.py NAME", highlight=False)
 
 
 @app.command("import-pth")

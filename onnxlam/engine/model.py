@@ -31,6 +31,13 @@ from onnxlam.lam.options import ModelOptions
 D = ModelOptions()  # the defaults of the keyword arguments below
 
 
+def clipped(text: str, limit: int = 300) -> str:
+    """`text` cut at a word boundary within `limit` characters, with an ellipsis where cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " …"
+
+
 class Model:
     """One network, opened, inspected and normalised once: its scale, receptive field, forward pass,
     gradient programs (built once per input shape) and memory plans, shared by every method."""
@@ -138,7 +145,27 @@ class Model:
             faults = []
         if faults:
             return InputError(invalid_model_message(self.model_path, faults))
-        return InputError(f"{self.model_path}: {what}: {str(exc).splitlines()[0][:300]}")
+        n, c, h, w = shape
+        multiple = self.size_multiple(n, c, h, w)
+        if multiple:
+            return InputError(f"{self.model_path}: the model needs LR sizes that are multiples of {multiple}; this "
+                              f"input is {w}×{h}: crop the image (or pass an LR image, --lr) to a multiple of "
+                              f"{multiple}")
+        return InputError(f"{self.model_path}: {what}: {clipped(str(exc).splitlines()[0])}")
+
+    def size_multiple(self, n: int, c: int, h: int, w: int) -> int | None:
+        """The smallest of 2, 4, 8, 16 that h and w are not both multiples of and at whose multiples
+        (rounded down) the network runs, or None: a U-Net's down- and up-sampling needs even sizes."""
+        for m in (2, 4, 8, 16):
+            if (h % m == 0 and w % m == 0) or h < m or w < m:
+                continue
+            x = np.zeros((n, c, h // m * m, w // m * m), np.float32)
+            try:
+                self.plain_session().session.run([OUTPUT], {INPUT: x})
+                return m
+            except Exception:  # not this multiple: the next, or another fault
+                continue
+        return None
 
     @property
     def run_device(self) -> str:

@@ -112,6 +112,18 @@ def cuda_available() -> bool:
     return _cuda_usable
 
 
+def cuda_diagnosis() -> str:
+    """What was found, for the user without a usable GPU: which onnxruntime, and what it lacks."""
+    package = "onnxruntime-gpu" if CUDA in ort.get_available_providers() else "onnxruntime"
+    if package == "onnxruntime":
+        return (f"this onnxruntime {ort.__version__} has no CUDA provider: install onnxruntime-gpu on a "
+                "machine with an NVIDIA GPU")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    hidden = f"; CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+    return (f"onnxruntime-gpu {ort.__version__} is installed but its CUDA provider does not start here{hidden}: "
+            "check for an NVIDIA GPU, its driver (nvidia-smi) and the CUDA/cuDNN libraries")
+
+
 def resolve_device(device: str) -> str:
     """"cuda" or "cpu": where a session for `device` (auto, cpu, cuda) runs."""
     return "cuda" if device in ("auto", "cuda") and cuda_available() else "cpu"
@@ -141,6 +153,5 @@ def create_session(model, device: str = "auto", arena: bool = True) -> Session:
                 raise InputError("--device cuda: onnxruntime could not start its CUDA provider; "
                                  "check the NVIDIA driver and CUDA/cuDNN libraries, or use --device cpu") from None
     if device == "cuda":
-        raise InputError("--device cuda: no usable GPU (onnxruntime's CUDA provider is not available: "
-                         "install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu)")
+        raise InputError(f"--device cuda: no usable GPU ({cuda_diagnosis()}), or use --device cpu")
     return Session(ort.InferenceSession(model, _options(arena), providers=[CPU]), CPU)

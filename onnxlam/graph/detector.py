@@ -55,8 +55,9 @@ def check_window(height: int, width: int, x: int, y: int, size: int) -> None:
         raise InputError(f"window size must be at least 1; got {size}")
     if x < 0 or y < 0 or x + size > width - 1 or y + size > height - 1:
         raise InputError(
-            f"window {size}×{size} at x={x}, y={y} lies outside the {width - 1}×{height - 1} "
-            f"gradient map of the {width}×{height} SR output; choose 0 ≤ x ≤ {width - 1 - size}, "
+            f"window {size}×{size} at x={x}, y={y} lies outside the {width}×{height} image analysed "
+            f"(the SR output, as large as the HR image cropped to a multiple of the scale; a window ends one "
+            f"pixel short of its right and bottom edges); choose 0 ≤ x ≤ {width - 1 - size}, "
             f"0 ≤ y ≤ {height - 1 - size}")
 
 

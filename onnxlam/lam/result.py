@@ -4,6 +4,7 @@ JSON form of a field (`to_json_value`) from which each result's `to_json()` is d
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
+from fractions import Fraction
 from typing import Any
 
 
@@ -38,4 +39,6 @@ def to_json_value(value: Any) -> Any:
         return [to_json_value(v) for v in value]
     if hasattr(value, "item") and hasattr(value, "dtype") and getattr(value, "shape", None) == ():
         return value.item()  # a numpy scalar
+    if isinstance(value, Fraction):  # a receptive field's scale: a number, whole where it is
+        return int(value) if value.denominator == 1 else float(value)
     return value

@@ -53,7 +53,7 @@ class ReceptiveField:
                                                               self.reach)),
             "radius": None if self.radius is None else list(self.radius),
             "reason": self.reason,
-            "scale": None if self.scale is None else [str(s) for s in self.scale],
+            "scale": None if self.scale is None else [int(s) if s.denominator == 1 else float(s) for s in self.scale],
             "period": None if self.period is None else list(self.period),
             "period_reason": self.period_reason,
             "sizes": [list(s) for s in self.sizes],

@@ -60,9 +60,13 @@ def analyze(model: str | Path, image: str | Path | np.ndarray, window: tuple[int
             inputs: dict[str, float] | None = None) -> LamResult:
     """Local attribution map of `model` for the window at `window` = (x, y) of side `size` on `image`.
 
-    See `Analyzer.run`; this builds an Analyzer for a single call. `inputs` fixes a model's extra
+    See `Analyzer.run`; this builds an Analyzer for a single call. `model` is resolved as the command
+    line resolves it: a file, a collection name or a PyTorch checkpoint. `inputs` fixes a model's extra
     inputs ({name: value}, broadcast to the input's shape; see `graph.model.bind_inputs`).
     """
+    from onnxlam.convert.collection import resolve_model
+
+    model = resolve_model(str(model), image=image if isinstance(image, (str, Path)) else None, lr=lr)
     analyzer = Analyzer(model, device=device, value_range=value_range, bgr=bgr, batch_size=batch_size,
                         max_memory=max_memory, inputs=inputs)
     return analyzer.run(image, window, size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,

@@ -1,0 +1,68 @@
+"""What a new user meets first: `--version`, the collection's names (typed in full, resolved by the
+Python API as by the command line), numbers in JSON as numbers, and errors that say what to do."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+import onnxlam
+from onnxlam.core.version import __version__
+from tests.clitools import PHOTO, run_cli
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"onnxlam {__version__}"
+
+
+def test_models_never_cuts_a_name_at_80_columns():
+    r = run_cli("models", process=True, env_extra={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    names = [e["name"] for e in json.loads(run_cli("models", "--json").stdout)]
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    for name in names:
+        assert any(f"│ {name} " in line for line in lines), (name, r.stdout)
+
+
+@pytest.mark.integration
+def test_the_api_takes_collection_names(tmp_path):
+    image = tmp_path / "cat.png"
+    Image.open(PHOTO).convert("RGB").crop((60, 40, 108, 88)).save(image)
+    result = onnxlam.analyze("span-x4", image, window=(20, 20), size=8, fold=2, device="cpu")
+    assert result.scale == 4 and result.di > 0
+
+
+@pytest.mark.integration
+def test_a_receptive_field_scale_is_a_number(inputs):
+    r = run_cli("lam", inputs / "a.onnx", inputs / "images" / "one.png", "--window", 8, 8, "--fold", 2,
+                "--json", "--out", inputs / "rf-out")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["receptive_field"]["scale"] == [2, 2]
+
+
+@pytest.mark.integration
+def test_an_odd_size_for_a_model_that_needs_even_ones_says_so(tmp_path):
+    image = tmp_path / "odd.png"
+    Image.open(PHOTO).convert("RGB").crop((0, 0, 70, 62)).save(image)  # LR 35×31 at ×2
+    r = run_cli("lam", "realcugan-se-x2", image, "--window", 8, 8, "--fold", 2, "--out", tmp_path / "out")
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "needs LR sizes that are multiples of 2" in line and "35×31" in line, line
+
+
+def test_cuda_diagnosis_says_what_was_found():
+    from onnxlam.engine.runtime import cuda_available, cuda_diagnosis
+
+    if cuda_available():
+        pytest.skip("a usable GPU: there is nothing to diagnose")
+    text = cuda_diagnosis()
+    import onnxruntime as ort
+
+    assert ort.__version__ in text
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert "is installed but its CUDA provider does not start here" in text
+    else:
+        assert "has no CUDA provider" in text
