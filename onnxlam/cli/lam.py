@@ -18,10 +18,6 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, nothin
 ModelArg = Annotated[str, typer.Argument(help="ONNX model file (or a collection name, see `onnxlam models`).")]
 
 
-def _default_out(model: str, image: str, x: int, y: int) -> Path:
-    return Path(f"lam-{Path(model).stem}-{Path(image).stem}-{x}-{y}")
-
-
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None, *,
             program: Optional[Path] = None, out_dir: Optional[Path] = None, as_json: bool = False,
             method: str = "lam"):
@@ -40,7 +36,8 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
         raise InputError("no window given; pass --window X Y (repeatable)")
     given, model = model, resolve_model(model, image, options.lr)
     # a checkpoint's folder is named after it, not after its cached export
-    folder = out_dir or _default_out(given if is_checkpoint(given) else model, image, *windows[0])
+    folder = out_dir or m.default_out(given if is_checkpoint(given) else model, image,
+                                      Window(*windows[0], options.size), options)
     check_out_dir(folder)
     loaded = m.open(model, options, image)
     with progress() as bar:
@@ -147,8 +144,7 @@ def run_video_lam(model: str, frames: list[str], window: tuple[int, int], frame:
     first = Path(frames[0])
     first_file = sorted(p for p in first.iterdir() if p.is_file())[0] if first.is_dir() else first
     model = resolve_model(model, str(first_file), options.lr)
-    name = first.name if len(frames) == 1 else f"{first.stem}-T{len(frames)}"
-    folder = out_dir or _default_out(model, name, *window)
+    folder = out_dir or m.default_out(model, [str(f) for f in frames], Window(*window, options.size), options)
     check_out_dir(folder)
     loaded = m.open(model, options, frames)
     with progress() as bar:

@@ -34,7 +34,7 @@ def run_method(name: str, model: str, image, windows: list[tuple[int, int]], val
     size = getattr(options, "size", Window(0, 0).size)
     wins = [Window(int(x), int(y), int(size)) for x, y in windows]
     folder = out_dir or m.default_out(model if is_checkpoint(model) else path, image[0] if isinstance(image, list)
-                                      else image, wins[0])
+                                      else image, wins[0], options)
     check_out_dir(folder)
     loaded = m.open(path, options, image)
     with _progress() as bar:

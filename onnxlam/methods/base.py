@@ -216,8 +216,10 @@ class Method:
         """What its command prints about a result: (label, text) rows."""
         return [("model", result.model), ("provider", result.provider), ("seconds", f"{result.seconds:.2f}")]
 
-    def default_out(self, model: str, image: str, window: Window) -> Path:
-        return Path(f"{self.name}-{Path(model).stem}-{Path(str(image)).stem}-{window.x}-{window.y}")
+    def default_out(self, model: str, image: str, window: Window, options=None) -> Path:
+        """NAME-MODEL-IMAGE-X-Y, and a tag of the options where they are not the defaults (`options_tag`)."""
+        return Path(f"{self.name}-{Path(model).stem}-{Path(str(image)).stem}-{window.x}-{window.y}"
+                    f"{options_tag(options)}")
 
     def write_all(self, results: list, out: Path) -> Path:
         """Several windows' results: a sub-folder `window-X-Y-SIZE` each (one result: the folder itself),
@@ -232,6 +234,25 @@ class Method:
                 w = r.window
                 self.write(r, tmp / f"window-{w.x}-{w.y}-{w.size}")
         return Path(out)
+
+
+UNCHANGING = ("device", "batch_size", "max_memory")  # options that do not change what a method computes
+
+
+def options_tag(options) -> str:
+    """"" for default options (or None), else "-" and 8 hex digits of the options that differ from the
+    defaults: the default folders of two runs with different options never coincide, and a rerun with
+    the same options writes the same folder."""
+    if options is None:
+        return ""
+    mine, defaults = options.to_json(), type(options)().to_json()
+    changed = {k: v for k, v in sorted(mine.items()) if k not in UNCHANGING and v != defaults.get(k)}
+    if not changed:
+        return ""
+    import hashlib
+    import json
+
+    return "-" + hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def model_arguments(options) -> dict:

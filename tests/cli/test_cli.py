@@ -67,9 +67,21 @@ def test_json_is_alone_on_stdout_and_matches_file(models, hr_image, tmp_path):
 
 
 def test_default_out_dir(models, hr_image, tmp_path):
-    r = run_cli("lam", models["x2"], hr_image, "--window", 3, 5, *FAST, cwd=tmp_path)
+    """Default options: lam-MODEL-IMAGE-X-Y; other options add a tag of them, so that runs with
+    different options (a noise tunnel, another --fold or --size) never replace each other's folder,
+    while a rerun with the same options writes the same one."""
+    r = run_cli("lam", models["x2"], hr_image, "--window", 3, 5, "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "lam-x2-hr-3-5" / "result.json").exists()
+    for flags in (FAST, ["--fold", "7"], ["--size", "8", *FAST], ["--noise-tunnel", "smoothgrad", "--samples", "2",
+                                                                   *FAST]):
+        r = run_cli("lam", models["x2"], hr_image, "--window", 3, 5, *flags, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    folders = sorted(p.name for p in tmp_path.iterdir() if (p / "result.json").exists())
+    assert len(folders) == 5, folders
+    assert [f for f in folders if f.startswith("smoothgrad-x2-hr-3-5-")], folders
+    r = run_cli("lam", models["x2"], hr_image, "--window", 3, 5, *FAST, cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if (p / "result.json").exists()) == folders
 
 
 def test_runs_with_torch_unimportable(models, hr_image, tmp_path):
@@ -169,6 +181,8 @@ def test_export_and_program_round_trip(models, hr_image, tmp_path):
     with_prog = onnxlam.analyze(models["x2"], hr_image, window=(9, 7), fold=7, program=prog)
     without = onnxlam.analyze(models["x2"], hr_image, window=(9, 7), fold=7, batch_size=2)
     assert with_prog.batch_size == 3
+    assert any("--program: the whole image at the exported program's own batch" in w for w in with_prog.warnings)
+    assert not any("--program" in w for w in without.warnings)
     np.testing.assert_allclose(with_prog.attribution, without.attribution, atol=1e-6)
     # A program of another model, or another size, is refused.
     r = run_cli("lam", models["bgr255"], hr_image, "--window", 3, 3, "--program", prog, "--out", tmp_path / "x")

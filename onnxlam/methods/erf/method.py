@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from onnxlam.lam.result import Window
-from onnxlam.methods.base import Column, Method, Progress, part_progress
+from onnxlam.methods.base import Column, Method, Progress, options_tag, part_progress
 from onnxlam.methods.erf.options import ErfOptions
 
 
@@ -77,8 +77,8 @@ class ErfMethod(Method):
                 ("static receptive field", static),
                 ("provider", result.provider), ("seconds", f"{result.seconds:.2f}")]
 
-    def default_out(self, model: str, image: str, window: Window) -> Path:
-        return Path(f"erf-{Path(model).stem}")
+    def default_out(self, model: str, image: str, window: Window, options=None) -> Path:
+        return Path(f"erf-{Path(model).stem}{options_tag(options)}")
 
 
 ERF = ErfMethod()

@@ -123,6 +123,11 @@ def prepare_inputs(model: Model, image, wins: list[Window], options: LamOptions,
     return Inputs(x, hr, masks, sr, objective_input, objective_baseline, steps)
 
 
+PROGRAM_NOTE = ("--program: the whole image at the exported program's own batch (its shape and batch were fixed "
+                "by `onnxlam export`), so no receptive-field crop and no memory-sized batch; export with --batch B "
+                "for larger batches, or run without --program to let onnxlam crop and batch")
+
+
 def plan_group(model: Model, members: list[int], wins: list[Window], options: LamOptions, k: int,
                lr_size: tuple[int, int], fixed_program: bool) -> Group:
     """Stage 2: the group's crop (exact receptive field or --context, then memory) and its plan."""
@@ -131,8 +136,8 @@ def plan_group(model: Model, members: list[int], wins: list[Window], options: La
     if not fixed_program and not model.info.fixed_size and (options.crop or options.context is not None):
         region = choose_crop(model.receptive_field, [(win.x, win.y, win.size) for win in group_wins],
                              model.scale, lr_size, options.context)
-    if fixed_program:
-        return Group(members, region, Plan(0))
+    if fixed_program:  # its shape and batch were fixed when it was exported: no crop, its own batch
+        return Group(members, region, Plan(0), (PROGRAM_NOTE,))
     hp, wp = region.size if region is not None else lr_size
     plan = model.plan(options.fold, hp, wp, k)
     if plan.footprint is not None and plan.batch == 0:  # not even one step fits: crop to what does

@@ -36,8 +36,6 @@ class TunnelMethod(LamMethod):
         t = result.noise_tunnel.tunnel
         return [("noise tunnel", f"{t.kind}  samples={t.samples} stdev={t.stdev:g} seed={t.seed}")]
 
-    def default_out(self, model: str, image: str, window: Window) -> Path:
-        return Path(f"lam-{Path(model).stem}-{Path(str(image)).stem}-{window.x}-{window.y}")
 
 
 SMOOTHGRAD = TunnelMethod("smoothgrad")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from onnxlam.lam.result import Window
-from onnxlam.methods.base import Column, Method, Progress, model_arguments, part_progress
+from onnxlam.methods.base import Column, Method, Progress, model_arguments, options_tag, part_progress
 from onnxlam.methods.video.options import VideoOptions
 
 
@@ -85,13 +85,14 @@ class VideoMethod(Method):
                 ("completeness", f"Σ attribution {c.attribution_sum:.5g}  vs  ΔD {c.objective_delta:.5g}"),
                 ("seconds", f"{result.seconds:.2f}")]
 
-    def default_out(self, model: str, image, window: Window) -> Path:
-        """lam-MODEL-NAME-X-Y, NAME the folder's, or the first frame's stem and the frame count."""
+    def default_out(self, model: str, image, window: Window, options=None) -> Path:
+        """video-MODEL-NAME-X-Y, NAME the folder's, or the first frame's stem and the frame count; and a
+        tag of the options where they are not the defaults."""
         if isinstance(image, (list, tuple)):
             name = Path(str(image[0])).name if len(image) == 1 else f"{Path(str(image[0])).stem}-T{len(image)}"
         else:
             name = Path(str(image)).name
-        return Path(f"lam-{Path(model).stem}-{name}-{window.x}-{window.y}")
+        return Path(f"video-{Path(model).stem}-{name}-{window.x}-{window.y}{options_tag(options)}")
 
 
 VIDEO = VideoMethod()
