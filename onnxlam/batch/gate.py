@@ -8,6 +8,7 @@ when there is no violation.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -130,6 +131,7 @@ def load_baseline(path: str | Path) -> list[GateCase]:
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise InputError(f"{path} is not a report's results.json (no \"cases\" list); "
                          "write one with `onnxlam report`")
+    base = path.parent / str(data.get("paths_from", "."))
     cases = []
     for i, entry in enumerate(data["cases"]):
         if not isinstance(entry, dict) or entry.get("status") != "ok":
@@ -143,13 +145,23 @@ def load_baseline(path: str | Path) -> list[GateCase]:
                 raise KeyError(", ".join(missing))
             recorded = {k: entry.get(k) for k in option_names("run") + ("value_range", "bgr", "inputs")}
             options = LamOptions.from_json({**recorded, "size": w["size"]}, f"{path}: case {i + 1}")
-            cases.append(GateCase(str(entry["model"]), str(entry["image"]), int(w["x"]), int(w["y"]), int(w["size"]),
-                                  options, float(entry["di"])))
+            cases.append(GateCase(rebased(str(entry["model"]), base), rebased(str(entry["image"]), base),
+                                  int(w["x"]), int(w["y"]), int(w["size"]), options, float(entry["di"])))
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise InputError(f"{path}: case {i + 1} is malformed ({type(exc).__name__}: {exc})") from None
     if not cases:
         raise InputError(f"the baseline {path} holds no completed case")
     return cases
+
+
+def rebased(value: str, base: Path) -> str:
+    """A baseline's relative model or image path, found from the folder the report ran in (`base`,
+    recorded in results.json relative to it), so the gate runs from any folder; else as written (a
+    collection name, or a path relative to here)."""
+    if Path(value).is_absolute():
+        return value
+    candidate = base / value
+    return os.path.normpath(candidate) if candidate.exists() else value
 
 
 Progress = Callable[[str], None]

@@ -87,6 +87,24 @@ def test_baseline_gate_passes_unchanged_and_fails_on_drift_or_breakage(inputs, t
     assert len(errors) == 2 and all("image not found" in v["detail"] for v in errors)
 
 
+def test_a_baseline_of_relative_paths_is_checked_from_any_folder(inputs, tmp_path):
+    """A report run on relative paths, its baseline then checked from another folder: the paths are
+    found from the folder the report ran in (results.json records it relative to itself)."""
+    work = tmp_path / "project"
+    (work / "imgs").mkdir(parents=True)
+    shutil.copy(inputs / "a.onnx", work / "net.onnx")
+    shutil.copy(inputs / "one.png", work / "imgs" / "one.png")
+    r = run_cli("report", "--model", "net.onnx", "--image", "imgs/one.png", "--window", 8, 8, "--fold", 3,
+                "--out", "reports/base", cwd=work)
+    assert r.returncode == 0, r.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_cli("check", "--baseline", work / "reports" / "base" / "results.json", "--tolerance", 1e-3, "--json",
+                cwd=elsewhere)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["passed"]
+
+
 def test_baseline_skips_cases_that_failed_there(inputs, tmp_path):
     out = tmp_path / "baseline"
     run_report(ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "one.png"),),

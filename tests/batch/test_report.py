@@ -475,3 +475,21 @@ def test_aggregate_rewrites_are_bounded(monkeypatch):
     assert spent <= 0.1 * clock[0] and len(rewrites) >= 5
     writer.now(None)
     assert len(rewrites) * cost[0] == spent + 1.0  # the final one always
+
+
+def test_a_resumed_report_shows_when_it_was_first_started(inputs, tmp_path):
+    from onnxlam.batch.report import ConfigValues, WindowSpec, run_report
+
+    out = tmp_path / "rep"
+    config = ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "images" / "one.png"),),
+                          windows=(WindowSpec(8, 8),), out=out, fold=2).resolve()
+    run_report(config)
+    data = json.loads((out / "results.json").read_text())
+    assert data["first_started"] == data["started"]
+    data["first_started"] = data["started"] = "2026-01-02T03:04:05+00:00"  # as if run long ago
+    (out / "results.json").write_text(json.dumps(data))
+    again = run_report(config)
+    data = json.loads((out / "results.json").read_text())
+    assert data["first_started"] == "2026-01-02T03:04:05+00:00" and data["started"] == again.started
+    page = (out / "index.html").read_text()
+    assert "first started 2026-01-02T03:04:05+00:00 · this run " + again.started in page

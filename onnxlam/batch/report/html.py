@@ -1,4 +1,4 @@
-"""index.html: a self-contained page (no network) with the summary per model and method, the
+"""index.html: a page that needs no network (its thumbnails link to the case folders beside it) with the summary per model and method, the
 distribution of each method's distribution column (DI) per model and method as inline SVG, and a
 sortable case table with each case's picture (its method's `picture_file`). Columns and pictures come
 from the methods (`Method.columns`), so every registered method shows as its own declaration says."""
@@ -88,7 +88,8 @@ def render_html(report: Report) -> str:
              f"method{'s' if len(methods) > 1 else ''} <code>{_e(', '.join(methods))}</code> · "
              f"path <code>{_e(o.path)}</code> · sigma {_e(f'{o.sigma:g}')} · fold {o.fold} · "
              f"kernel {o.kernel_size}{' · LR input' if o.lr else ''} · onnxlam {_e(__version__)} · "
-             f"started {_e(report.started)}</p>",
+             + (f"started {_e(report.started)}</p>" if report.first_started in ("", report.started) else
+                f"first started {_e(report.first_started)} · this run {_e(report.started)}</p>"),
              '<p class="meta">Files: <a href="results.csv">results.csv</a> · '
              '<a href="results.json">results.json</a>. DI: diffusion index (higher: more input pixels '
              "contribute). Range: LR pixels holding 50/90/99% of the attribution, and the radius (LR pixels) "

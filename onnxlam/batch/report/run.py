@@ -31,7 +31,8 @@ from typing import Iterator, Sequence
 from onnxlam.batch.report.aggregates import AggregateWriter, write_aggregates
 from onnxlam.batch.report.config import Case, ReportConfig, expand_images, plan_cases
 from onnxlam.batch.report.store import (CASES, ERROR, RESULT, CaseRow, Fingerprint, Report, case_files, exclusive,
-                                        read_complete, remove_leftovers, row_from_result, write_dir_atomically)
+                                        first_started, read_complete, remove_leftovers, row_from_result,
+                                        write_dir_atomically)
 from onnxlam.core.errors import InputError, OnnxlamError
 from onnxlam.core.files import check_out_dir, disk_full_message
 from onnxlam.graph.model import file_sha256, inputs_text
@@ -143,7 +144,8 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
                            method=m.fingerprint(config.options_of(c.method)))
 
     fingerprints = {c: fingerprint(c) for c in cases}
-    report = Report(out, config, [], started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report = Report(out, config, [], started=now, first_started=first_started(out, now))
     todo = []
     for c in cases:
         folder = f"{CASES}/{c.slug}"

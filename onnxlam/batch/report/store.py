@@ -225,7 +225,8 @@ class Report:
     rows: list[CaseRow]
     computed: int = 0
     reused: int = 0
-    started: str = ""
+    started: str = ""        # this run's start
+    first_started: str = ""  # the first run's, for a report resumed or rerun (else this run's)
 
     @property
     def failed(self) -> int:
@@ -323,11 +324,24 @@ def summarise(rows: Sequence[CaseRow]) -> list[ModelSummary]:
 # results.json
 # ------------------------------------------------------------------------------------------------
 
+def first_started(out: Path, default: str) -> str:
+    """When the report in `out` was first started (its results.json's), else `default`."""
+    try:
+        data = json.loads((Path(out) / "results.json").read_text())
+        return str(data.get("first_started") or data.get("started") or default)
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
 def results_json(report: Report) -> dict:
     """The content of results.json: settings, per-model summary, this run's counts, one entry per case."""
     o = report.config.options
     return {
         "format": FORMAT, "onnxlam": __version__, "started": report.started,
+        "first_started": report.first_started or report.started,
+        # the folder the cases' relative paths start from, relative to this report's folder: a baseline
+        # read from elsewhere (`check --baseline`) finds its images and models through it
+        "paths_from": os.path.relpath(os.getcwd(), Path(report.out).absolute()),
         "options": o.to_json(),
         "methods": list(report.config.methods), "method_options": report.config.method_options_json(),
         "run": {"cases": len(report.rows), "computed": report.computed, "reused": report.reused,
