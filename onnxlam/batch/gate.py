@@ -41,12 +41,35 @@ class GateCase:
 
 
 @dataclass(frozen=True)
+class MethodBound:
+    """A bound on a registered method's report column, per case: `check --min-deletion-z 2` is
+    MethodBound("faithfulness", "deletion_z", minimum=2): the map must beat random orders."""
+
+    method: str
+    column: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        side, limit = ("min", self.minimum) if self.minimum is not None else ("max", self.maximum)
+        return f"{self.method} {self.column} {'≥' if side == 'min' else '≤'} {limit:g}"
+
+    def violated(self, value: float | None) -> bool:
+        if value is None or value != value:  # no value (NaN): the bound cannot be shown to hold
+            return True
+        return (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum)
+
+
+@dataclass(frozen=True)
 class CaseCheck:
-    """What one case gave: its DI (None when it failed) and the error message when it failed."""
+    """What one case gave: its DI (None when it failed), the error message when it failed, and the
+    values of the bounded methods' columns ({"faithfulness.deletion_z": 4.2})."""
 
     case: GateCase
     di: float | None
     error: str = ""
+    values: tuple[tuple[str, float | None], ...] = ()
 
     @property
     def drift(self) -> float | None:
@@ -57,7 +80,8 @@ class CaseCheck:
     def to_json(self) -> dict:
         c = self.case
         return {"model": c.model, "image": c.image, "window": {"x": c.x, "y": c.y, "size": c.size},
-                "di": self.di, "baseline_di": c.baseline_di, "drift": self.drift, "error": self.error or None}
+                "di": self.di, "baseline_di": c.baseline_di, "drift": self.drift, "error": self.error or None,
+                **({"values": dict(self.values)} if self.values else {})}
 
 
 @dataclass(frozen=True)
@@ -84,7 +108,7 @@ class GradientCheck:
 
 @dataclass(frozen=True)
 class Violation:
-    """One reason the gate fails. kind: below-min, above-max, drift, error or gradient."""
+    """One reason the gate fails. kind: below-min, above-max, drift, error, gradient or bound."""
 
     kind: str
     subject: str
@@ -179,13 +203,14 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
                 tolerance: float | None = None, verify_gradients: bool = False, device: str = "auto",
                 batch_size: int | None = None, max_memory: int | str | None = None,
                 resolve_model: Callable[[str], str] | None = None, progress: Progress | None = None,
-                baseline: str | None = None) -> GateResult:
+                baseline: str | None = None, bounds: Sequence[MethodBound] = ()) -> GateResult:
     """Run every case and collect the violations of the gate's rules.
 
     `tolerance` applies to cases with a baseline DI (|DI − baseline| ≤ tolerance). A case that raises an
     onnxlam error is an "error" violation. With `verify_gradients`, each model's gradient program at
     each LR shape met is checked against central finite differences (program.FD_TOLERANCE) and for
-    batch independence. `max_memory` ("24G" or bytes) is every Analyzer's memory limit.
+    batch independence. `max_memory` ("24G" or bytes) is every Analyzer's memory limit. `bounds`:
+    each case also runs each bounded method (with the case's LAM options) and its column must hold.
     """
     validate_limits(min_di, max_di, tolerance)
     LamOptions(max_memory=max_memory).validate()  # an InputError here, not one "error" violation per case
@@ -217,11 +242,17 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
                     gradients.append(gradient_check(analyzer, case.model, lr_image.shape[1],
                                                     lr_image.shape[2], o.fold, device))
             result = analyzer.run(case.image, (case.x, case.y), case.size, **o.run_arguments())
-            checks.append(CaseCheck(case, result.di))
+            checks.append(CaseCheck(case, result.di, values=bounded_values(analyzer, case, bounds)))
         except OnnxlamError as exc:
             checks.append(CaseCheck(case, None, " ".join(str(exc).split())))
     for check in checks:
         violations += _case_violations(check, min_di, max_di, tolerance)
+        values = dict(check.values)
+        for b in bounds:
+            key = f"{b.method}.{b.column}"
+            if check.di is not None and b.violated(values.get(key)):
+                violations.append(Violation("bound", check.case.label, f"{key} = {values.get(key)}: not "
+                                                                       f"{b.flag}"))
     for g in gradients:
         if not g.passed:
             from onnxlam.engine.program import FD_TOLERANCE
@@ -229,6 +260,26 @@ def check_cases(cases: Sequence[GateCase], *, min_di: float | None = None, max_d
             detail = g.error or f"finite-difference relative error {g.fd_error:.2e} > {FD_TOLERANCE:.0e}"
             violations.append(Violation("gradient", f"{g.model} at LR {g.width}×{g.height}", detail))
     return GateResult(tuple(checks), tuple(gradients), tuple(violations), min_di, max_di, tolerance, baseline)
+
+
+def bounded_values(model, case: GateCase, bounds: Sequence[MethodBound]) -> tuple[tuple[str, float | None], ...]:
+    """The bounded methods' columns for `case` on the loaded `model`: each method run once, with the
+    case's LAM options and its own defaults otherwise."""
+    from dataclasses import fields, replace
+
+    from onnxlam.lam.result import Window
+    from onnxlam.methods import registry
+
+    values = []
+    for name in dict.fromkeys(b.method for b in bounds):
+        method = registry.method(name)
+        mine = {f.name for f in fields(method.Options)}
+        options = replace(method.Options(), **{f.name: getattr(case.options, f.name) for f in fields(case.options)
+                                               if f.name in mine}).validate()
+        (result,) = method.attribute(model, case.image, [Window(case.x, case.y, case.size)], options)
+        row = method.row(result.to_json())
+        values += [(f"{name}.{b.column}", row.get(b.column)) for b in bounds if b.method == name]
+    return tuple(values)
 
 
 def _case_violations(check: CaseCheck, min_di: float | None, max_di: float | None,

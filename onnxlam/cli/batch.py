@@ -242,11 +242,15 @@ def _check_output(result) -> None:
     from rich.table import Table
 
     table = Table(title="Checked cases", title_justify="left")
-    for name, justify in (("case", "left"), ("DI", "right"), ("baseline", "right"), ("drift", "right")):
+    bounded = list(dict.fromkeys(k for c in result.checks for k, _ in c.values))
+    for name, justify in (("case", "left"), ("DI", "right"), ("baseline", "right"), ("drift", "right"),
+                          *((k, "right") for k in bounded)):
         table.add_column(name, justify=justify)
     for c in result.checks:
+        values = dict(c.values)
         table.add_row(escape(c.case.label), _fmt(c.di, 3) if c.di is not None else "[red]error[/]",
-                      _fmt(c.case.baseline_di, 3), "–" if c.drift is None else f"{c.drift:+.3f}")
+                      _fmt(c.case.baseline_di, 3), "–" if c.drift is None else f"{c.drift:+.3f}",
+                      *(_fmt(values.get(k), 3) for k in bounded))
     out.print(table)
     if result.gradients:
         gt = Table(title="Gradient programs", title_justify="left")
@@ -286,6 +290,13 @@ def check(model: Annotated[Optional[str], typer.Argument(
           verify_gradients: Annotated[bool, typer.Option(
               "--verify-gradients", help="Also check each gradient program against finite differences and "
               "batch independence.")] = False,
+          min_deletion_z: Annotated[Optional[float], typer.Option(
+              "--min-deletion-z", help="Also run `faithfulness` per case: fail when deleting pixels in the "
+              "map's order lowers the detector by fewer than Z standard deviations beyond random orders "
+              "(2: the map is no better than random).")] = None,
+          max_sanity_spearman: Annotated[Optional[float], typer.Option(
+              "--max-sanity-spearman", help="Also run `sanity` per case: fail when the map of the fully "
+              "randomised network still correlates above R (Spearman) with the trained network's.")] = None,
           lr: Lr = D.lr, path: PathKind = D.path, sigma: Sigma = D.sigma, fold: Fold = D.fold,
           kernel_size: KernelSize = D.kernel_size, batch_size: BatchSize = D.batch_size, device: Device = D.device,
           value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr, max_memory: MaxMemory = D.max_memory,
@@ -297,11 +308,14 @@ def check(model: Annotated[Optional[str], typer.Argument(
 
     With --baseline the cases and their lam options come from the baseline's results.json.
     """
-    from onnxlam.batch.gate import GateCase, check_cases, load_baseline, validate_limits
+    from onnxlam.batch.gate import GateCase, MethodBound, check_cases, load_baseline, validate_limits
     from onnxlam.batch.report import parse_window
     from onnxlam.lam.options import LamOptions
 
     validate_limits(min_di, max_di, tolerance)
+    bounds = ([MethodBound("faithfulness", "deletion_z", minimum=min_deletion_z)] if min_deletion_z is not None
+              else []) + ([MethodBound("sanity", "final_spearman", maximum=max_sanity_spearman)]
+                          if max_sanity_spearman is not None else [])
     LamOptions(max_memory=max_memory).validate()  # a bad value is bad usage, not a failed case of the gate
     window = list(window or []) + list(more_window or [])
     if baseline is not None:
@@ -331,7 +345,7 @@ def check(model: Annotated[Optional[str], typer.Argument(
                              tolerance=tolerance if baseline is not None else None,
                              verify_gradients=verify_gradients, device=device, batch_size=batch_size,
                              max_memory=max_memory, resolve_model=resolve_model, progress=advance,
-                             baseline=str(baseline) if baseline is not None else None)
+                             baseline=str(baseline) if baseline is not None else None, bounds=bounds)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:

@@ -183,3 +183,26 @@ def test_max_memory_reaches_every_analyzer(inputs, monkeypatch):
                                  "--fold", "2", "--max-memory", "1536M", "--json"])
     assert r.exit_code == 0, r.output
     assert limits[2:] == [1536 << 20]
+
+
+@pytest.mark.parametrize("flags, passes", [
+    (("--min-deletion-z", -1e9), True), (("--min-deletion-z", 1e9), False),
+    (("--max-sanity-spearman", 1.01), True), (("--max-sanity-spearman", -1.01), False),
+])
+def test_the_gate_holds_the_map_tests(inputs, flags, passes):
+    """`--min-deletion-z` runs `faithfulness` per case and `--max-sanity-spearman` runs `sanity`; the
+    case's value is in the verdict, and a bound it misses is a violation."""
+    from PIL import Image
+
+    from tests.clitools import PHOTO
+
+    image = inputs / "cat64.png"
+    if not image.exists():
+        Image.open(PHOTO).convert("RGB").crop((60, 60, 124, 124)).save(image)
+    r = run_cli("check", inputs / "a.onnx", image, "--window", 24, 24, "--fold", 3, *flags, "--json")
+    assert r.returncode == (0 if passes else 1), r.stderr
+    verdict = json.loads(r.stdout)
+    key = "faithfulness.deletion_z" if flags[0] == "--min-deletion-z" else "sanity.final_spearman"
+    value = verdict["checks"][0]["values"][key]
+    assert isinstance(value, float)
+    assert [v["kind"] for v in verdict["violations"]] == ([] if passes else ["bound"])
