@@ -139,8 +139,41 @@ def repeatable_windows(argv: list[str]) -> list[str]:
     return result
 
 
+def readable_metavars(command) -> None:
+    """Metavars a user reads in `--help` (MODEL, N, X Y, PATH) where Typer would show Python types
+    (`<list[str]>`, `{model}`, `<int,int>...`), for every command of the group."""
+    import pathlib
+    import typing
+
+    def word(kind, name: str) -> str:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) in (typing.Union, list, tuple) and typing.get_origin(kind) is not tuple:
+            return word(args[0], name) if args else name.upper()
+        if typing.get_origin(kind) is tuple:
+            return "X Y" if name.startswith("window") else " ".join(word(a, name) for a in args)
+        return {int: "N", float: "X", pathlib.Path: "PATH"}.get(kind, name.upper().replace("_", "-"))
+
+    for sub in getattr(command, "commands", {}).values():
+        readable_metavars(sub)
+    for param in getattr(command, "params", []):
+        kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        is_argument = type(param).__name__.endswith("Argument")
+        if getattr(param, "is_flag", False) or kind is None or kind is bool:
+            continue
+        if param.metavar is None:
+            param.metavar = param.name.upper() if is_argument else word(kind, param.name)
+        if is_argument:  # `MODEL IMAGE...` as Click writes them, not `{MODEL} <str>`
+            many = "..." if param.nargs != 1 else ""
+            param.display_type_rich = lambda ctx=None: ""
+            param._usage_display_name = lambda p=param, many=many: (p.metavar if p.required else f"[{p.metavar}]") + many
+
+
 def main() -> None:
-    app(args=repeatable_windows(sys.argv[1:]), prog_name="onnxlam")
+    import typer.main
+
+    command = typer.main.get_command(app)
+    readable_metavars(command)
+    command(args=repeatable_windows(sys.argv[1:]), prog_name="onnxlam")
 
 
 

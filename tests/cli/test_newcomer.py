@@ -66,3 +66,14 @@ def test_cuda_diagnosis_says_what_was_found():
         assert "is installed but its CUDA provider does not start here" in text
     else:
         assert "has no CUDA provider" in text
+
+
+@pytest.mark.parametrize("command", ["lam", "report", "cem", "check", "sweep", "compare"])
+def test_help_shows_metavars_a_user_reads(command):
+    r = run_cli(command, "--help", process=True, env_extra={"COLUMNS": "120"})
+    assert r.returncode == 0, r.stderr
+    for python_type in ("<list[str]>", "<int,int>", "{model}", "<float>", "<int>"):
+        assert python_type not in r.stdout, (python_type, r.stdout)
+    assert "--window" not in r.stdout or "X Y" in r.stdout
+    if command in ("lam", "report", "check"):
+        assert "--fold N" in r.stdout and "--sigma X" in r.stdout
