@@ -100,10 +100,13 @@ def progress(elapsed: bool = False):
     """The live progress bar on stderr (done/total, ETA; with `elapsed`, the time so far too)."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
+    from rich.table import Column
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    # the description gives way first (cut with an ellipsis), so the counts and the ETA always show
+    columns = [TextColumn("{task.description}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+               BarColumn(bar_width=20), MofNCompleteColumn()]
     columns += [TimeElapsedColumn(), TextColumn("eta")] if elapsed else []
-    return Progress(*columns, TimeRemainingColumn(), console=err.get(), transient=True)
+    return Progress(*columns, TimeRemainingColumn(), console=err.get(), transient=True, expand=True)
 
 
 def facts(title: str, rows) -> None:

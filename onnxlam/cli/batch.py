@@ -145,20 +145,28 @@ def _cluster_note(message: str) -> None:
 
 
 def _report_summary(report) -> None:
+    """One table per method, with that method's columns only: at 80 columns the names still show."""
     from rich.table import Table
 
     from onnxlam.batch.report.store import report_columns, summary_heads
 
-    heads = summary_heads(report_columns(report.config.methods))
-    several = len(report.config.methods) > 1
-    table = Table(title="Report", title_justify="left")
-    for name, justify in [("model", "left")] + ([("method", "left")] if several else []) + [
-            ("cases", "right"), ("failed", "right")] + [(h, "right") for _, h in heads]:
-        table.add_column(name, justify=justify)
-    for s in report.summaries():
-        table.add_row(escape(s.model), *((s.method,) if several else ()), str(s.cases),
-                      f"[red]{s.failures}[/]" if s.failures else "0", *(_fmt(s.stat(key)) for key, _ in heads))
-    out.print(table)
+    summaries = report.summaries()
+    width = max((len(s.model) for s in summaries), default=5)
+    for method in report.config.methods:
+        heads = summary_heads(report_columns([method]))
+        mine = [s for s in summaries if s.method == method]
+        if not mine:
+            continue
+        title = "Report" if len(report.config.methods) == 1 else f"Report: {method}"
+        table = Table(title=title, title_justify="left")
+        # a model's name is typed by the user: never cut; the statistics give way first
+        table.add_column("model", no_wrap=True, min_width=min(width, 40), overflow="fold")
+        for name in ("cases", "failed", *(h for _, h in heads)):
+            table.add_column(name, justify="right")
+        for s in mine:
+            table.add_row(escape(s.model), str(s.cases), f"[red]{s.failures}[/]" if s.failures else "0",
+                          *(_fmt(s.stat(key)) for key, _ in heads))
+        out.print(table)
     failed = [r for r in report.rows if r.status == "failed"]
     if failed:
         ft = Table(title="Failed cases", title_justify="left")
