@@ -2,7 +2,7 @@
 
     >>> import onnxlam
     >>> onnxlam.method_names()
-    ('lam', 'cem', 'smoothgrad', 'smoothgrad_sq', 'vargrad', 'erf', 'video')
+    ('lam', 'cem', 'smoothgrad', 'smoothgrad_sq', 'vargrad', 'erf', 'video', 'faithfulness', 'sanity')
     >>> r = onnxlam.attribute("model.onnx", "photo.png", method="lam", window=(120, 72), size=16, fold=50)
     >>> model = onnxlam.Model("model.onnx")          # or a collection name; opened once, reused
     >>> r = onnxlam.attribute(model, "photo.png", method="cem", window=(40, 40), size=32, block=8)

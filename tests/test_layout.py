@@ -17,7 +17,7 @@ from tests import layout
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "onnxlam"
 HEAVY = ("numpy", "onnxruntime", "onnx_ad", "scipy", "torch", "dask", "distributed")
-FALLBACK_METHODS = {"lam", "cem", "erf", "smoothgrad", "smoothgrad_sq", "vargrad", "video"}
+FALLBACK_METHODS = {"lam", "cem", "erf", "smoothgrad", "smoothgrad_sq", "vargrad", "video", "faithfulness", "sanity"}
 
 
 def declared_layers(root: Path = PACKAGE) -> tuple[str, ...]:

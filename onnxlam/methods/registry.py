@@ -22,6 +22,8 @@ BUILTIN = (
     ("vargrad", "onnxlam.methods.noise_tunnel.method:VARGRAD"),
     ("erf", "onnxlam.methods.erf.method:ERF"),
     ("video", "onnxlam.methods.video.method:VIDEO"),
+    ("faithfulness", "onnxlam.methods.faithfulness.method:FAITHFULNESS"),
+    ("sanity", "onnxlam.methods.sanity.method:SANITY"),
 )
 
 _entries: dict[str, object] = {}  # name -> Method instance, or its spec until first use
