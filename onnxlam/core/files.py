@@ -144,3 +144,22 @@ def write_result_json(path: Path, data: dict, about: dict | None = None) -> None
     if clash:
         raise ValueError(f"{', '.join(sorted(clash))} would overwrite the result's own keys")
     path.write_text(json.dumps({**data, **(about or {})}, indent=2) + "\n")
+
+
+def write_result_dir(out: str | Path, data: dict, about: dict | None = None, arrays: dict | None = None,
+                     pictures: dict | None = None) -> Path:
+    """Folder `out`, all or nothing: `arrays` ({file name: array}) as .npy files, result.json (`data`,
+    and `about`: a report's "case" and "group", which may not replace `data`'s keys) and `pictures`
+    ({file name: uint8 image}, written by Pillow). The folder is checked before anything is written."""
+    import numpy as np
+    from PIL import Image
+
+    out = Path(out)
+    check_out_dir(out)
+    with atomic_dir(out) as tmp:
+        for name, array in (arrays or {}).items():
+            np.save(tmp / name, array)
+        write_result_json(tmp / "result.json", data, about)
+        for name, picture in (pictures or {}).items():
+            Image.fromarray(picture).save(tmp / name)
+    return out

@@ -35,6 +35,30 @@ class Plan:
     base: int = 0  # what was in use when the plan was made
 
 
+FORWARD_CAP = {"cpu": 16, "cuda": 64}  # images per forward-only run (CEM's interventions, say) when memory allows
+
+
+@dataclass(frozen=True)
+class ForwardBatch:
+    """A forward-only method's batch, sized from one measured forward pass: `batch` images per run,
+    the bytes one image needed (None: not measurable here) and what was in use after it, beyond the
+    planner's origin."""
+
+    batch: int
+    per_image: int | None
+    in_use: int | None
+
+
+def plan_batch(per_image: float | None, in_use: float | None, budget: float, cap: int) -> int:
+    """The most images per run (≤ cap) whose predicted memory, what is in use now plus the measured
+    per-image forward memory times the batch (with memory.margin), fits the budget; 1 when nothing
+    could be measured (the safe choice) or when not even one fits."""
+    if per_image is None or in_use is None:
+        return 1
+    fits = [b for b in range(1, cap + 1) if in_use + memory.margin(b * per_image) <= budget]
+    return max(fits, default=1)
+
+
 class Planner:
     """The batch and crop decisions for one model (`model`: its Analyzer, for the model's facts and
     for building the batch-1 programs the probes measure)."""
@@ -67,6 +91,28 @@ class Planner:
         self.budget()
         now = memory.in_use(self.device)
         return None if now is None else now - self._budget[1]
+
+    def forward_batch(self, run_one, input_values: int, batch_size: int | None = None):
+        """(`run_one()`'s output, ForwardBatch): one image's forward pass run while its memory is
+        measured (its session made beforehand, so that only the run is measured), and the batch of
+        such passes the memory limit allows; `batch_size` where given, 1 for a model whose batch is
+        fixed at 1. `input_values`: the floats of one image's input (its copies count too)."""
+        self.budget()  # fixes the limit (and, on CUDA, what was in use before the session)
+        if self.device == "cpu":
+            memory.trim()  # what an earlier run freed would otherwise hide what this pass needs
+        before = memory.in_use(self.device)
+        with memory.PeakMeter(self.device) as meter:
+            output = run_one()
+        per_image = None if meter.peak is None or before is None else max(meter.peak - before, 0) + 8 * input_values
+        in_use = memory.in_use(self.device)
+        in_use = None if in_use is None else in_use - self.origin
+        if batch_size is not None:
+            batch = batch_size
+        elif self.model.info.fixed_batch == 1:
+            batch = 1
+        else:
+            batch = plan_batch(per_image, in_use, self.budget(), FORWARD_CAP[self.device])
+        return output, ForwardBatch(batch, per_image, in_use)
 
     def footprint(self, h: int, w: int, windows: int, meanwhile=None) -> memory.Footprint | None:
         """The measured memory of this model's batch-1 programs (see `memory.py`), probed once and cached.

@@ -458,7 +458,7 @@ def test_memory_limit_bounds_the_batch(sr_model, images, monkeypatch):
 
 def test_plan_batch():
     from onnxlam.engine.memory import margin
-    from onnxlam.methods.cem.effects import plan_batch
+    from onnxlam.engine.planner import plan_batch
 
     assert plan_batch(None, 100, 1 << 30, 16) == 1            # nothing measured: one at a time
     assert plan_batch(10 << 20, 0, 1 << 40, 16) == 16          # capped

@@ -145,18 +145,6 @@ def summarise(ce: np.ndarray, roi: np.ndarray) -> Summary:
                    argmin=(int(amin[0]), int(amin[1])), argmax=(int(amax[0]), int(amax[1])))
 
 
-def plan_batch(per_image: float | None, in_use: float | None, budget: float, cap: int) -> int:
-    """The most interventions per run (≤ cap) whose predicted memory, what is in use now plus the
-    measured per-image forward memory times the batch (with memory.margin), fits the budget; 1 when
-    nothing could be measured (the safe choice) or when not even one fits."""
-    from onnxlam.engine import memory
-
-    if per_image is None or in_use is None:
-        return 1
-    fits = [b for b in range(1, cap + 1) if in_use + memory.margin(b * per_image) <= budget]
-    return max(fits, default=1)
-
-
 def degrade_dn(truth: np.ndarray, seed: int, sigma: float) -> np.ndarray:
     """The DN input (§1): uint8(clip(I/255 + N(0, σ/255), 0, 1)·255) with RandomState(seed)'s first normals."""
     return add_noise(truth, np.random.RandomState(seed).normal(0, sigma / 255, truth.shape))

@@ -17,12 +17,11 @@ from onnxlam.lam.options import ModelOptions, option_names
 from onnxlam.methods.base import Provenance, image_name
 from onnxlam.methods.cem.bank import SeededDraws, cut_bank, load_bank_images
 from onnxlam.methods.cem.effects import (as_uint8, block_means, causal_effect, degrade_dn, grid_shape,
-                                         intervention_content, paste, plan_batch, refinement_set, roi_mask,
+                                         intervention_content, paste, refinement_set, roi_mask,
                                          roi_psnr, summarise, touches)
 from onnxlam.methods.cem.options import CemOptions
 from onnxlam.methods.cem.result import BankInfo, CemMemory, CemParams, CemResult, DrawFn, Roi
 
-MAX_BATCH = {"cpu": 16, "cuda": 64}  # interventions per run when memory allows
 D = ModelOptions()                   # the defaults of the model options below
 RUN_OPTIONS = option_names("run", cls=CemOptions)  # what CemRunner.run takes as keywords
 MODEL_OPTIONS = tuple(n for n in option_names("model", cls=CemOptions) if n != "inputs")  # CemRunner's
@@ -81,23 +80,10 @@ class CemRunner:
         if a.info.fixed_batch not in (None, 1):
             raise InputError(f"{self.model_path} fixes its batch at {a.info.fixed_batch}; CEM needs a batch of 1 "
                              "or a dynamic batch")
-        a.budget()  # fixes the limit (and, on CUDA, what was in use before the session)
         device = a.run_device
         self.session()
-        if device == "cpu":
-            memory.trim()  # what an earlier run freed would otherwise hide what this pass needs
-        before = memory.in_use(device)
-        with memory.PeakMeter(device) as meter:
-            y = self._forward(to_model(x[None]))
-        per_image = None if meter.peak is None or before is None else max(meter.peak - before, 0) + 8 * x.size
-        in_use = memory.in_use(device)
-        in_use = None if in_use is None else in_use - a.planner.origin
-        if self.batch_size is not None:
-            self._batch = self.batch_size
-        elif a.info.fixed_batch == 1:
-            self._batch = 1
-        else:
-            self._batch = plan_batch(per_image, in_use, a.budget(), MAX_BATCH[device])
+        y, sized = a.planner.forward_batch(lambda: self._forward(to_model(x[None])), x.size, self.batch_size)
+        self._batch, per_image, in_use = sized.batch, sized.per_image, sized.in_use
         self._warnings = []
         if per_image is not None and in_use is not None and self._batch == 1 and self.batch_size is None \
                 and in_use + memory.margin(per_image) > a.budget():

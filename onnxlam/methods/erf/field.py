@@ -40,7 +40,7 @@ from typing import Callable, ClassVar, Sequence
 import numpy as np
 
 from onnxlam.core.errors import InputError, NumericalError
-from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.core.files import write_result_dir
 from onnxlam.engine.model import Model
 from onnxlam.engine.program import GradientProgram, build_program
 from onnxlam.graph.detector import INTENSITY
@@ -287,10 +287,5 @@ def write_erf(result: ErfResult, out: str | Path, about: dict | None = None) -> 
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    out = Path(out)
-    check_out_dir(out)
-    with atomic_dir(out) as tmp:
-        np.save(tmp / "erf.npy", result.erf.astype(np.float32))
-        write_result_json(tmp / "result.json", result.to_json(), about)
-        pictures.save(str(tmp / "erf.png"), erf_picture(result))
-    return out
+    return write_result_dir(out, result.to_json(), about, arrays={"erf.npy": result.erf.astype(np.float32)},
+                            pictures={"erf.png": erf_picture(result)})

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.core.files import write_result_dir
 from onnxlam.methods.faithfulness.result import FaithfulnessResult
 from onnxlam.render import pictures
 
@@ -100,10 +100,6 @@ def write_result(result: FaithfulnessResult, out: str | Path, about: dict | None
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    out = Path(out)
-    check_out_dir(out)
-    with atomic_dir(out) as tmp:
-        np.save(tmp / "attribution.npy", np.asarray(result.attribution, np.float32))
-        write_result_json(tmp / "result.json", result.to_json(), about)
-        pictures.save(str(tmp / "faithfulness.png"), render(result))
-    return out
+    return write_result_dir(out, result.to_json(), about,
+                            arrays={"attribution.npy": np.asarray(result.attribution, np.float32)},
+                            pictures={"faithfulness.png": render(result)})

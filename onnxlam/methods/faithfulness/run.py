@@ -24,7 +24,6 @@ from typing import Sequence
 import numpy as np
 
 from onnxlam.core.errors import InputError, NumericalError
-from onnxlam.engine import memory
 from onnxlam.engine.cropping import Crop, choose_crop
 from onnxlam.engine.model import Model
 from onnxlam.graph.detector import check_window, window_mask
@@ -35,13 +34,11 @@ from onnxlam.lam.paths import correlate, gaussian_kernel
 from onnxlam.lam.result import Window
 from onnxlam.methods import registry
 from onnxlam.methods.base import Progress, Provenance, image_name, part_progress
-from onnxlam.methods.cem.effects import plan_batch
 from onnxlam.methods.faithfulness import curves as cv
 from onnxlam.methods.faithfulness.options import FaithfulnessOptions
 from onnxlam.methods.faithfulness.result import (Curve, FaithfulnessResult, Infidelity, RandomControl, Reach,
                                                  Sensitivity)
 
-MAX_BATCH = {"cpu": 16, "cuda": 64}  # images per forward run when memory allows
 
 
 def blur_baseline(x: np.ndarray, sigma: float, kernel_size: int) -> np.ndarray:
@@ -108,24 +105,10 @@ class Evaluator:
         if m.info.fixed_batch not in (None, 1):
             raise InputError(f"{m.model_path} fixes its batch at {m.info.fixed_batch}; the faithfulness check "
                              "needs a batch of 1 or a dynamic batch")
-        m.budget()
-        device = m.run_device
         session = m.plain_session()
-        if device == "cpu":
-            memory.trim()  # what an earlier run freed would otherwise hide what this pass needs
-        before = memory.in_use(device)
         first = self.scene.cut(self.scene.x[None])
-        with memory.PeakMeter(device) as meter:
-            sr = self.run_session(session, first)
-        per_image = None if meter.peak is None or before is None else max(meter.peak - before, 0) + 8 * first.size
-        in_use = memory.in_use(device)
-        in_use = None if in_use is None else in_use - m.planner.origin
-        if m.batch_size is not None:
-            self.batch = m.batch_size
-        elif m.info.fixed_batch == 1:
-            self.batch = 1
-        else:
-            self.batch = plan_batch(per_image, in_use, m.budget(), MAX_BATCH[device])
+        sr, sized = m.planner.forward_batch(lambda: self.run_session(session, first), first.size, m.batch_size)
+        self.batch = sized.batch
         blurred = np.zeros(self.scene.x.shape[1:], bool)
         self.memo[self.key(blurred)] = self.measure(sr)[0]
         return self.memo[self.key(blurred)][0]
