@@ -64,7 +64,7 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
 def worker_lam(model: str, hr: str, out: str, *window_coords) -> dict:
     """What `onnxlam lam MODEL HR --window X Y [--window ...] [--fold N] --out OUT --device cpu` does."""
     from onnxlam.methods.lam.analyzer import Analyzer
-    from onnxlam.methods.lam.files import write_results
+    from onnxlam.methods.lam.method import LAM
 
     coords, fold = list(window_coords), 50
     if "--fold" in coords:
@@ -72,7 +72,7 @@ def worker_lam(model: str, hr: str, out: str, *window_coords) -> dict:
         del coords[coords.index("--fold"):coords.index("--fold") + 2]
     windows = list(zip(coords[::2], coords[1::2]))
     results = Analyzer(model, device="cpu").run_windows(hr, windows, fold=fold)
-    write_results(results, out)
+    LAM.write_all(results, Path(out))
     first = results[0].to_json()
     return {"seconds": first["seconds"], "di": first["di"], "batch_size": first["batch_size"],
             "lr_size": first["lr_size"], "crop": first["crop"]}

@@ -150,7 +150,8 @@ def write_result_dir(out: str | Path, data: dict, about: dict | None = None, arr
                      pictures: dict | None = None) -> Path:
     """Folder `out`, all or nothing: `arrays` ({file name: array}) as .npy files, result.json (`data`,
     and `about`: a report's "case" and "group", which may not replace `data`'s keys) and `pictures`
-    ({file name: uint8 image}, written by Pillow). The folder is checked before anything is written."""
+    ({file name: uint8 image}, written by Pillow); a name may hold a sub-folder ("stage-0/map.npy").
+    The folder is checked before anything is written."""
     import numpy as np
     from PIL import Image
 
@@ -158,6 +159,7 @@ def write_result_dir(out: str | Path, data: dict, about: dict | None = None, arr
     check_out_dir(out)
     with atomic_dir(out) as tmp:
         for name, array in (arrays or {}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             np.save(tmp / name, array)
         write_result_json(tmp / "result.json", data, about)
         for name, picture in (pictures or {}).items():

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.core.files import write_result_dir
 from onnxlam.methods.cem.result import CemResult, Roi
 from onnxlam.render import pictures
 
@@ -57,14 +57,5 @@ def write_result(result: CemResult, out: str | Path, about: dict | None = None) 
 
     `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
     replace the result's own keys."""
-    out = Path(out)
-    check_out_dir(out)
-    with atomic_dir(out) as tmp:
-        np.save(tmp / "effect.npy", result.effect)
-        np.save(tmp / "psnr_coarse.npy", result.psnr_coarse)
-        np.save(tmp / "psnr_fine.npy", result.psnr_fine)
-        np.save(tmp / "refined.npy", result.refined)
-        for name, picture in render(result).items():
-            pictures.save(str(tmp / name), picture)
-        write_result_json(tmp / "result.json", result.to_json(), about)
-    return out
+    arrays = {f"{name}.npy": getattr(result, name) for name in ("effect", "psnr_coarse", "psnr_fine", "refined")}
+    return write_result_dir(out, result.to_json(), about, arrays=arrays, pictures=render(result))

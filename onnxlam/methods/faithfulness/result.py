@@ -3,7 +3,7 @@ definitions): the map's deletion and insertion curves, the random orders' areas,
 receptive field ends, Captum's two metrics, and the provenance every result has."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from onnxlam.lam.result import Window, to_json_value
@@ -83,8 +83,7 @@ class Infidelity:
     seed: int
 
     def to_json(self) -> dict:
-        return {"value": self.value, "samples": self.samples, "stdev": self.stdev, "seed": self.seed,
-                "attribution": "gradient dD/dx at the input (Saliency, signed)",
+        return {**asdict(self), "attribution": "gradient dD/dx at the input (Saliency, signed)",
                 "perturbation": "I = default_rng(seed + 1).normal(0, stdev, S×C×h×w) as float32; input x − I"}
 
 
@@ -98,8 +97,7 @@ class Sensitivity:
     seed: int
 
     def to_json(self) -> dict:
-        return {"value": self.value, "samples": self.samples, "radius": self.radius, "seed": self.seed,
-                "attribution": "gradient dD/dx at the input (Saliency, signed)",
+        return {**asdict(self), "attribution": "gradient dD/dx at the input (Saliency, signed)",
                 "perturbation": "u = default_rng(seed + 2).uniform(-radius, radius, S×C×h×w) as float32; "
                                 "input x + u"}
 

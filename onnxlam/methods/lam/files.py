@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.core.files import write_result_dir
 from onnxlam.methods.lam.result import LamResult
 from onnxlam.render import pictures
 
@@ -34,37 +34,11 @@ def render(result: LamResult) -> dict[str, np.ndarray]:
             "kde_blend.png": kde_blend, "panel.png": pictures.panel(row, labels)}
 
 
-def write_files(result: LamResult, folder: Path, about: dict | None = None) -> None:
-    """The files of one window into `folder` (no atomicity: see `write_results`)."""
-    folder.mkdir(exist_ok=True)
-    np.save(folder / "attribution.npy", result.attribution.astype(np.float32))
-    np.save(folder / "gradient.npy", result.gradient.astype(np.float32))
-    for name, picture in render(result).items():
-        pictures.save(str(folder / name), picture)
-    write_result_json(folder / "result.json", result.to_json(), about)
-
-
-def window_folder(result: LamResult) -> str:
-    w = result.window
-    return f"window-{w.x}-{w.y}-{w.size}"
-
-
 def write_result(result: LamResult, out: str | Path, about: dict | None = None) -> Path:
-    """Write `attribution.npy`, `gradient.npy`, `result.json` and the pictures into folder `out`.
-
-    `about`: further top-level keys of result.json (a report's "case" and "group"); they may not
-    replace the result's own keys."""
-    return write_results([result], out, about)
-
-
-def write_results(results: list[LamResult], out: str | Path, about: dict | None = None) -> Path:
-    """One result into `out` itself; several into `out/window-X-Y-SIZE/` each. All or nothing."""
-    out = Path(out)
-    check_out_dir(out)
-    with atomic_dir(out) as tmp:
-        if len(results) == 1:
-            write_files(results[0], tmp, about)
-        else:
-            for result in results:
-                write_files(result, tmp / window_folder(result), about)
-    return out
+    """Write `attribution.npy`, `gradient.npy`, `result.json` and the pictures into folder `out`, all
+    or nothing. `about`: further top-level keys of result.json (a report's "case" and "group"); they
+    may not replace the result's own keys."""
+    return write_result_dir(out, result.to_json(), about,
+                            arrays={"attribution.npy": result.attribution.astype(np.float32),
+                                    "gradient.npy": result.gradient.astype(np.float32)},
+                            pictures=render(result))

@@ -41,12 +41,6 @@ class LamMethod(Method):
 
         return write_result(result, out, about)
 
-    def write_all(self, results: list, out: Path) -> Path:
-        """Several windows' results: a sub-folder each (one result: the folder itself)."""
-        from onnxlam.methods.lam.files import write_results
-
-        return write_results(results, out)
-
     def picture(self, result):
         from onnxlam.methods.lam.files import render
 

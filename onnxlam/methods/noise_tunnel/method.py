@@ -1,7 +1,6 @@
 """The noise tunnel's three combinations as registered methods, each LAM of noisy copies combined."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 from onnxlam.lam.result import Window

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -69,8 +69,7 @@ class NoiseTunnel:
             raise InputError(f"--stdev must be a finite number ≥ 0; got {self.stdev}")
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "samples": self.samples, "stdev": self.stdev, "seed": self.seed,
-                "noise": "Gaussian, [0, 1] units, numpy default_rng(seed), not clipped",
+        return {**asdict(self), "noise": "Gaussian, [0, 1] units, numpy default_rng(seed), not clipped",
                 "baseline": "each sample's path starts at its own blurred noisy input"}
 
 

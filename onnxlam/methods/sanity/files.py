@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.core.files import write_result_dir
 from onnxlam.methods.sanity.picture import sanity_picture
 from onnxlam.methods.sanity.result import SanityResult
-from onnxlam.render import pictures
 
 
 def stage_folder(stage: int) -> str:
@@ -19,14 +18,8 @@ def stage_folder(stage: int) -> str:
 def write_sanity(result: SanityResult, out: str | Path, about: dict | None = None) -> Path:
     """The folder of one window's test. `about`: further top-level keys of result.json (a report's
     "case" and "group"); they may not replace the result's own keys."""
-    out = Path(out)
-    check_out_dir(out)
-    with atomic_dir(out) as tmp:
-        for k in range(result.maps.shape[0]):
-            folder = tmp / stage_folder(k)
-            folder.mkdir()
-            np.save(folder / "attribution.npy", result.maps[k].astype(np.float32))
-            np.save(folder / "control.npy", result.control_maps[k].astype(np.float32))
-        write_result_json(tmp / "result.json", result.to_json(), about)
-        pictures.save(str(tmp / "sanity.png"), sanity_picture(result))
-    return out
+    arrays = {}
+    for k in range(result.maps.shape[0]):
+        arrays[f"{stage_folder(k)}/attribution.npy"] = result.maps[k].astype(np.float32)
+        arrays[f"{stage_folder(k)}/control.npy"] = result.control_maps[k].astype(np.float32)
+    return write_result_dir(out, result.to_json(), about, arrays=arrays, pictures={"sanity.png": sanity_picture(result)})

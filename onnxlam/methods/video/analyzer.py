@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 import numpy as np
 
 from onnxlam.core.errors import InputError
-from onnxlam.core.files import atomic_dir, check_out_dir, write_result_json
+from onnxlam.core.files import write_result_dir
 from onnxlam.graph.video import VideoLayout, open_video_model
 from onnxlam.lam.metrics import abs_normalise, diffusion_index, gini
 from onnxlam.lam.options import LamOptions
@@ -221,12 +221,7 @@ def write_video_result(result: VideoLamResult, out: str | Path, about: dict | No
     all or nothing. `about`: further top-level keys of result.json (a report's "case" and "group")."""
     from onnxlam.render import pictures
 
-    out = Path(out)
-    check_out_dir(out)
-    with atomic_dir(out) as tmp:
-        np.save(tmp / "maps.npy", result.maps.astype(np.float32))
-        np.save(tmp / "gradient.npy", result.gradient.astype(np.float32))
-        pictures.save(str(tmp / "sr.png"), pictures.rgb(result.sr_image))
-        pictures.save(str(tmp / "strip.png"), strip(result))
-        write_result_json(tmp / "result.json", result.to_json(), about)
-    return out
+    return write_result_dir(out, result.to_json(), about,
+                            arrays={"maps.npy": result.maps.astype(np.float32),
+                                    "gradient.npy": result.gradient.astype(np.float32)},
+                            pictures={"sr.png": pictures.rgb(result.sr_image), "strip.png": strip(result)})
