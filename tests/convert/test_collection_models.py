@@ -110,7 +110,8 @@ def check_cli(m: collection.ModelEntry, image: Path, out: Path) -> None:
 
 def test_every_committed_model_is_tested():
     assert set(COMMITTED) == {"animevideov3-x4", "span-x4", "waifu2x-upconv7-photo-x2", "realcugan-se-x2",
-                              "realcugan-se-x4"}
+                              "realcugan-se-x4", "default-model-x2",
+                              *(f"esrgan-{size}-x{s}" for size in ("slim", "medium") for s in (2, 3, 4))}
     assert all(entry(n).available for n in COMMITTED)
 
 
