@@ -333,7 +333,7 @@ def report_task(rows, fingerprints: dict, config, out: str, model_path: str, sha
 
 
 def sweep_task(model_path: str, sha256: str, options, image: str, windows, with_sr: bool):
-    """A worker's part of a sweep: DI of consecutive grid windows (and the SR image, for the first part)."""
+    """A worker's part of a sweep: DI of some grid windows (whole colours) (and the SR image, for the first part)."""
     from onnxlam.methods.base import windows_of
     from onnxlam.methods.lam.run import run_windows
     from onnxlam.methods.registry import DEFAULT, method
@@ -478,10 +478,10 @@ def run_report_on_cluster(config, target: Target | None = None, listener=None, r
 
 
 def chunk_windows(count: int, workers: int, per_program: int | None = None) -> int:
-    """Windows per sweep task: a multiple of the windows one program takes (`analysis.MAX_WINDOWS`), so
+    """Windows (or colours) per sweep task: a multiple of the seeds one program takes (`sharing.MAX_WINDOWS`), so
     the tasks' programs are the serial sweep's, and about four tasks per worker, for balance and so
     that a lost worker costs little."""
-    from onnxlam.methods.lam.run import MAX_WINDOWS
+    from onnxlam.methods.lam.sharing import MAX_WINDOWS
 
     k = per_program or MAX_WINDOWS
     per = math.ceil(count / max(1, 4 * workers))
@@ -490,32 +490,39 @@ def chunk_windows(count: int, workers: int, per_program: int | None = None) -> i
 
 def run_sweep_on_cluster(model: str, image: str, stride: int, options, target: Target | None = None,
                          client=None, security=None, progress: Callable[[int, int], None] | None = None):
-    """`sweep.run_sweep` with the grid's windows split into consecutive parts over the workers; the same
+    """`sweep.run_sweep` with the grid's windows split into parts (whole colours) over the workers; the same
     Sweep (DI grid and SR image) as the serial sweep. `options`: a `report.LamOptions`."""
     import numpy as np
 
     from onnxlam.batch.sweep import Sweep, sweep_windows
     from onnxlam.methods.lam.analyzer import Analyzer
+    from onnxlam.methods.lam.sharing import plan_sharing
 
     analyzer = Analyzer(model, device="cpu", value_range=options.value_range, bgr=options.bgr)
     xs, ys, windows = sweep_windows(analyzer, image, stride, options.size, options.lr)
+    x, _ = analyzer.prepare(image, options.lr)
+    sharing = plan_sharing(analyzer, windows, options, x.shape[1:])
+    # A task takes whole colours, so that its windows still share passes as in the serial sweep.
+    units = sharing.classes if sharing.used else [[i] for i in range(len(windows))]
     model_path, image_path = str(Path(model).absolute()), str(Path(image).absolute())
     with ClusterExecutor(target, options.device, client=client, security=security) as executor:
         workers = executor.workers()
-        per = chunk_windows(len(windows), len(workers))
-        parts = [windows[i:i + per] for i in range(0, len(windows), per)]
+        per = chunk_windows(len(units), len(workers))
+        parts = [[i for unit in units[k:k + per] for i in unit] for k in range(0, len(units), per)]
         where = assign_workers([(model_path, len(p)) for p in parts], workers)
         futures = {executor.client.submit(sweep_task, model_path, analyzer.info.sha256, options, image_path,
-                                          part, n == 0, key=f"onnxlam-sweep-{n}-{uuid.uuid4().hex[:12]}",
+                                          [windows[i] for i in part], n == 0,
+                                          key=f"onnxlam-sweep-{n}-{uuid.uuid4().hex[:12]}",
                                           workers=[w], allow_other_workers=True, retries=RETRIES, pure=False): n
                    for n, (part, w) in enumerate(zip(parts, where))}
         from distributed import as_completed
 
-        dis, sr, done = [None] * len(parts), None, 0
+        di, sr, done = np.zeros(len(windows)), None, 0
         try:
             for future in as_completed(futures):
                 n = futures[future]
-                dis[n], image_sr = future.result()
+                part_di, image_sr = future.result()
+                di[parts[n]] = part_di
                 sr = image_sr if n == 0 else sr
                 done += len(parts[n])
                 if progress:
@@ -523,5 +530,5 @@ def run_sweep_on_cluster(model: str, image: str, stride: int, options, target: T
         except BaseException:
             executor.client.cancel(list(futures))
             raise
-    di = np.array([d for part in dis for d in part]).reshape(len(ys), len(xs))
-    return Sweep(xs, ys, options.size, stride, analyzer.scale, di, sr)
+    di = di.reshape(len(ys), len(xs))
+    return Sweep(xs, ys, options.size, stride, analyzer.scale, di, sr, sharing)

@@ -1,7 +1,9 @@
 """DI over a grid of windows: where in an image a network draws on long-range information.
 
-Windows of side `size` every `stride` SR pixels; up to eight neighbouring windows share each
-forward pass (and, for a local network, one exact crop).
+Windows of side `size` every `stride` SR pixels. For a local network, windows whose dependence
+boxes are disjoint share one reverse pass (`methods/lam/sharing.py`: one pass per colour and step,
+each map cut exactly from it), and up to eight seeds share each forward pass; `sweep.json` records
+the colouring. Global networks keep one seed per window, eight neighbours sharing a forward pass.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import numpy as np
 
 from onnxlam.render import pictures
 from onnxlam.methods.lam.analyzer import Analyzer
+from onnxlam.methods.lam.sharing import Sharing, plan_sharing
+from onnxlam.lam.options import LamOptions
 from onnxlam.lam.result import Window
 from onnxlam.core.errors import InputError
 
@@ -28,11 +32,13 @@ class Sweep:
     scale: int
     di: np.ndarray
     sr_image: np.ndarray  # float32 C×H×W
+    sharing: Sharing | None = None  # how the windows shared reverse passes (None: not recorded)
 
     def to_json(self) -> dict:
         return {"xs": self.xs.tolist(), "ys": self.ys.tolist(), "size": self.size, "stride": self.stride,
                 "scale": self.scale, "di": self.di.tolist(),
-                "di_mean": float(self.di.mean()), "di_max": float(self.di.max()), "di_min": float(self.di.min())}
+                "di_mean": float(self.di.mean()), "di_max": float(self.di.max()), "di_min": float(self.di.min()),
+                "sharing": None if self.sharing is None else self.sharing.to_json()}
 
 
 def grid(height: int, width: int, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +65,10 @@ def run_sweep(analyzer: Analyzer, image, stride: int, size: int = 16,
     xs, ys, windows = sweep_windows(analyzer, image, stride, size, options.get("lr", False))
     results = analyzer.run_windows(image, windows, size, progress=progress, **options)
     di = np.array([r.di for r in results]).reshape(len(ys), len(xs))
-    return Sweep(xs, ys, size, stride, analyzer.scale, di, results[0].sr_image)
+    given = {k: v for k, v in options.items() if k in LamOptions.__dataclass_fields__}
+    sharing = plan_sharing(analyzer, windows, analyzer.lam_options(size=size, **given).validate(),
+                           results[0].lr_size, fixed_program=options.get("program") is not None)
+    return Sweep(xs, ys, size, stride, analyzer.scale, di, results[0].sr_image, sharing)
 
 
 def heat_map(sweep: Sweep, background: np.ndarray, alpha: float = 0.5) -> np.ndarray:

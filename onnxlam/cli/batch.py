@@ -198,6 +198,9 @@ def report(config: Annotated[Optional[Path], typer.Argument(
            window: Windows = None, more_window: MoreWindow = None,
            windows_file: Annotated[Optional[Path], typer.Option(
                "--windows-file", help="CSV of windows: x,y[,size] per row.")] = None,
+           windows: Annotated[Optional[str], typer.Option(
+               "--windows", metavar="hard:K", help="Each image's K hardest windows (highest LAM detector on the "
+               "HR image, non-overlapping) instead of --window.")] = None,
            size: GivenSize = None, lr: GivenLr = None, path: GivenPath = None, sigma: GivenSigma = None,
            fold: GivenFold = None, kernel_size: GivenKernelSize = None, batch_size: BatchSize = None,
            device: GivenDevice = None, value_range: ValueRange = None, bgr: Bgr = None, crop: GivenCrop = None,
@@ -215,6 +218,7 @@ def report(config: Annotated[Optional[Path], typer.Argument(
     """
     from onnxlam.batch.report import ConfigValues, load_config, parse_window, plan_cases, run_report
     from onnxlam.core.files import check_out_dir
+    from onnxlam.lam.hard_windows import parse_hard
     from onnxlam.methods.registry import parse_methods
 
     settings = load_config(config) if config is not None else ConfigValues()
@@ -222,7 +226,7 @@ def report(config: Annotated[Optional[Path], typer.Argument(
     given = ConfigValues(
         models=tuple(model) if model else None, images=tuple(image) if image else None,
         windows=tuple(parse_window(w) for w in window) if window else None, windows_file=windows_file,
-        out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
+        hard=parse_hard(windows) if windows is not None else None, out=out_dir, size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
         batch_size=batch_size, device=device, value_range=value_range, bgr=bgr, crop=crop, context=context,
         max_memory=max_memory, cluster=cluster, scheduler=scheduler, inputs=inputs(input_values) or None,
         methods=parse_methods(method) if method else None,

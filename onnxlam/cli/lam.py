@@ -20,26 +20,38 @@ ModelArg = Annotated[str, typer.Argument(help="ONNX model file (or a collection 
 
 def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None, *,
             program: Optional[Path] = None, out_dir: Optional[Path] = None, as_json: bool = False,
-            method: str = "lam"):
+            method: str = "lam", hard: int | None = None):
     """`onnxlam lam` as a function: analyse, write the folder, print the summary (or JSON).
 
     `method`: lam, or a noise tunnel's combination (`options` then a `TunnelOptions`): LAM of noisy
-    copies of the input, combined."""
+    copies of the input, combined. `hard`: K, for the image's K hardest windows (`lam.hard_windows`,
+    chosen on the HR image) instead of `windows`."""
     from onnxlam.convert.pytorch import is_checkpoint
     from onnxlam.core.files import check_out_dir
+    from onnxlam.lam.hard_windows import image_windows
     from onnxlam.lam.result import Window
     from onnxlam.methods.registry import method as registered
 
     m = registered(method)
     options = (options or m.Options()).validate()
-    if not windows:
-        raise InputError("no window given; pass --window X Y (repeatable)")
+    if hard is not None and windows:
+        raise InputError("give either --window X Y or --windows hard:K, not both")
+    if hard is not None and options.lr:
+        raise InputError("--windows hard:K chooses windows on the HR image: drop --lr and give the HR image")
+    if not windows and hard is None:
+        raise InputError("no window given; pass --window X Y (repeatable) or --windows hard:K")
     given, model = model, resolve_model(model, image, options.lr)
+    loaded = None
+    if hard is not None:
+        loaded = m.open(model, options, image)
+        # the HR image as the model's input is cut: to a multiple of the scale, from the top left
+        windows = [(w.x, w.y) for w in image_windows(str(image), options.size, hard, loaded.scale)]
     # a checkpoint's folder is named after it, not after its cached export
-    folder = out_dir or m.default_out(given if is_checkpoint(given) else model, image,
-                                      Window(*windows[0], options.size), options)
+    name = given if is_checkpoint(given) else model
+    folder = out_dir or m.default_out(name, image, Window(*windows[0], options.size) if hard is None
+                                      else f"hard{hard}", options)
     check_out_dir(folder)
-    loaded = m.open(model, options, image)
+    loaded = loaded or m.open(model, options, image)
     with progress() as bar:
         task = bar.add_task("LAM", total=options.fold)
         step = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
@@ -77,10 +89,13 @@ def lam(model: ModelArg,
         images: Annotated[List[str], typer.Argument(
             help="HR image (downsampled per the LAM protocol), or LR with --lr. For a video SR model: the "
             "frames in order (FRAME0 FRAME1 …), or one folder of frames (sorted by name).", metavar="IMAGE")],
-        window: Annotated[Tuple[int, int], typer.Option(
-            "--window", help="X Y: top-left column and row of the window in SR-output pixels. Repeat for "
-            "several windows: they share each forward pass and get a sub-folder each.")],
+        window: Annotated[Optional[Tuple[int, int]], typer.Option(
+            "--window", metavar="X Y", help="Top-left column and row of the window in SR-output pixels. Repeat "
+            "for several windows: they share each forward pass and get a sub-folder each.")] = None,
         more_windows: Annotated[List[str], typer.Option("--more-window", hidden=True)] = [],
+        windows_spec: Annotated[Optional[str], typer.Option(
+            "--windows", metavar="hard:K", help="Instead of --window: the K hardest windows of the HR image "
+            "(the LAM detector on the HR image, non-overlapping, best first), a sub-folder each.")] = None,
         size: Size = D.size, lr: Lr = D.lr, path: PathKind = D.path, sigma: Sigma = D.sigma, fold: Fold = D.fold,
         kernel_size: KernelSize = D.kernel_size, batch_size: BatchSize = D.batch_size, device: Device = D.device,
         value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
@@ -99,13 +114,17 @@ def lam(model: ModelArg,
     With several frames (or a folder of them) or --frame: video LAM, a map per input frame."""
     from dataclasses import replace
 
+    from onnxlam.lam.hard_windows import parse_hard
     from onnxlam.lam.options import LamOptions
 
     frame = more.get("frame")
     tunnel_values = {k: more[k] for k in ("samples", "stdev", "seed") if more.get(k) is not None}
     video = frame is not None or len(images) > 1 or Path(images[0]).is_dir()
-    if video and (noise_tunnel is not None or program is not None or more_windows or input_values):
-        raise InputError("video LAM takes one --window and no --noise-tunnel, --program or --input")
+    if video and (noise_tunnel is not None or program is not None or more_windows or input_values
+                  or windows_spec is not None):
+        raise InputError("video LAM takes one --window and no --windows, --noise-tunnel, --program or --input")
+    if video and window is None:
+        raise InputError("no window given; pass --window X Y")
     if noise_tunnel is None and tunnel_values:
         raise InputError("--samples, --stdev and --seed belong to the noise tunnel: add --noise-tunnel "
                          "smoothgrad|smoothgrad_sq|vargrad")
@@ -124,8 +143,10 @@ def lam(model: ModelArg,
         method = noise_tunnel
         options = replace(registered(method).Options(),
                           **{f: getattr(options, f) for f in options.__dataclass_fields__}, **tunnel_values)
-    run_lam(model, images[0], [window] + [pair(w) for w in more_windows], options, program=program,
-            out_dir=out_dir, as_json=as_json, method=method)
+    hard = parse_hard(windows_spec) if windows_spec is not None else None
+    given_windows = ([window] if window is not None else []) + [pair(w) for w in more_windows]
+    run_lam(model, images[0], given_windows, options, program=program, out_dir=out_dir, as_json=as_json,
+            method=method, hard=hard)
 
 
 def run_video_lam(model: str, frames: list[str], window: tuple[int, int], frame: int | None, options=None, *,

@@ -18,13 +18,16 @@ least one pixel with it (|Δx| < s and |Δy| < s), and repeats; equal scores go 
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from onnxlam.core.errors import InputError
+from onnxlam.lam.image import read_image, to_unit
 from onnxlam.lam.result import Window
 
 
@@ -125,6 +128,20 @@ def hard_windows(hr: np.ndarray, size: int, k: int) -> list[ScoredWindow]:
             break
         dropped[max(r - reach, 0):r + reach + 1, max(c - reach, 0):c + reach + 1] = True
     return taken
+
+
+@functools.lru_cache(maxsize=256)
+def _cached(image: str, stamp: tuple, size: int, k: int, align: int) -> tuple[ScoredWindow, ...]:
+    hr = to_unit(read_image(image))
+    h, w = hr.shape[1] - hr.shape[1] % align, hr.shape[2] - hr.shape[2] % align
+    return tuple(hard_windows(hr[:, :h, :w], size, k))
+
+
+def image_windows(image: str, size: int, k: int, align: int = 1) -> tuple[ScoredWindow, ...]:
+    """The `k` hard windows of side `size` of `image` (cropped to a multiple of `align`), best first;
+    computed once per file version (the cache is keyed by its modification time and size)."""
+    st = Path(image).stat()
+    return _cached(str(image), (st.st_mtime_ns, st.st_size), size, k, align)
 
 
 HARD = re.compile(r"hard:([0-9]+)")

@@ -216,10 +216,11 @@ class Method:
         """What its command prints about a result: (label, text) rows."""
         return [("model", result.model), ("provider", result.provider), ("seconds", f"{result.seconds:.2f}")]
 
-    def default_out(self, model: str, image: str, window: Window, options=None) -> Path:
-        """NAME-MODEL-IMAGE-X-Y, and a tag of the options where they are not the defaults (`options_tag`)."""
-        return Path(f"{self.name}-{Path(model).stem}-{Path(str(image)).stem}-{window.x}-{window.y}"
-                    f"{options_tag(options)}")
+    def default_out(self, model: str, image: str, window: Window | str, options=None) -> Path:
+        """NAME-MODEL-IMAGE-X-Y (or -WHERE, `window` a text such as "hard8"), and a tag of the options
+        where they are not the defaults (`options_tag`)."""
+        where = window if isinstance(window, str) else f"{window.x}-{window.y}"
+        return Path(f"{self.name}-{Path(model).stem}-{Path(str(image)).stem}-{where}{options_tag(options)}")
 
     def write_all(self, results: list, out: Path) -> Path:
         """Several windows' results: a sub-folder `window-X-Y-SIZE` each (one result: the folder itself),

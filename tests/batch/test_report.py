@@ -400,9 +400,9 @@ def test_html_is_self_contained_and_escapes_file_names(inputs, tmp_path):
     assert "://" not in page and page.count("<script") == 1 and "<link" not in page
     import re
     srcs = re.findall(r'<img src="([^"]+)"', page)
-    assert len(srcs) == 1
+    assert len(srcs) == 2 and srcs[0] == "finding.png"  # the dataset figure, then the one case's panel
     from urllib.parse import unquote
-    assert (out / unquote(html.unescape(srcs[0]))).is_file()
+    assert all((out / unquote(html.unescape(src))).is_file() for src in srcs)
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {Path(r["image"]).name for r in rows} == {EVIL}
 
@@ -416,8 +416,8 @@ def test_leftovers_of_a_killed_run_are_removed_and_nothing_else(inputs, tmp_path
     (out / "notes.txt").write_text("the user's")
     run_report(ConfigValues(models=(str(inputs / "a.onnx"),), images=(str(inputs / "images" / "one.png"),),
                             windows=(WindowSpec(8, 8),), out=out, fold=2).resolve())
-    assert sorted(p.name for p in out.iterdir()) == [".mine.tmp", "cases", "index.html", "notes.txt",
-                                                     "results.csv", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".mine.tmp", "cases", "finding.png", "index.html",
+                                                     "notes.txt", "results.csv", "results.json"]
     assert [p.name for p in (out / "cases").iterdir() if p.name.startswith(".")] == []
 
 

@@ -151,6 +151,7 @@ class ReportConfig:
     methods: tuple[str, ...] = (DEFAULT,)          # what each (model, image, window) case runs
     method_options: dict = field(default_factory=dict)  # each method's Options (`method_options`)
     method_values: tuple[tuple[str, Any], ...] = ()     # the methods' options as given (keys of `method_keys`)
+    hard: int | None = None  # `--windows hard:K`: each image's K hardest windows instead of `windows`
 
     def options_of(self, method: str):
         """The Options of `method` in this report (its defaults where the report does not run it)."""
@@ -174,6 +175,7 @@ class _ReportValues:
     scheduler: str | None = None
     methods: tuple[str, ...] | None = None
     method_values: tuple[tuple[str, Any], ...] | None = None  # the methods' options (`method_keys`) given
+    hard: int | None = None  # K of `--windows hard:K` (`windows = "hard:K"` in TOML)
 
 
 class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for name in option_names()],
@@ -187,13 +189,14 @@ class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for nam
     def overridden_by(self, other: ConfigValues) -> ConfigValues:
         """These values with every value that `other` gives replacing ours.
 
-        Windows are one setting: giving `--window` or `--windows-file` replaces both of the config's;
+        Windows are one setting: giving `--window`, `--windows-file` or `--windows hard:K` replaces all
+        three of the config's;
         so is where the run goes: `--cluster` or `--scheduler` replaces both.
         """
         given = {k: v for k, v in asdict_shallow(other).items() if v is not None}
         if "method_values" in given:  # one key at a time, like the other options
             given["method_values"] = tuple({**dict(self.method_values or ()), **dict(given["method_values"])}.items())
-        for pair in (("windows", "windows_file"), ("cluster", "scheduler")):
+        for pair in (("windows", "windows_file", "hard"), ("cluster", "scheduler")):
             if any(k in given for k in pair):
                 for k in pair:
                     given.setdefault(k, None)
@@ -208,8 +211,11 @@ class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for nam
         windows = list(self.windows or ())
         if self.windows_file is not None:
             windows += read_windows_file(self.windows_file)
-        if not windows:
-            raise InputError("no window given: use --window X Y (repeatable), --windows-file or `windows`")
+        if windows and self.hard is not None:
+            raise InputError("give fixed windows (--window, --windows-file) or --windows hard:K, not both")
+        if not windows and self.hard is None:
+            raise InputError("no window given: use --window X Y (repeatable), --windows-file, --windows hard:K "
+                             "or `windows`")
         given = {k: getattr(self, k) for k in option_names() if getattr(self, k) is not None}
         options = replace(LamOptions(), **given).validate()
         methods = parse_methods(self.methods)
@@ -217,7 +223,8 @@ class ConfigValues(make_dataclass("_ConfigValues", [(name, object, None) for nam
         chosen = method_options(methods, options, values)
         parse_target(self.cluster, self.scheduler)  # InputError for a bad or doubly given target
         return ReportConfig(tuple(self.models), tuple(self.images), tuple(windows), self.out or default_out,
-                            options, self.cluster, self.scheduler, methods, chosen, tuple(sorted(values.items())))
+                            options, self.cluster, self.scheduler, methods, chosen, tuple(sorted(values.items())),
+                            self.hard)
 
 
 def asdict_shallow(values: ConfigValues) -> dict:
@@ -272,7 +279,7 @@ def read_windows_file(path: str | Path) -> list[WindowSpec]:
 def load_config(path: str | Path) -> ConfigValues:
     """The settings of a TOML report configuration; relative paths are taken from the file's folder.
 
-    Keys: models, images, windows ([[x, y], [x, y, size], ...]), windows_file, out, and the lam options
+    Keys: models, images, windows ([[x, y], [x, y, size], ...], or "hard:K"), windows_file, out, and the lam options
     size, lr, path, sigma, fold, kernel_size, batch_size, device, value_range, bgr, crop, context and
     max_memory (a string such as "24G", or bytes); where it runs: cluster ("local:N") or scheduler
     (tcp://host:port, tls://host:port or a scheduler file), not both; `methods` (or `method`: a name or
@@ -317,15 +324,7 @@ def load_config(path: str | Path) -> ConfigValues:
             raise InputError(f"{path}: `{key}` has the wrong type ({type(value).__name__})")
         return value
 
-    windows = None
-    if "windows" in data:
-        raw = data["windows"]
-        ok = isinstance(raw, list) and all(
-            isinstance(w, list) and len(w) in (2, 3) and all(isinstance(v, int) and not isinstance(v, bool)
-                                                             for v in w) for w in raw)
-        if not ok:
-            raise InputError(f"{path}: `windows` must be a list of [x, y] or [x, y, size] integer lists")
-        windows = tuple(WindowSpec(*w) for w in raw)
+    windows, hard = _toml_windows(data, path)
     def one_path(key: str) -> Path | None:
         value = typed(key, str)
         return None if value is None else Path(_relative_to(base, value))
@@ -346,7 +345,27 @@ def load_config(path: str | Path) -> ConfigValues:
     return ConfigValues(models=paths("models"), images=paths("images"), windows=windows,
                         windows_file=one_path("windows_file"), out=one_path("out"), cluster=typed("cluster", str),
                         scheduler=scheduler, methods=None if methods is None else tuple(parse_methods(methods)),
-                        method_values=tuple(method_values.items()) or None, **given_options(data, str(path)))
+                        method_values=tuple(method_values.items()) or None, hard=hard,
+                        **given_options(data, str(path)))
+
+
+def _toml_windows(data: dict, path: Path) -> tuple[tuple[WindowSpec, ...] | None, int | None]:
+    """A TOML configuration's `windows`: fixed windows, or K of "hard:K"."""
+    from onnxlam.lam.hard_windows import parse_hard  # lazily, as everything numpy: `--help` stays light
+
+    windows, hard = None, None
+    if isinstance(data.get("windows"), str):  # "hard:K"
+        hard = parse_hard(data["windows"])
+    elif "windows" in data:
+        raw = data["windows"]
+        ok = isinstance(raw, list) and all(
+            isinstance(w, list) and len(w) in (2, 3) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in w) for w in raw)
+        if not ok:
+            raise InputError(f"{path}: `windows` must be \"hard:K\" or a list of [x, y] or [x, y, size] integer "
+                             "lists")
+        windows = tuple(WindowSpec(*w) for w in raw)
+    return windows, hard
 
 
 def config_keys() -> tuple[str, ...]:
@@ -398,21 +417,36 @@ def plan_cases(config: ReportConfig, resolve_model=None) -> list[Case]:
             raise InputError(f"model not found: {model}")
     images = expand_images(config.images)
     sequences = [str(p) for p in config.images if Path(p).is_dir()]
+    from onnxlam.batch.report.hard import common_scale
+
     seen, cases = set(), []
+    align = common_scale(config.models, resolve_model) if config.hard is not None else 1
     for model in config.models:
         for method in config.methods:
             m = registry.method(method)
+            if m.frames and config.hard is not None:
+                raise InputError(f"--windows hard:K chooses windows on single images; --method {method} takes "
+                                 "sequences of frames: give its windows with --window")
             if m.frames and not sequences:
                 raise InputError(f"--method {method} takes a sequence of frames: give a folder of frames as "
                                  "--image FOLDER")
             size = getattr(config.options_of(method), "size", config.options.size)
             for image in sequences if m.frames else images:
-                for w in config.windows:
+                for w in _windows_of(config, image, size, align):
                     case = Case(model, image, w.x, w.y, w.size if w.size is not None else size, method)
                     if case not in seen:
                         seen.add(case)
                         cases.append(case)
     return _in_order(cases, config)
+
+
+def _windows_of(config: ReportConfig, image: str, size: int, align: int) -> Sequence[WindowSpec]:
+    """The report's fixed windows, or `image`'s hard ones (side `size`, see `report.hard`)."""
+    if config.hard is None:
+        return config.windows
+    from onnxlam.lam.hard_windows import image_windows
+
+    return [WindowSpec(w.x, w.y, w.size) for w in image_windows(image, size, config.hard, align)]
 
 
 def _in_order(cases: list[Case], config: ReportConfig) -> list[Case]:

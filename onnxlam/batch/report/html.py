@@ -94,13 +94,42 @@ def render_html(report: Report) -> str:
              '<a href="results.json">results.json</a>. DI: diffusion index (higher: more input pixels '
              "contribute). Range: LR pixels holding 50/90/99% of the attribution, and the radius (LR pixels) "
              "around the window centre holding 90%.</p>",
+             '<p class="meta">PSNR/SSIM: the SR output against the HR image, on Y (BT.601), border crop = scale, '
+             "as SR papers report them"
+             + (" — none here: with LR inputs (--lr) there is no HR image to compare with.</p>" if o.lr else ".</p>"),
              '<p class="meta">' + " · ".join(f"<code>{_e(m)}</code>: {_e(registry.method(m).help)}" for m in methods)
              + "</p>"]
     parts += _summary_table(summaries, columns)
+    parts += _dataset_section(report)
     parts += _distributions(summaries, columns)
     parts += _case_table(report.rows, columns)
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _dataset_section(report: Report) -> list[str]:
+    """finding.png (DI against PSNR per model) beside the per-model table of the dataset level."""
+    from onnxlam.batch.report.dataset import dataset  # lazily: numpy
+
+    level = dataset(report.rows, report.config.methods)
+    if level.method is None:
+        return []
+    rho = level.spearman
+    said = (f"Spearman's ρ between mean DI and mean PSNR: {_e(rho.text(2))} (95% bootstrap interval, "
+            f"{level.resamples} resamples of the images, seed {level.seed})" if rho is not None
+            else f"No Spearman's ρ: {_e(level.reason)}")
+    lines = [f"<h2>Dataset: DI against PSNR ({_e(level.method)})</h2>", f'<p class="meta">{said}.</p>',
+             '<div class="plots"><div class="plot"><a href="finding.png"><img src="finding.png" '
+             'alt="mean DI against PSNR per model" width="640"></a></div><div class="plot">'
+             '<table id="dataset"><thead><tr><th>model</th><th class=n>windows</th><th class=n>images</th>'
+             "<th class=n>mean DI [95% interval]</th><th class=n>PSNR (dB)</th><th class=n>SSIM</th></tr>"
+             "</thead><tbody>"]
+    for m in level.models:
+        lines.append(f'<tr><td class="name" title="{_e(m.name)}">{_e(stem(m.name))}</td>'
+                     f"<td class=n>{m.windows}</td><td class=n>{m.images}</td><td class=n>{_e(m.di.text(2))}</td>"
+                     f"<td class=n>{_fmt(m.psnr)}</td><td class=n>{_fmt(m.ssim, 4)}</td></tr>")
+    lines.append("</tbody></table></div></div>")
+    return lines
 
 
 def _distributions(summaries: Sequence[ModelSummary], columns) -> list[str]:

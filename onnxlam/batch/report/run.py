@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from onnxlam.batch.report.aggregates import AggregateWriter, write_aggregates
+from onnxlam.batch.report.hard import common_scale, hard_json
 from onnxlam.batch.report.config import Case, ReportConfig, expand_images, plan_cases
 from onnxlam.batch.report.store import (CASES, ERROR, RESULT, CaseRow, Fingerprint, Report, case_files, exclusive,
                                         first_started, read_complete, remove_leftovers, row_from_result,
@@ -37,6 +38,7 @@ from onnxlam.core.errors import InputError, OnnxlamError
 from onnxlam.core.files import check_out_dir, disk_full_message
 from onnxlam.graph.model import file_sha256, inputs_text
 from onnxlam.lam.options import LamOptions
+from onnxlam.lam.quality import quality
 from onnxlam.lam.result import Window
 from onnxlam.methods import registry
 
@@ -146,6 +148,9 @@ def plan_run(config: ReportConfig, cases: list[Case], listener: ReportListener, 
     fingerprints = {c: fingerprint(c) for c in cases}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report = Report(out, config, [], started=now, first_started=first_started(out, now))
+    if config.hard is not None:  # the windows plan_cases chose (cached there), with their scores
+        report.hard = hard_json(expand_images(config.images), options.size, config.hard,
+                                common_scale(config.models, resolve_model))
     todo = []
     for c in cases:
         folder = f"{CASES}/{c.slug}"
@@ -245,6 +250,7 @@ def run_group(rows: Sequence[CaseRow], fingerprints: dict, models: Models, confi
     first = rows[0].case
     method = registry.method(first.method)
     options = config.options_of(first.method)
+    memo: dict = {}  # the group's one SR output: its quality is computed once
 
     def compute(cases: Sequence[Case]) -> list:
         model = models.get(first.model, method, first.image)
@@ -263,13 +269,13 @@ def run_group(rows: Sequence[CaseRow], fingerprints: dict, models: Models, confi
         if results is not None:
             for row, result in zip(rows, results):
                 yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
-                                   lambda r=result: _share(r, len(rows)))
+                                   lambda r=result: _share(r, len(rows)), memo)
             return
     for n, row in enumerate(rows):
         if len(rows) > 1:  # announced alone (a lone case was announced by group_started)
             listener.case_started(row.case, index + n, count)
         yield _finish_case(row, fingerprints[row.case], out, reraise_unexpected,
-                           lambda c=row.case: _share(compute([c])[0], 1))
+                           lambda c=row.case: _share(compute([c])[0], 1), memo)
 
 
 def fail_case(row: CaseRow, fingerprint: Fingerprint, out: Path, message: str) -> CaseRow:
@@ -290,7 +296,7 @@ def _share(result, windows: int):
 
 
 def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unexpected: bool,
-                 compute) -> CaseRow:
+                 compute, memo: dict | None = None) -> CaseRow:
     """Write the case's folder from `compute()` (its result, and the "group" it was computed in) with
     the method's own writer and return its row; a failure of either is recorded in the case's folder
     (error.json) and row instead."""
@@ -298,7 +304,7 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
     start = time.perf_counter()
     try:
         result, group = compute()
-        about = {"case": fingerprint.to_json(), "group": group}
+        about = {"case": fingerprint.to_json(), "group": group, "quality": _memo_quality(result, memo)}
         registry.method(case.method).write(result.with_provenance(model=case.model), target, about)
         return row_from_result(case, row.folder, json.loads((target / RESULT).read_text()), reused=False)
     except (KeyboardInterrupt, SystemExit):
@@ -317,6 +323,31 @@ def _finish_case(row: CaseRow, fingerprint: Fingerprint, out: Path, reraise_unex
         with contextlib.suppress(OSError):
             write_dir_atomically(target, {ERROR: json.dumps(record, indent=2) + "\n"})
         return replace(row, status="failed", message=message, seconds=round(seconds, 4))
+
+
+def _memo_quality(result, memo: dict | None):
+    """`quality_json(result)`, once per SR output array (a group's windows share theirs); the memo
+    keeps the array, so its id is not reused while the memo lives."""
+    sr = getattr(result, "sr_image", None)
+    if memo is None or sr is None:
+        return quality_json(result)
+    if id(sr) not in memo:
+        memo[id(sr)] = (sr, quality_json(result))
+    return memo[id(sr)][1]
+
+
+def quality_json(result) -> dict | None:
+    """PSNR and SSIM on Y of the result's SR output against its HR image (`lam.quality`: BasicSR's
+    convention, border crop = scale), for result.json's "quality"; None without an HR image (--lr) or
+    for a method whose result holds no SR output."""
+    sr, hr = getattr(result, "sr_image", None), getattr(result, "hr_image", None)
+    if sr is None or hr is None:
+        return None
+    try:
+        q = quality(sr, hr, int(result.scale)).to_json()
+    except OnnxlamError as exc:  # an SR output of another size than the HR image (a crop): no number
+        return {"psnr_y": None, "ssim_y": None, "crop_border": int(result.scale), "reason": str(exc)}
+    return {"psnr_y": q["psnr"], "ssim_y": q["ssim"], "crop_border": int(result.scale)}
 
 
 def input_sha256(path: str) -> str:

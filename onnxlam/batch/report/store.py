@@ -24,10 +24,13 @@ FORMAT = 1  # of the fingerprint and results.json; a new format recomputes every
 CASES = "cases"
 RESULT = "result.json"
 ERROR = "error.json"
-AGGREGATES = ("results.csv", "results.json", "index.html")
+AGGREGATES = ("results.csv", "results.json", "index.html", "finding.png")
 PATH_KEYS = ("path", "sigma", "fold", "kernel_size", "context")  # LAM's path: empty for a method without it
 ROW_KEYS = ("model", "image", "x", "y", "size", "path", "fold")
 RUN_KEYS = ("seconds", "status", "message", "folder", "method")
+# the SR output's quality against the HR image (`lam.quality`, per model and image): appended last, so
+# earlier consumers of results.csv find their columns where they were
+QUALITY_KEYS = ("psnr_y", "ssim_y")
 
 
 def columns() -> list:
@@ -45,7 +48,7 @@ def csv_columns() -> tuple[str, ...]:
     methods' columns (appended, so the default method's keep their places)."""
     default = [c.name for c in registry.method(registry.DEFAULT).columns]
     others = [c.name for c in columns() if c.name not in default]
-    return ROW_KEYS + tuple(default) + RUN_KEYS + tuple(others)
+    return ROW_KEYS + tuple(default) + RUN_KEYS + tuple(others) + QUALITY_KEYS
 
 
 CSV_COLUMNS = csv_columns()  # the built-in methods' header
@@ -121,6 +124,7 @@ class CaseRow:
                 "kernel_size": options.kernel_size, "value_range": options.value_range, "bgr": options.bgr,
                 "crop": options.crop, "context": options.context, "inputs": dict(options.inputs),
                 **{col.name: self.value(col.name) for col in columns()},
+                **{key: self.value(key) for key in QUALITY_KEYS},
                 "scale": self.scale, "seconds": self.seconds, "status": self.status, "message": self.message,
                 "folder": self.folder, "model_sha256": self.model_sha256, "reused": self.reused}
         if not m.path_options:  # LAM's path options do not apply (nor --lr to a method without it)
@@ -150,9 +154,16 @@ def row_from_result(case: Case, folder: str, data: dict, reused: bool) -> CaseRo
     """The row of a complete case from its result.json (`data`): its method's columns (`Method.row`)."""
     # an ok case's message is what its run warned about (an approximate memory crop), for the CSV and table
     message = " ".join(" ".join(data.get("warnings") or []).split())
-    values = registry.method(case.method).row(data)
+    values = {**registry.method(case.method).row(data), **quality_values(data)}
     return CaseRow(case, folder, "ok", message, data.get("seconds"), data.get("scale"), data.get("model_sha256"),
                    reused, tuple(values.items()))
+
+
+def quality_values(data: dict) -> dict:
+    """psnr_y and ssim_y of a case's result.json ("quality", written by the report's run); None where
+    there is no HR image (--lr) or the case predates them."""
+    q = data.get("quality") if isinstance(data.get("quality"), dict) else {}
+    return {key: q.get(key) for key in QUALITY_KEYS}
 
 
 def read_complete(folder: Path, fingerprint: Fingerprint, files: Sequence[str] = ()) -> dict | None:
@@ -227,6 +238,7 @@ class Report:
     reused: int = 0
     started: str = ""        # this run's start
     first_started: str = ""  # the first run's, for a report resumed or rerun (else this run's)
+    hard: dict | None = None  # `--windows hard:K`: each image's chosen windows and scores (`hard.hard_json`)
 
     @property
     def failed(self) -> int:
@@ -335,6 +347,8 @@ def first_started(out: Path, default: str) -> str:
 
 def results_json(report: Report) -> dict:
     """The content of results.json: settings, per-model summary, this run's counts, one entry per case."""
+    from onnxlam.batch.report.dataset import dataset  # lazily: numpy, and `--help` loads this module
+
     o = report.config.options
     return {
         "format": FORMAT, "onnxlam": __version__, "started": report.started,
@@ -347,6 +361,8 @@ def results_json(report: Report) -> dict:
         "run": {"cases": len(report.rows), "computed": report.computed, "reused": report.reused,
                 "failed": report.failed, "pending": report.pending},
         "summary": [s.to_json() for s in report.summaries()],
+        "hard_windows": report.hard,
+        "dataset": dataset(report.rows, report.config.methods).to_json(),
         "cases": [r.to_json(o) for r in report.rows],
     }
 

@@ -4,9 +4,12 @@
 
 1. `prepare_inputs`: the LR input (spec §1), F(x) and the objective at the input and at the path's
    baseline;
-2. per group of up to MAX_WINDOWS windows, `plan_group`: the crop (receptive field, then memory: see
+2. `sharing.plan_sharing`: for a local network, windows with disjoint dependence boxes share one
+   reverse pass (one seed: the sum of their detectors), when that saves work; then per group of up
+   to MAX_WINDOWS seeds, `plan_group`: the crop (receptive field, then memory: see
    `engine/planner.py`) and the program's batch;
-3. `integrate_group`: the path steps through the gradient program (`lam/integration.py`), uncropped;
+3. `integrate_group`: the path steps through the gradient program (`lam/integration.py`), uncropped
+   (a shared seed's map cut into its windows' boxes);
 4. `window_results`: the metrics of each window's map (`lam/metrics.py`) as `LamResult`s.
 """
 from __future__ import annotations
@@ -31,8 +34,8 @@ from onnxlam.lam.paths import PathSteps, make_path
 from onnxlam.lam.result import Completeness, Window
 from onnxlam.methods.base import Provenance, image_name, part_progress
 from onnxlam.methods.lam.result import LamResult
+from onnxlam.methods.lam.sharing import MAX_WINDOWS, class_masks, cut, plan_sharing
 
-MAX_WINDOWS = 8  # windows sharing one forward pass; more are processed in groups of this size
 
 
 @dataclass(frozen=True)
@@ -72,14 +75,15 @@ class Integrated:
 
 def run_windows(model: Model, image: str | Path | np.ndarray, windows: Sequence[Window], options: LamOptions,
                 program=None, progress: Callable[[int, int], None] | None = None,
-                lr_input: np.ndarray | None = None) -> list[LamResult]:
-    """LAM of several windows of one image; up to MAX_WINDOWS of them share each forward pass.
+                lr_input: np.ndarray | None = None, share: bool = True) -> list[LamResult]:
+    """LAM of several windows of one image; up to MAX_WINDOWS seeds share each forward pass.
 
     With `options.crop` (default) a local network runs only on the LR crop its windows depend on,
     which gives the same maps exactly; `options.context` forces a crop margin (approximate for
     global networks). `program`: a program from `onnxlam export` (a file, or loaded). `lr_input`
     (C×h×w, the shape `image` gives) is analysed instead of the image's own LR input, path and
     baseline included (the noise tunnel's noisy copies); `image` still gives the HR image.
+    `share=False` gives every window its own seed even where windows could share one (`sharing.py`).
     """
     start = time.perf_counter()
     options = options.validate()
@@ -90,18 +94,26 @@ def run_windows(model: Model, image: str | Path | np.ndarray, windows: Sequence[
         raise InputError("no window given; pass --window X Y")
     inputs = prepare_inputs(model, image, wins, options, lr_input)
     c, h, w = inputs.lr.shape
-    k = min(len(wins), MAX_WINDOWS) if program is None else model.program_for(program, h, w, options.fold,
-                                                                               1).windows
+    sharing = plan_sharing(model, wins if share else wins[:1], options, (h, w), fixed_program=program is not None)
+    seeds = sharing.classes if sharing.used else [[i] for i in range(len(wins))]
+    k = min(len(seeds), MAX_WINDOWS) if program is None else model.program_for(program, h, w, options.fold,
+                                                                                1).windows
     done = Integrated(np.zeros((len(wins), c, h, w), np.float32), np.zeros(len(wins), np.int64), [], [])
-    batches = [list(range(i, min(i + k, len(wins)))) for i in range(0, len(wins), k)]
+    masks = class_masks(inputs.masks, seeds) if sharing.used else inputs.masks
+    batches = [list(range(i, min(i + k, len(seeds)))) for i in range(0, len(seeds), k)]
     for g, members in enumerate(batches):  # windows in the order given: neighbours share a crop
-        group = plan_group(model, members, wins, options, k, (h, w), fixed_program=program is not None)
+        windows_in = [j for m in members for j in seeds[m]]
+        group = plan_group(model, windows_in, [wins[j] for j in windows_in], options, k, (h, w),
+                           fixed_program=program is not None)
         tick = part_progress(progress, g, len(batches))
-        part, nans, prog, used = integrate_group(model, group, inputs, k, program, options.fold, tick)
-        done.attribution[members] = part
-        done.nan_gradients[members] = nans
+        part, nans, prog, used = integrate_group(model, group, masks[members], inputs, k, program,
+                                                 options.fold, tick)
+        for m, seed_map, seed_nans in zip(members, part, nans):
+            for j in seeds[m]:  # a shared seed's NaNs cannot be told apart: each window gets them all
+                done.attribution[j] = cut(seed_map, sharing.boxes[j]) if sharing.used else seed_map
+                done.nan_gradients[j] = seed_nans
         done.groups.append(group)
-        done.usage += [used] * len(members)
+        done.usage += [used] * len(windows_in)
         done.provider, done.batch = prog.session(model.device).provider, prog.batch
     return window_results(model, image, wins, inputs, options, done, time.perf_counter() - start)
 
@@ -128,10 +140,9 @@ PROGRAM_NOTE = ("--program: the whole image at the exported program's own batch 
                 "for larger batches, or run without --program to let onnxlam crop and batch")
 
 
-def plan_group(model: Model, members: list[int], wins: list[Window], options: LamOptions, k: int,
+def plan_group(model: Model, members: list[int], group_wins: list[Window], options: LamOptions, k: int,
                lr_size: tuple[int, int], fixed_program: bool) -> Group:
-    """Stage 2: the group's crop (exact receptive field or --context, then memory) and its plan."""
-    group_wins = [wins[i] for i in members]
+    """Stage 2: the crop of windows `members` (exact receptive field or --context, then memory) and its plan."""
     region = None
     if not fixed_program and not model.info.fixed_size and (options.crop or options.context is not None):
         region = choose_crop(model.receptive_field, [(win.x, win.y, win.size) for win in group_wins],
@@ -146,12 +157,13 @@ def plan_group(model: Model, members: list[int], wins: list[Window], options: La
     return Group(members, region, plan)
 
 
-def integrate_group(model: Model, group: Group, inputs: Inputs, k: int, program, fold: int, done):
-    """Stage 3: the path through the group's program; the group's maps uncropped to the whole image."""
-    region, members = group.crop, group.members
+def integrate_group(model: Model, group: Group, seed_masks: np.ndarray, inputs: Inputs, k: int, program,
+                    fold: int, done):
+    """Stage 3: the path through the group's program for its seeds' masks; maps uncropped to the whole image."""
+    region, seeds = group.crop, len(seed_masks)
     steps = crop_steps(inputs.steps, region) if region is not None else inputs.steps
     masks = np.zeros((k,) + inputs.masks.shape[1:], np.float32)  # unused slots stay empty
-    masks[:len(members)] = inputs.masks[members]
+    masks[:seeds] = seed_masks
     if region is not None:
         masks = crop_masks(masks, region, model.scale)
     hp, wp = steps.images.shape[-2:]
@@ -166,10 +178,10 @@ def integrate_group(model: Model, group: Group, inputs: Inputs, k: int, program,
                 raise
             prog = model.one_at_a_time((prog.batch, hp, wp, k))
             result = integrate(prog, steps, masks, model.device, done)
-    part = result.attribution[:len(members)]
+    part = result.attribution[:seeds]
     if region is not None:
         part = uncrop(part, region, inputs.lr.shape[1:])
-    return part, result.nan_gradients[:len(members)], prog, model.planner.usage(group.plan, meter, prog.batch)
+    return part, result.nan_gradients[:seeds], prog, model.planner.usage(group.plan, meter, prog.batch)
 
 
 def window_results(model: Model, image, wins: list[Window], inputs: Inputs, options: LamOptions,
