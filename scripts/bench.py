@@ -34,15 +34,17 @@ REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "onnxlam" / "data" / "astronaut.png"
 WINDOW = (88, 96)
 FOUR = [(40, 40), (88, 96), (150, 60), (120, 150)]
+TORCH_BATCH = 10  # path images per forward/backward in the batched PyTorch baseline
 
 
 # --- workers (run as separate processes) -----------------------------------------------------
 
-def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
+def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int, batch: int = 1) -> dict:
+    """The PyTorch baseline: the demo's loop (`batch` 1) or the batched loop (`batch` path images a pass)."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from torch_lam import EDSRBaseline, demo_loop
+    from torch_lam import EDSRBaseline, batched_loop, demo_loop
 
     from onnxlam.graph.detector import window_mask
     from onnxlam.lam.image import prepare_lr, read_image
@@ -55,9 +57,11 @@ def worker_torch(model_dir: str, hr: str, x: int, y: int, fold: int) -> dict:
     lr = prepare_lr(read_image(hr), 4)
     steps = make_path(lr, "blur", 1.2, fold, 9)
     H, W = lr.shape[1] * 4, lr.shape[2] * 4
-    A = demo_loop(net, steps.images, steps.derivatives, window_mask(H, W, x, y, 16))
+    mask = window_mask(H, W, x, y, 16)
+    A = (demo_loop(net, steps.images, steps.derivatives, mask) if batch == 1
+         else batched_loop(net, steps.images, steps.derivatives, mask, batch=batch))
     M = abs_normalise(A)
-    np.save(Path(model_dir) / f"torch-M-{lr.shape[1]}.npy", M)
+    np.save(Path(model_dir) / f"torch-M-{lr.shape[1]}{'' if batch == 1 else f'-b{batch}'}.npy", M)
     return {"di": diffusion_index(M)}
 
 
@@ -218,6 +222,7 @@ def main() -> None:
         lam = median_run(args.runs, "lam", *lam_args)
         batch = lam["result"]["batch_size"]
         ref = median_run(args.runs, "torch", work, hr, WINDOW[0], WINDOW[1], 50)
+        batched = median_run(args.runs, "torch", work, hr, WINDOW[0], WINDOW[1], 50, TORCH_BATCH)
         fwd = median_run(args.runs, "forward", work, hr, 50, batch)
         M = np.load(work / f"out-{name}" / "attribution.npy")
         M_ref = np.load(work / f"torch-M-{lam['result']['lr_size'][0]}.npy")
@@ -226,6 +231,9 @@ def main() -> None:
                        "speedup_cold_vs_torch": ref["median"] / cold["median"],
                        "torch_demo_loop": ref["median"], "forward_only": fwd["median"],
                        "speedup_vs_torch": ref["median"] / lam["median"],
+                       "torch_batched_loop": batched["median"],
+                       "speedup_vs_torch_batched": batched["median"] / lam["median"],
+                       "di_diff_batched_vs_demo": abs(batched["result"]["di"] - ref["result"]["di"]),
                        "crop": lam["result"].get("crop"), "batch": batch,
                        "max_abs_M_diff": float(np.abs(M - M_ref).max()),
                        "di_diff": abs(lam["result"]["di"] - ref["result"]["di"]),
@@ -234,7 +242,7 @@ def main() -> None:
                                        "torch": ref["result"]["peak_rss_mb"],
                                        "forward": fwd["result"]["peak_rss_mb"]},
                        "runs": {"onnxlam": lam["runs"], "onnxlam_cold": cold["runs"], "torch": ref["runs"],
-                                "forward": fwd["runs"]}}
+                                "forward": fwd["runs"], "torch_batched": batched["runs"]}}
         print(name, json.dumps(cases[name]), flush=True)
     # C. four windows in one run against four single runs (in-process seconds, warm programs)
     four_args = [model, hr48, work / "four"] + [v for w in FOUR for v in w]
@@ -283,9 +291,10 @@ def write_markdown(report: dict, path: Path) -> None:
              "built, checked and its memory measured), warm with the program from a cache filled "
              "beforehand.", "",
              "## CPU", "",
-             "| case | onnxlam cold (s) | onnxlam warm (s) | PyTorch demo loop (s) | forward only (s) | "
-             "speed-up cold / warm | max abs ΔM | ΔDI | crop | peak RSS cold / warm / torch (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| case | onnxlam cold (s) | onnxlam warm (s) | PyTorch demo loop (s) | PyTorch batched loop (s) | "
+             "forward only (s) | speed-up vs demo cold / warm | speed-up vs batched, warm | max abs ΔM | ΔDI | crop | "
+             "peak RSS cold / warm / torch (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, label in (("A_lr48", "EDSR-baseline ×4, LR 48×48, fold 50"),
                         ("B_lr128", "EDSR-baseline ×4, LR 128×128, fold 50")):
         r = c[name]
@@ -293,8 +302,10 @@ def write_markdown(report: dict, path: Path) -> None:
         cold = r.get("onnxlam_cold")
         rss = r["peak_rss_mb"]
         lines.append(f"| {label} | {cold if cold is None else f'{cold:.2f}'} | {r['onnxlam']:.2f} | "
-                     f"{r['torch_demo_loop']:.2f} | {r['forward_only']:.2f} | "
+                     f"{r['torch_demo_loop']:.2f} | {r.get('torch_batched_loop', float('nan')):.2f} | "
+                     f"{r['forward_only']:.2f} | "
                      f"{r.get('speedup_cold_vs_torch', float('nan')):.2f}× / {r['speedup_vs_torch']:.2f}× | "
+                     f"{r.get('speedup_vs_torch_batched', float('nan')):.2f}× | "
                      f"{r['max_abs_M_diff']:.1e} | {r['di_diff']:.1e} | {crop} | "
                      f"{rss.get('onnxlam_cold', float('nan')):.0f} / {rss['onnxlam']:.0f} / {rss['torch']:.0f} |")
     f = c["C_four_windows"]
