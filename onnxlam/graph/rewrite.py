@@ -23,6 +23,8 @@ shapes (the gradient program's), and returns replacement nodes or None to keep t
 - A boolean-mask assignment `x[m] = f(y[m])` (TorchScript: NonZero, GatherND, ScatterND, a Slice to
   the data-dependent count: HVI-CIDNet's colour transform): onnx-ad needs constant Slice bounds; with
   f elementwise it is `Where(m, f(y), x)` (`masked_assignment_as_where`, a pattern over several nodes).
+- `ScatterND` with reduction "add" in a gradient program (`scatter_add_as_matmul`): onnxruntime's
+  CPU kernel races between threads on repeated indices; a one-hot MatMul gives the same sums.
 Every new value is named by `FreshNames` (a name no value of the graph has): onnx-ad's own nodes
 and earlier rewrites use the obvious names (`Shape(out) → out_shape`), and an ONNX graph with one
 name defined twice is invalid.
@@ -547,8 +549,53 @@ def expand_to_own_shape(node: onnx.NodeProto, constants: dict, shapes: dict, ops
     return [helper.make_node("Identity", [node.input[0]], list(node.output))]
 
 
+SCATTER_MATRIX_LIMIT = 1 << 24  # entries of the one-hot matrix (64 MiB in float32); larger stay ScatterND
+
+
+def scatter_add_as_matmul(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                          fresh: FreshNames) -> list | None:
+    """A ScatterND with reduction "add" along the leading axis as a MatMul with a one-hot matrix.
+
+    out = data + P·U, where P (n×M) = OneHot(indices, n) along axis 0 and U is the updates as M
+    rows. This is the adjoint onnx-ad emits for every Gather (reflect and edge pads are Gathers with
+    repeated indices). onnxruntime's CPU ScatterND splits the updates between threads, and threads
+    adding into the same row race: with repeated indices its sums change from run to run and are
+    wrong (tests/graph/test_runtime_faults.py keeps a reproducer). A GEMM sums each output row in
+    one thread, so the result is the same on every run.
+    """
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("reduction", b"none") not in (b"add", "add"):
+        return None
+    data, indices, updates = node.input
+    d, i = shapes.get(data), shapes.get(indices)
+    if not d or not i or any(x is None for x in d + i) or i[-1] != 1:
+        return None
+    n, m, rest = d[0], int(np.prod(i[:-1], dtype=np.int64)), int(np.prod(d[1:], dtype=np.int64))
+    if n * m > SCATTER_MATRIX_LIMIT:
+        return None
+    out = node.output[0]
+    flat, rows, shape = fresh(f"{out}_flat"), fresh(f"{out}_rows"), fresh(f"{out}_data_shape")
+    depth, values, like = fresh(f"{out}_depth"), fresh(f"{out}_onehot_values"), fresh(f"{out}_values")
+    index_vector, onehot, update_rows = fresh(f"{out}_indices"), fresh(f"{out}_onehot"), fresh(f"{out}_update_rows")
+    summed, reshaped = fresh(f"{out}_summed"), fresh(f"{out}_scattered")
+    return [_constant_node(flat, np.array([-1], np.int64)),
+            _constant_node(rows, np.array([m, rest], np.int64)),
+            _constant_node(shape, np.array(d, np.int64)),
+            _constant_node(depth, np.array([n], np.int64)),
+            _constant_node(values, np.array([0.0, 1.0], np.float32)),
+            helper.make_node("CastLike", [values, updates], [like]),
+            helper.make_node("Reshape", [indices, flat], [index_vector]),
+            helper.make_node("OneHot", [index_vector, depth, like], [onehot], axis=0),
+            helper.make_node("Reshape", [updates, rows], [update_rows]),
+            helper.make_node("MatMul", [onehot, update_rows], [summed]),
+            helper.make_node("Reshape", [summed, shape], [reshaped]),
+            helper.make_node("Add", [data, reshaped], [out])]
+
+
+# Rewrites of the gradient program: faster kernels, and runtime kernels that give the same value on
+# every run (a program whose gradients change between runs is no reference).
 SPEEDUPS: dict[str, Callable] = {"ConvTranspose": conv_transpose_as_conv, "Transpose": transpose_of_unit_axes,
-                                 "Expand": expand_to_own_shape}
+                                 "Expand": expand_to_own_shape, "ScatterND": scatter_add_as_matmul}
 
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Sum", "Neg", "Where", "Relu", "Identity", "Greater", "Less",
