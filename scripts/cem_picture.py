@@ -7,7 +7,8 @@ grid of 8-px blocks), the ROI 32×32 at (32, 32); the same numbers as
 
     onnxlam cem animevideov3-x4 chelsea-eye.png --roi 32 32 --refine 10
 
-Prints the counts, the effect range and the time taken.
+It saves the panel that command writes (panel.png) and prints the counts, the effect range and the
+time taken.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,6 @@ from onnxlam.methods.cem.files import render  # noqa: E402
 from onnxlam.methods.cem.runner import CemRunner  # noqa: E402
 
 CROP = (12, 48, 108, 144)  # left, top, right, bottom of chelsea.png
-ZOOM = 3                   # the picture is enlarged (nearest) so that blocks are visible on a web page
 
 
 def main() -> None:
@@ -46,13 +45,7 @@ def main() -> None:
                             progress=lambda d, t: print(f"\r{d}/{t}", end="", file=sys.stderr))
     print(file=sys.stderr)
     s = result.summary
-    big = {name: np.asarray(Image.fromarray(a).resize((a.shape[1] * ZOOM, a.shape[0] * ZOOM), Image.NEAREST))
-           for name, a in render(result).items() if name == "cem.png"}
-    image = pictures.draw_window(np.repeat(np.repeat(result.truth, ZOOM, 0), ZOOM, 1), 32 * ZOOM, 32 * ZOOM,
-                                 32 * ZOOM, colour=(0, 255, 0), width=2 * ZOOM)
-    panel = pictures.panel([image, big["cem.png"]],
-                           [f"{args.model}, ROI 32x32 at (32, 32)",
-                            f"CEM: +{s.positive} / -{s.negative} / 0 {s.neutral} blocks, range {s.effect_range:.2f} dB"])
+    panel = render(result)["panel.png"]  # the picture `onnxlam cem` writes as panel.png
     pictures.save(str(args.output), panel)
     print(f"reference PSNR {result.reference_psnr:.3f} dB; positive {s.positive}, negative {s.negative}, "
           f"neutral {s.neutral}, ROI {s.roi_blocks}; range {s.effect_range:.2f} dB "

@@ -11,6 +11,7 @@ each forward pass (``Analyzer.run_windows``).
     python scripts/model_table.py --fetch               # fetch realesrgan-x4plus first, include it
     python scripts/model_table.py --models span-x4 --no-write   # print the rows of one model
     python scripts/model_table.py --results di.json     # keep raw results; reuse rows still valid
+    python scripts/model_table.py --skip esrgan-thick-x2 esrgan-thick-x3   # leave models out (said so)
 
 On two CPU cores the five committed models take about 15 minutes together; the fetched
 realesrgan-x4plus (16.7 M parameters) about 45 minutes more, so ``--results`` is worth giving.
@@ -127,7 +128,7 @@ def _wrap(text: str, indent: str = "") -> list[str]:
     return textwrap.wrap(text, width=92, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
 
 
-def render(rows: list[dict], date: str) -> str:
+def render(rows: list[dict], date: str, skipped: list[str] = (), unfetched: list[str] = ()) -> str:
     cols = columns()
     header = ["model", "scale", "params"] + [f"{img} {kind} ({x}, {y})" for img, kind, x, y in cols]
     lines = [START,
@@ -160,8 +161,15 @@ def render(rows: list[dict], date: str) -> str:
     lines.append("")
     for i, note in enumerate(notes, 1):
         lines += _wrap(f"[{i}] {note[:1].upper()}{note[1:]}.") + [""]
+    if skipped:
+        lines += _wrap("Not tabulated (each takes tens of minutes on two CPU cores; run the script with "
+                       f"`--models NAME --results FILE` to add one): {', '.join(f'`{n}`' for n in skipped)}.") + [""]
+    if unfetched:
+        lines += _wrap("Not fetched on the machine that computed the table (`--fetch` includes them): "
+                       f"{', '.join(f'`{n}`' for n in unfetched)}.") + [""]
     lines += _wrap(f"Computed {date} with {_runtime_line(rows)}, by `python scripts/model_table.py"
-                   + (" --fetch" if any(r.get("fetch") for r in rows) else "") + "`.")
+                   + (" --fetch" if any(r.get("fetch") for r in rows) else "")
+                   + (f" --skip {' '.join(skipped)}" if skipped else "") + "`.")
     lines.append(END)
     return "\n".join(lines)
 
@@ -188,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recompute", action="store_true", help="recompute the rows of --models (default: all) "
                     "even where --results holds valid ones")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave the README alone")
+    ap.add_argument("--skip", nargs="+", metavar="NAME", default=[],
+                    help="leave these models out of the table (its footer names them)")
     args = ap.parse_args(argv)
 
     def log(message: str) -> None:
@@ -195,13 +205,17 @@ def main(argv: list[str] | None = None) -> int:
 
     entries = collection.list_models()
     known = {e.name for e in entries}
+    for name in args.skip:
+        if name not in known:
+            ap.error(f"unknown model {name} in --skip; the collection has {', '.join(sorted(known))}")
+    entries = [e for e in entries if e.name not in args.skip]
     if args.models:
         unknown = set(args.models) - known
         if unknown:
             ap.error(f"unknown model(s) {', '.join(sorted(unknown))}; the collection has {', '.join(sorted(known))}")
     if args.fetch:
         fetch_missing([e for e in entries if not args.models or e.name in args.models], log)
-        entries = collection.list_models()
+        entries = [e for e in collection.list_models() if e.name not in args.skip]
 
     saved: dict = {}
     if args.results and args.results.is_file():
@@ -232,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         log("no model to tabulate")
         return 1
     date = _dt.date.today().isoformat()
-    block = render(rows, date)
+    unfetched = [e.name for e in entries if not e.available]
+    block = render(rows, date, args.skip, unfetched)
     print(block)
     complete = {r["name"] for r in rows} == {e.name for e in entries if e.available}
     if args.no_write:

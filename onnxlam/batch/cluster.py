@@ -488,18 +488,20 @@ def chunk_windows(count: int, workers: int, per_program: int | None = None) -> i
     return max(k, math.ceil(per / k) * k)
 
 
-def run_sweep_on_cluster(model: str, image: str, stride: int, options, target: Target | None = None,
-                         client=None, security=None, progress: Callable[[int, int], None] | None = None):
-    """`sweep.run_sweep` with the grid's windows split into parts (whole colours) over the workers; the same
-    Sweep (DI grid and SR image) as the serial sweep. `options`: a `report.LamOptions`."""
+def run_sweep_on_cluster(model: str, image: str, stride: int | None, options, target: Target | None = None,
+                         client=None, security=None, progress: Callable[[int, int], None] | None = None,
+                         hard: int | None = None):
+    """`sweep.run_sweep` with the windows (the grid's, or the `hard` hardest) split into parts (whole
+    colours) over the workers; the same Sweep (DI and SR image) as the serial sweep. `options`: a
+    `report.LamOptions`."""
     import numpy as np
 
-    from onnxlam.batch.sweep import Sweep, sweep_windows
+    from onnxlam.batch.sweep import make_sweep, sweep_windows
     from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.methods.lam.sharing import plan_sharing
 
     analyzer = Analyzer(model, device="cpu", value_range=options.value_range, bgr=options.bgr)
-    xs, ys, windows = sweep_windows(analyzer, image, stride, options.size, options.lr)
+    xs, ys, windows = sweep_windows(analyzer, image, stride, options.size, options.lr, hard)
     x, _ = analyzer.prepare(image, options.lr)
     sharing = plan_sharing(analyzer, windows, options, x.shape[1:])
     # A task takes whole colours, so that its windows still share passes as in the serial sweep.
@@ -530,5 +532,4 @@ def run_sweep_on_cluster(model: str, image: str, stride: int, options, target: T
         except BaseException:
             executor.client.cancel(list(futures))
             raise
-    di = di.reshape(len(ys), len(xs))
-    return Sweep(xs, ys, options.size, stride, analyzer.scale, di, sr, sharing)
+    return make_sweep(xs, ys, di, options.size, stride, analyzer.scale, sr, sharing, hard is not None)

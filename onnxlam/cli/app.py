@@ -57,7 +57,9 @@ out = _Console(stderr=False)
 def fail(message: str, code: int) -> None:
     from rich.markup import escape  # a message may hold brackets: pip install "onnxlam[torch]"
 
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from onnxlam.convert.collection import named
+
+    err.print(f"[bold red]error:[/] {escape(named(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -114,11 +116,13 @@ def facts(title: str, rows) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(title), show_header=False, title_justify="left")
+    from onnxlam.convert.collection import named
+
+    table = Table(title=escape(named(title)), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for label, value in rows:
-        table.add_row(label, escape(str(value)))
+        table.add_row(label, escape(named(str(value))))
     out.print(table)
 
 

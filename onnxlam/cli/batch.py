@@ -167,6 +167,7 @@ def _report_summary(report) -> None:
             table.add_row(escape(s.model), str(s.cases), f"[red]{s.failures}[/]" if s.failures else "0",
                           *(_fmt(s.stat(key)) for key, _ in heads))
         out.print(table)
+    _dataset_summary(report, width)
     failed = [r for r in report.rows if r.status == "failed"]
     if failed:
         ft = Table(title="Failed cases", title_justify="left")
@@ -177,6 +178,29 @@ def _report_summary(report) -> None:
         out.print(ft)
     out.print(f"{report.computed} computed, {report.reused} reused from an earlier run, {report.failed} failed; "
               f"open {escape(str(report.out / 'index.html'))}", highlight=False, soft_wrap=True)
+
+
+def _dataset_summary(report, width: int) -> None:
+    """The dataset level (`batch/report/dataset.py`) where the report has HR images: per model its mean DI
+    with the 95% bootstrap interval over images, PSNR and SSIM on Y; then Spearman's ρ(DI, PSNR)."""
+    from rich.table import Table
+
+    from onnxlam.batch.report.dataset import dataset
+
+    level = dataset(report.rows, report.config.methods)
+    if not any(m.psnr is not None for m in level.models):
+        return
+    table = Table(title=f"Dataset level ({level.method}; 95% intervals: images resampled)", title_justify="left")
+    table.add_column("model", no_wrap=True, min_width=min(width, 40), overflow="fold")
+    for name in ("images", "windows", "DI mean [95%]", "PSNR-Y", "SSIM-Y"):
+        table.add_column(name, justify="right")
+    for m in level.models:
+        table.add_row(escape(m.name), str(m.images), str(m.windows), m.di.text(2),
+                      "–" if m.psnr is None else f"{m.psnr:.2f}", "–" if m.ssim is None else f"{m.ssim:.4f}")
+    out.print(table)
+    rho = level.spearman
+    out.print(f"Spearman ρ(mean DI, mean PSNR) over {len(level.models)} models: "
+              + (rho.text(2) if rho is not None else f"none ({level.reason})"), highlight=False, soft_wrap=True)
 
 
 MoreWindow = Annotated[Optional[List[str]], typer.Option("--more-window", hidden=True, help="X,Y: a further "
@@ -370,7 +394,11 @@ def check(model: Annotated[Optional[str], typer.Argument(
 @handled
 def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collection name.")],
           image: Annotated[str, typer.Argument(help="HR image (or LR with --lr).")],
-          stride: Annotated[int, typer.Option("--stride", help="Grid step in SR pixels.")],
+          stride: Annotated[Optional[int], typer.Option("--stride", metavar="N",
+                                                        help="Grid step in SR pixels.")] = None,
+          windows_spec: Annotated[Optional[str], typer.Option(
+              "--windows", metavar="hard:K", help="Instead of a grid: the K hardest windows of the HR image "
+                                                  "(highest LAM detector, non-overlapping).")] = None,
           size: Size = D.size, lr: Lr = D.lr, path: PathKind = D.path, sigma: Sigma = D.sigma, fold: Fold = D.fold,
           kernel_size: KernelSize = D.kernel_size, batch_size: BatchSize = D.batch_size, device: Device = D.device,
           value_range: ValueRange = D.value_range, bgr: Bgr = D.bgr,
@@ -378,8 +406,10 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
           as_json: Annotated[bool, typer.Option("--json", help="Print sweep.json on stdout.")] = False,
           max_memory: MaxMemory = D.max_memory, cluster: Cluster = None, scheduler: Scheduler = None,
           input_values: Inputs = None, debug: Debug = False):
-    """DI for windows on a grid, and a DI heat map over the image (sweep.npy, sweep.json, sweep.png)."""
+    """DI for windows on a grid (--stride) or the hardest ones (--windows hard:K), and a DI heat map over
+    the image (sweep.npy, sweep.json, sweep.png)."""
     from onnxlam.batch.sweep import run_sweep, write_sweep
+    from onnxlam.lam.hard_windows import parse_hard
     from onnxlam.methods.lam.analyzer import Analyzer
     from onnxlam.lam.options import LamOptions
     from onnxlam.core.files import check_out_dir
@@ -387,6 +417,9 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
     options = LamOptions(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
                          batch_size=batch_size, device=device, value_range=value_range, bgr=bgr,
                          max_memory=max_memory, inputs=inputs(input_values)).validate()
+    hard = parse_hard(windows_spec) if windows_spec is not None else None
+    if (stride is None) == (hard is None):
+        raise InputError("give either --stride N (a grid of windows) or --windows hard:K")
     check_out_dir(out_dir)
     with _bar() as bar:
         task = bar.add_task("sweep", total=1)
@@ -395,11 +428,11 @@ def sweep(model: Annotated[str, typer.Argument(help="ONNX model file or collecti
             from onnxlam.batch.cluster import parse_target, run_sweep_on_cluster
 
             result = run_sweep_on_cluster(resolve_model(model, image, lr), image, stride, options,
-                                          parse_target(cluster, scheduler), progress=step)
+                                          parse_target(cluster, scheduler), progress=step, hard=hard)
         else:
             analyzer = Analyzer(resolve_model(model, image, lr), **options.model_arguments())
             result = run_sweep(analyzer, image, stride, size, lr=lr, path=path, sigma=sigma, fold=fold,
-                               kernel_size=kernel_size, progress=step)
+                               kernel_size=kernel_size, progress=step, hard=hard)
     write_sweep(result, out_dir)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")

@@ -115,6 +115,11 @@ def compare(models: Annotated[List[str], typer.Argument(help="Models (files or c
     out.print(f"wrote {escape(str(output))}", highlight=False)
 
 
+def _display_name(model: str) -> str:
+    """A model as the user named it: a collection name as is, a file by its stem."""
+    return Path(model).stem if Path(model).suffix else model
+
+
 @app.command()
 @handled
 def diff(model_a: Annotated[str, typer.Argument(help="Model A (file or collection name).")],
@@ -129,11 +134,11 @@ def diff(model_a: Annotated[str, typer.Argument(help="Model A (file or collectio
          as_json: Annotated[bool, typer.Option(
              "--json", help="Print both DIs and the difference's range as JSON.")] = False,
          debug: Debug = False):
-    """The difference of two models' attributions: KDE of A minus KDE of B, red where A draws more on
-    a pixel, blue where B does, white where they agree."""
+    """The difference of two models' attributions: KDE of A minus KDE of B over A's SR image, red where A
+    draws more on a pixel, blue where B does, the image itself where they agree; a colour bar beside it."""
     import numpy as np
 
-    from onnxlam.render.figures import difference_picture, kde_difference
+    from onnxlam.render.figures import difference_figure, kde_difference
 
     _check_picture_path(output)
     options = _options(size=size, lr=lr, path=path, sigma=sigma, fold=fold, kernel_size=kernel_size,
@@ -141,14 +146,14 @@ def diff(model_a: Annotated[str, typer.Argument(help="Model A (file or collectio
                        inputs=inputs(input_values))
     results = _analyse_all([model_a, model_b], image, window, options, same_scale=True)
     d = kde_difference(*results)
-    _save_picture(difference_picture(d, results[0].scale), output)
+    _save_picture(difference_figure(d, results[0], [_display_name(model_a), _display_name(model_b)]), output)
     peak = float(np.abs(d).max())
     if as_json:
         data = {"picture": str(output), "max_abs_difference": peak, "mean_difference": float(d.mean()),
                 "a": {"model": model_a, "di": results[0].di}, "b": {"model": model_b, "di": results[1].di}}
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    names = [f"A  {Path(model_a).stem}", f"B  {Path(model_b).stem}"]
+    names = [f"A  {_display_name(model_a)}", f"B  {_display_name(model_b)}"]
     out.print(_models_table("Attribution difference (KDE A − KDE B)", names, results))
     out.print(f"max |A − B| = {peak:.3f} (of densities normalised to 1); red: A higher, blue: B higher. "
               f"wrote {escape(str(output))}", highlight=False, soft_wrap=True)

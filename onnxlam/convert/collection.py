@@ -93,6 +93,20 @@ def list_models() -> list[ModelEntry]:
     return [ModelEntry(**{k: e[k] for k in fields}) for e in entries]
 
 
+def named(text: str) -> str:
+    """`text` with every collection model's file path (bundled or fetched) replaced by the model's
+    collection name: what the user typed, not where the package put the file."""
+    if "exported_models" not in text and str(fetched_dir()) not in text:
+        return text
+    try:
+        entries = list_models()
+    except InputError:
+        return text
+    for entry in sorted(entries, key=lambda e: -len(str(e.path))):
+        text = text.replace(str(entry.path), entry.name)
+    return text
+
+
 def resolve(name_or_path: str, image=None, lr: bool = False, notify=None) -> pathlib.Path:
     """An existing file path as is, or the file of a collection model by name. A PyTorch checkpoint
     becomes its cached ONNX export (see `convert.pytorch.resolve_checkpoint`; `image` and `lr` give the

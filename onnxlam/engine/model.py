@@ -91,8 +91,14 @@ class Model:
             # An LR image's own size before 32×32: a TorchScript export with dynamic axes may still
             # bake its traced size into shape arithmetic (DITN's), and work at that size only.
             h, w = self.info.fixed_size or self._size_hint or (32, 32)
-            fixed = fix_input_shape(self.normalised, (self.info.fixed_batch or 1, self.info.channels, h, w),
-                                    self.model_path)
+            shape = (self.info.fixed_batch or 1, self.info.channels, h, w)
+            try:
+                fixed = fix_input_shape(self.normalised, shape, self.model_path)
+            except InputError:
+                multiple = self.size_multiple(*shape)  # a U-Net's even sizes, said as such
+                if multiple:
+                    raise self.size_error(h, w, multiple) from None
+                raise
             dims = output_dims(fixed)
             if not (dims and all(isinstance(d, int) and d > 0 for d in dims[2:])):
                 probe = self.session_of(self.normalised, "cpu")
@@ -148,10 +154,13 @@ class Model:
         n, c, h, w = shape
         multiple = self.size_multiple(n, c, h, w)
         if multiple:
-            return InputError(f"{self.model_path}: the model needs LR sizes that are multiples of {multiple}; this "
-                              f"input is {w}×{h}: crop the image (or pass an LR image, --lr) to a multiple of "
-                              f"{multiple}")
+            return self.size_error(h, w, multiple)
         return InputError(f"{self.model_path}: {what}: {clipped(str(exc).splitlines()[0])}")
+
+    def size_error(self, h: int, w: int, multiple: int) -> InputError:
+        return InputError(f"{self.model_path}: the model needs LR sizes that are multiples of {multiple}; this "
+                          f"input is {w}×{h}: crop the image (or pass an LR image, --lr) to a multiple of "
+                          f"{multiple}")
 
     def size_multiple(self, n: int, c: int, h: int, w: int) -> int | None:
         """The smallest of 2, 4, 8, 16 that h and w are not both multiples of and at whose multiples

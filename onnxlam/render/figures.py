@@ -147,3 +147,31 @@ def difference_picture(difference: np.ndarray, scale: int) -> np.ndarray:
     h, w = coloured.shape[:2]
     resized = Image.fromarray(coloured).resize((w * scale, h * scale), Image.Resampling.BICUBIC)
     return np.asarray(resized, dtype=np.uint8).copy()
+
+
+DIFFERENCE_MIN_SIDE = 256  # smaller SR images are enlarged (nearest neighbour) so the captions fit
+
+
+def difference_figure(difference: np.ndarray, a: MapResult, names: Sequence[str]) -> np.ndarray:
+    """diff.png: `difference_picture` laid over A's SR image with the window outlined, each pixel's
+    colour weighted by sqrt(|d|/max|d|) (where the models agree the image shows through), beside a colour
+    bar from −max|d| (blue: B draws more) through 0 to +max|d| (red: A draws more), labelled."""
+    if len(names) != 2:
+        raise ValueError("difference_figure needs the names of A and B")
+    d = np.asarray(difference, dtype=np.float64)
+    s, w = a.scale, a.window
+    colour = difference_picture(d, s)
+    peak = float(np.abs(d).max()) if d.size else 0.0
+    H, W = colour.shape[:2]
+    weight = np.sqrt(np.abs(d) / peak) if peak > 0 else np.zeros_like(d)  # sqrt: half-strong differences show
+    weight = np.asarray(Image.fromarray(weight.astype(np.float32)).resize((W, H), Image.Resampling.BILINEAR))
+    weight = np.clip(weight, 0.0, 1.0)[..., None]
+    sr = pictures.rgb(a.sr_image)[:H, :W]
+    over = np.clip(np.rint(sr * (1.0 - weight) + colour * weight), 0, 255).astype(np.uint8)
+    over = pictures.draw_window(over, w.x, w.y, w.size, colour=(0, 0, 0))
+    zoom = max(1, -(-DIFFERENCE_MIN_SIDE // min(H, W)))
+    if zoom > 1:
+        over = np.asarray(Image.fromarray(over).resize((W * zoom, H * zoom), Image.Resampling.NEAREST))
+    t = np.linspace(1.0, 0.0, over.shape[0])
+    bar = pictures.colour_bar(pictures.seismic(t), [(1.0, f"+{peak:.3f} A"), (0.5, "0"), (0.0, f"-{peak:.3f} B")])
+    return pictures.panel([over, bar], [f"KDE of {names[0]} minus KDE of {names[1]}", "A - B"])

@@ -96,6 +96,56 @@ def seismic(values: np.ndarray) -> np.ndarray:
     return rgb
 
 
+# matplotlib's "viridis" (perceptually uniform, dark purple to yellow) as 256 uint8 RGB entries,
+# (255 · lut).astype(uint8) of its float table: for scalar fields (DI heat maps), where the lowest
+# value must not look like the white background.
+_VIRIDIS_HEX = (
+    "44015444025544035745055845065a45085b46095c460b5e460c5f460e61470f62471163471265471466471567471669"
+    "47186a48196b481a6c481c6e481d6f481e70482071482172482273482374472575472676472777472878472a79472b7a"
+    "472c7b462d7c462f7c46307d46317e45327f45347f453580453681443781443982433a83433b83433c84423d84423e85"
+    "4240854141864142864043874044873f45873f47883e48883e49893d4a893d4b893d4c893c4d8a3c4e8a3b508a3b518a"
+    "3a528b3a538b39548b39558b38568b38578c37588c37598c365a8c365b8c355c8c355d8c345e8d345f8d33608d33618d"
+    "32628d32638d31648d31658d31668d30678d30688d2f698d2f6a8d2e6b8e2e6c8e2e6d8e2d6e8e2d6f8e2c708e2c718e"
+    "2c728e2b738e2b748e2a758e2a768e2a778e29788e29798e287a8e287a8e287b8e277c8e277d8e277e8e267f8e26808e"
+    "26818e25828e25838d24848d24858d24868d23878d23888d23898d22898d228a8d228b8d218c8d218d8c218e8c208f8c"
+    "20908c20918c1f928c1f938b1f948b1f958b1f968b1e978a1e988a1e998a1e998a1e9a891e9b891e9c891e9d881e9e88"
+    "1e9f881ea0871fa1871fa2861fa38620a48520a58521a68521a78422a78423a88323a98224aa8225ab8126ac8127ad80"
+    "28ae7f29af7f2ab07e2bb17d2cb17d2eb27c2fb37b30b47a32b57a33b67935b77836b87738b97639b9763bba753dbb74"
+    "3ebc7340bd7242be7144be7045bf6f47c06e49c16d4bc26c4dc26b4fc36951c46853c56755c66657c66559c7645bc862"
+    "5ec96160c96062ca5f64cb5d67cc5c69cc5b6bcd596dce5870ce5672cf5574d05477d05279d1517cd24f7ed24e81d34c"
+    "83d34b86d44988d5478bd5468dd64490d64392d74195d73f97d83e9ad83c9dd93a9fd938a2da37a5da35a7db33aadb32"
+    "addc30afdc2eb2dd2cb5dd2bb7dd29bade27bdde26bfdf24c2df22c5df21c7e01fcae01ecde01dcfe11cd2e11bd4e11a"
+    "d7e219dae218dce218dfe318e1e318e4e318e7e419e9e419ece41aeee51bf1e51cf3e51ef6e61ff8e621fae622fde724"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _viridis_lut() -> np.ndarray:
+    table = np.frombuffer(bytes.fromhex("".join(_VIRIDIS_HEX)), np.uint8).reshape(_LUT_SIZE, 3)
+    return table
+
+
+def viridis(values: np.ndarray) -> np.ndarray:
+    """Colour ``values`` in [0, 1] with matplotlib's "viridis": ``[...]`` float → ``[..., 3]`` uint8,
+    by the same lookup rule as `seismic` (index floor(256 · v), clipped; NaN gives black)."""
+    v = np.asarray(values, np.float64) * _LUT_SIZE
+    bad = np.isnan(v)
+    rgb = np.array(_viridis_lut()[np.clip(np.where(bad, 0, v), 0, _LUT_SIZE - 1).astype(np.intp)])
+    rgb[bad] = 0
+    return rgb
+
+
+def hatch(image: np.ndarray, where: np.ndarray, period: int = 6) -> np.ndarray:
+    """``image`` (H×W×3 uint8) greyed where ``where`` (H×W bool) holds, with dark diagonal lines every
+    ``period`` pixels there: marks the part of a picture no value covers."""
+    out = image.copy()
+    rows, cols = np.indices(where.shape)
+    grey = (0.35 * out[where].astype(np.float64) + 0.65 * 200).astype(np.uint8)
+    out[where] = grey
+    out[where & ((rows + cols) % period == 0)] = 60
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # LAM and KDE pictures
 # --------------------------------------------------------------------------------------------
@@ -376,21 +426,36 @@ def panel(images: Sequence[np.ndarray], labels: Sequence[str] | None = None, gap
     total_w = sum(a.shape[1] for a in arrays) + gap * (len(arrays) - 1)
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    strip_h = 0
+    strip_h, lines = 0, []
     if labels is not None:
-        text_h = max(_text_size(measure, str(t), font)[1] for t in labels)
-        strip_h = text_h + 2 * gap + 4  # a little air above and below the text
+        lines = [_wrap_label(measure, str(t), font, a.shape[1]) for t, a in zip(labels, arrays)]
+        text_h = max(_text_size(measure, line, font)[1] for ls in lines for line in ls) + 2
+        strip_h = text_h * max(len(ls) for ls in lines) + 2 * gap + 2  # a little air above and below
     canvas = Image.new("RGB", (total_w, row_h + strip_h), (_WHITE, _WHITE, _WHITE))
     draw = ImageDraw.Draw(canvas)
     left = 0
     for i, a in enumerate(arrays):
         canvas.paste(Image.fromarray(a), (left, 0))
-        if labels is not None:
-            tw, _ = _text_size(draw, str(labels[i]), font)
-            tx = left + (a.shape[1] - tw) // 2
-            draw.text((tx, row_h + gap + 2), str(labels[i]), fill=(0, 0, 0), font=font)
+        for k, line in enumerate(lines[i] if labels is not None else []):
+            tw, _ = _text_size(draw, line, font)
+            tx = left + max((a.shape[1] - tw) // 2, 0)
+            draw.text((tx, row_h + gap + 2 + k * text_h), line, fill=(0, 0, 0), font=font)
         left += a.shape[1] + gap
     return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def _wrap_label(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    """`text` in lines no wider than `width` where its words allow (a longer word keeps a line of its
+    own), so that a caption never runs into its neighbour's."""
+    if _text_size(draw, text, font)[0] <= width:
+        return [text]
+    lines: list[str] = []
+    for word in text.split():
+        if lines and _text_size(draw, f"{lines[-1]} {word}", font)[0] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [text]
 
 
 def colour_bar(colours: np.ndarray, ticks: Sequence[tuple[float, str]], width: int = 14) -> np.ndarray:

@@ -40,7 +40,9 @@ def _range(values: Sequence[float]) -> tuple[float, float]:
         lo, hi = lo - 1.0, hi + 1.0
     pad = (hi - lo) * 0.08
     step = nice_step(hi - lo + 2 * pad)
-    return math.floor((lo - pad) / step) * step, math.ceil((hi + pad) / step) * step
+    low = math.floor((lo - pad) / step) * step
+    # values that are never negative (DI, PSNR) keep an axis that starts at 0, not below it
+    return (0.0 if lo >= 0 > low else low), math.ceil((hi + pad) / step) * step
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,30 @@ def scatter(points: Sequence[Point], title: str, x_label: str, y_label: str, wid
             draw.line([(px, top), (px, bottom)], fill=BAR, width=2)
             for row in (top, bottom):
                 draw.line([(px - 4, row), (px + 4, row)], fill=BAR, width=2)
-    for p in points:  # dots and labels over every bar
-        px, py = axes.pixel(p.x, p.y)
+    dots = [axes.pixel(p.x, p.y) for p in points]
+    for px, py in dots:  # dots over every bar
         draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=POINT, outline=BLACK)
-        draw.text((px + 8, py - 12), p.label, fill=BLACK, font=font)
+    taken = [(px - 4, py - 4, px + 5, py + 5) for px, py in dots]
+    for p, (px, py) in zip(points, dots):  # labels where they overlap no other label and no dot
+        left, top, right, bottom = draw.textbbox((0, 0), p.label, font=font)
+        w, h = right - left, bottom - top
+        box = _label_box(px, py, w, h, taken, width, height)
+        taken.append(box)
+        draw.text((box[0] - left, box[1] - top), p.label, fill=BLACK, font=font)
     return np.asarray(canvas, dtype=np.uint8).copy()
+
+
+def _overlaps(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_box(px: int, py: int, w: int, h: int, taken: list[tuple], width: int, height: int) -> tuple:
+    """(left, top, right, bottom) of a label for the dot at (px, py): right of it and above first, then
+    below, left, and further up or down, the first place that overlaps nothing taken and stays inside."""
+    for dy in (-h - 2, 3, -2 * h - 4, h + 5, -3 * h - 6, 2 * h + 7, -4 * h - 8, 3 * h + 9):
+        for x0 in (px + 8, px - 8 - w):
+            box = (x0, py + dy, x0 + w, py + dy + h)
+            inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
+            if inside and not any(_overlaps(box, t) for t in taken):
+                return box
+    return (px + 8, py - h - 2, px + 8 + w, py - 2)

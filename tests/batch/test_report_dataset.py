@@ -255,3 +255,45 @@ def test_lam_takes_hard_windows_too(inputs, tmp_path):
     assert both.returncode == 2 and "not both" in both.stderr and not (tmp_path / "x").exists()
     lr = run_cli("lam", inputs / "a.onnx", image, "--windows", "hard:2", "--lr", "--out", tmp_path / "y")
     assert lr.returncode == 2 and "drop --lr" in lr.stderr and not (tmp_path / "y").exists()
+
+
+def test_the_command_prints_the_dataset_level(report, inputs, tmp_path):
+    """What `report` prints at the end is the dataset level of results.json: per model the DI interval,
+    PSNR and SSIM, then Spearman's ρ with its interval (the README's finding table is this output)."""
+    (tmp_path / "windows.csv").write_text("8,8\n30,20,12\n")
+    args = [a for m in _models(inputs) for a in ("--model", m)]
+    done = run_cli("report", *args, "--image", inputs / "images", "--windows-file", tmp_path / "windows.csv",
+                   "--fold", "3", "--out", report, env_extra={"COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    level = json.loads((report / "results.json").read_text())["dataset"]
+    lines = done.stdout.splitlines()
+    for m in level["models"]:
+        row = next(line for line in lines if Path(m["name"]).name in line and "[" in line)
+        assert f"{m['di']['mean']:.2f} [{m['di']['low']:.2f}, {m['di']['high']:.2f}]" in row
+        assert f"{m['psnr']:.2f}" in row and f"{m['ssim']:.4f}" in row
+    rho = level["spearman_di_psnr"]
+    assert f"{rho['mean']:.2f} [{rho['low']:.2f}, {rho['high']:.2f}]" in next(
+        line for line in lines if line.startswith("Spearman"))
+
+
+def test_labels_of_close_points_do_not_overlap():
+    """Two models at almost the same place (the slim and medium ESRGAN at 28.4 dB): each label gets a box
+    of its own, inside the picture, clear of every dot."""
+    from PIL import Image as PILImage, ImageDraw, ImageFont
+
+    from onnxlam.render.scatter import Axes, Point, _label_box, _overlaps, scatter
+
+    points = [Point(28.37, 0.58, 0.51, 0.64, "esrgan-slim-x4"), Point(28.46, 0.64, 0.58, 0.70, "esrgan-medium-x4"),
+              Point(28.40, 0.60, 0.5, 0.7, "third-model-x4")]
+    picture = scatter(points, "t", "x", "y")
+    assert picture.shape == (440, 640, 3)
+    axes = Axes.fit(points, 640, 440)
+    dots = [axes.pixel(p.x, p.y) for p in points]
+    taken = [(x - 4, y - 4, x + 5, y + 5) for x, y in dots]
+    draw, font = ImageDraw.Draw(PILImage.new("RGB", (1, 1))), ImageFont.load_default()
+    for p, (x, y) in zip(points, dots):
+        left, top, right, bottom = draw.textbbox((0, 0), p.label, font=font)
+        box = _label_box(x, y, right - left, bottom - top, taken, 640, 440)
+        assert not any(_overlaps(box, t) for t in taken)
+        assert 0 <= box[0] and box[2] <= 640 and abs(box[1] - y) < 80  # near its dot
+        taken.append(box)

@@ -51,6 +51,14 @@ def test_an_odd_size_for_a_model_that_needs_even_ones_says_so(tmp_path):
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert "needs LR sizes that are multiples of 2" in line and "35×31" in line, line
+    # the same for an LR image given as is (--lr): its size decides the scale probe's shape
+    lr = tmp_path / "odd-lr.png"
+    Image.open(PHOTO).convert("RGB").crop((0, 0, 35, 31)).save(lr)
+    r = run_cli("lam", "realcugan-se-x4", lr, "--lr", "--window", 8, 8, "--fold", 2, "--out", tmp_path / "out2")
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "needs LR sizes that are multiples of 2" in line and "35×31" in line and "realcugan-se-x4" in line, line
+    assert not (tmp_path / "out2").exists()
 
 
 def test_cuda_diagnosis_says_what_was_found():
@@ -77,3 +85,16 @@ def test_help_shows_metavars_a_user_reads(command):
     assert "--window" not in r.stdout or "X Y" in r.stdout
     if command in ("lam", "report", "check"):
         assert "--fold N" in r.stdout and "--sigma X" in r.stdout
+
+
+def test_titles_and_errors_name_collection_models_as_typed(tmp_path):
+    """`inspect span-x4` is titled span-x4, not the file the package installed; an error about a
+    collection model's file names the model."""
+    from onnxlam.convert.collection import list_models, named
+
+    r = run_cli("inspect", "span-x4")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].strip() == "span-x4" and "exported_models" not in r.stdout
+    entry = next(e for e in list_models() if e.name == "span-x4")
+    assert named(f"{entry.path}: cannot differentiate the model") == "span-x4: cannot differentiate the model"
+    assert named("/elsewhere/span-x4.onnx: x") == "/elsewhere/span-x4.onnx: x"

@@ -524,6 +524,14 @@ def test_cli_end_to_end(dn_model, images, tmp_path):
     assert data["parameters"]["task"] == "dn" and data["parameters"]["bank"]["size"] == 100
     assert data["effect"]["range"] == pytest.approx(data["effect"]["max"] - data["effect"]["min"])
     assert Image.open(out / "cem.png").size == (48, 40)
+    # the panel reads at this small size: both pictures enlarged ×7 (40 px → 280), each caption
+    # (wrapped) under its own picture, never across the gap into the other's
+    panel = np.asarray(Image.open(out / "panel.png").convert("RGB"))
+    assert panel.shape[0] > 280 and panel.shape[1] == 2 * 48 * 7 + 4
+    strip = panel[280:]
+    ink = np.flatnonzero((strip.min(axis=2) < 128).any(axis=0))
+    assert ink.size and not ((ink >= 48 * 7) & (ink < 48 * 7 + 4)).any()
+    assert (strip[:, :48 * 7].min(axis=2) < 128).any() and (strip[:, 48 * 7 + 4:].min(axis=2) < 128).any()
 
 
 @pytest.mark.integration

@@ -111,7 +111,7 @@ def test_diff_command(inputs, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "red: A higher" in r.stdout
     with Image.open(out) as im:
-        assert im.size == (72, 72)
+        assert im.size[0] > 4 * 72 and im.size[1] > 4 * 72  # 72×72 enlarged ×4, the colour bar, captions
     r = run_cli("diff", inputs / "a.onnx", inputs / "x3.onnx", inputs / "hr.png", "--window", 20, 24,
                 "--fold", 3, "-o", tmp_path / "e.png")
     assert r.returncode == 2 and "different scales" in r.stderr
@@ -142,3 +142,37 @@ def test_bad_max_memory_is_a_usage_error(command, inputs, tmp_path):
                 "--max-memory", "24Q", "-o", tmp_path / "x.png")
     assert r.returncode == 2 and r.stderr.startswith("error:") and "--max-memory" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_difference_figure_lays_the_difference_over_the_image(results):
+    from onnxlam.render.figures import difference_figure
+
+    a, b = results
+    d = kde_difference(a, b)
+    figure = difference_figure(d, a, ["a", "b"])
+    zoom = -(-256 // 72)  # enlarged so that the captions fit
+    over = figure[:72 * zoom:zoom, :72 * zoom:zoom].astype(int)
+    sr = pictures.rgb(a.sr_image).astype(int)
+    colour = difference_picture(d, 2).astype(int)
+    peak = np.abs(d).max()
+    # where the densities differ most, the signed colour; where they agree, the SR image itself (the
+    # window's outline aside)
+    outline = pictures.draw_window(np.full((72, 72, 3), 255, np.uint8), 20, 24, 16, colour=(0, 0, 0))[..., 0] == 0
+    up = np.kron(d, np.ones((2, 2)))
+    free = ~outline
+    y, x = np.unravel_index(np.argmax(np.where(free, up, -np.inf)), up.shape)
+    redness = lambda p: p[0] - p[2]  # noqa: E731
+    assert colour[y, x][0] > 200 and redness(over[y, x]) > redness(sr[y, x]) + 30
+    y, x = np.unravel_index(np.argmin(np.where(free, up, np.inf)), up.shape)
+    assert redness(over[y, x]) < redness(sr[y, x]) - 30
+    from scipy.ndimage import maximum_filter
+
+    calm = free & (maximum_filter(np.abs(up), size=5) < 1e-5 * peak)  # its neighbourhood agrees too
+    assert calm.any()
+    for y, x in zip(*np.nonzero(calm)):
+        assert np.abs(over[y, x] - sr[y, x]).max() <= 3
+    # the window outlined in black, and the colour bar (red at the top, blue at the bottom) beside
+    assert (over[24, 20:37] == 0).all()
+    bar = figure[:72 * zoom, 72 * zoom + 4:72 * zoom + 4 + 14]
+    assert bar[0, 5, 0] > 100 and bar[0, 5, 2] < 50 and bar[-1, 5, 2] > 60 and bar[-1, 5, 0] < 50
+    assert figure.shape[0] > 72 * zoom  # the captions under the row
