@@ -359,6 +359,10 @@ def test_sweep_on_a_local_cluster_equals_the_serial_sweep(inputs, tmp_path):
     ja, jb = (json.loads((d / "sweep.json").read_text()) for d in (a, b))
     assert ja.keys() == jb.keys() and json.loads(r.stdout).keys() == ja.keys()
     assert jb.pop("sharing") == ja.pop("sharing")  # the cluster's tasks take whole colours of one plan
+    assert jb.pop("kind") == ja.pop("kind") == "grid"
+    wa, wb = ja.pop("windows"), jb.pop("windows")
+    assert [(w["x"], w["y"], w["size"]) for w in wb] == [(w["x"], w["y"], w["size"]) for w in wa]
+    np.testing.assert_allclose([w["di"] for w in wb], [w["di"] for w in wa], rtol=1e-5)
     for k in ja:
         np.testing.assert_allclose(np.asarray(jb[k], float), np.asarray(ja[k], float), rtol=1e-5, err_msg=k)
     pa, pb = (np.asarray(Image.open(d / "sweep.png"), np.int16) for d in (a, b))
