@@ -128,7 +128,8 @@ def _wrap(text: str, indent: str = "") -> list[str]:
     return textwrap.wrap(text, width=92, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
 
 
-def render(rows: list[dict], date: str, skipped: list[str] = (), unfetched: list[str] = ()) -> str:
+def render(rows: list[dict], date: str, skipped: list[str] = (), unfetched: list[str] = (),
+           fetched: bool = False) -> str:
     cols = columns()
     header = ["model", "scale", "params"] + [f"{img} {kind} ({x}, {y})" for img, kind, x, y in cols]
     lines = [START,
@@ -168,7 +169,7 @@ def render(rows: list[dict], date: str, skipped: list[str] = (), unfetched: list
         lines += _wrap("Not fetched on the machine that computed the table (`--fetch` includes them): "
                        f"{', '.join(f'`{n}`' for n in unfetched)}.") + [""]
     lines += _wrap(f"Computed {date} with {_runtime_line(rows)}, by `python scripts/model_table.py"
-                   + (" --fetch" if any(r.get("fetch") for r in rows) else "")
+                   + (" --fetch" if fetched else "")
                    + (f" --skip {' '.join(skipped)}" if skipped else "") + "`.")
     lines.append(END)
     return "\n".join(lines)
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     date = _dt.date.today().isoformat()
     unfetched = [e.name for e in entries if not e.available]
-    block = render(rows, date, args.skip, unfetched)
+    block = render(rows, date, args.skip, unfetched, args.fetch)
     print(block)
     complete = {r["name"] for r in rows} == {e.name for e in entries if e.available}
     if args.no_write:
