@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from onnxlam.render import pictures
-from onnxlam.lam.hard_windows import hard_windows, image_windows
+from onnxlam.lam.hard_windows import NEEDS_HR, hard_windows, image_windows
 from onnxlam.methods.lam.analyzer import Analyzer
 from onnxlam.methods.lam.sharing import Sharing, plan_sharing
 from onnxlam.lam.options import LamOptions
@@ -84,9 +84,9 @@ def sweep_windows(analyzer: Analyzer, image, stride: int | None, size: int = 16,
     H, W = x.shape[1] * analyzer.scale, x.shape[2] * analyzer.scale
     if hard is not None:
         if lr:
-            raise InputError("--windows hard:K chooses windows on the HR image: drop --lr and give the HR image")
+            raise InputError(NEEDS_HR)
         found = (image_windows(str(image), size, hard, analyzer.scale) if isinstance(image, (str, Path))
-                 else hard_windows(hr[:, :H, :W], size, hard))
+                 else hard_windows(hr, size, hard))
         return (np.array([w.x for w in found]), np.array([w.y for w in found]),
                 [Window(w.x, w.y, size) for w in found])
     if stride is None:

@@ -28,7 +28,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
     chosen on the HR image) instead of `windows`."""
     from onnxlam.convert.pytorch import is_checkpoint
     from onnxlam.core.files import check_out_dir
-    from onnxlam.lam.hard_windows import image_windows
+    from onnxlam.lam.hard_windows import NEEDS_HR, image_windows
     from onnxlam.lam.result import Window
     from onnxlam.methods.registry import method as registered
 
@@ -37,7 +37,7 @@ def run_lam(model: str, image: str, windows: list[tuple[int, int]], options=None
     if hard is not None and windows:
         raise InputError("give either --window X Y or --windows hard:K, not both")
     if hard is not None and options.lr:
-        raise InputError("--windows hard:K chooses windows on the HR image: drop --lr and give the HR image")
+        raise InputError(NEEDS_HR)
     if not windows and hard is None:
         raise InputError("no window given; pass --window X Y (repeatable) or --windows hard:K")
     given, model = model, resolve_model(model, image, options.lr)

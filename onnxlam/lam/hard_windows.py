@@ -145,6 +145,7 @@ def image_windows(image: str, size: int, k: int, align: int = 1) -> tuple[Scored
 
 
 HARD = re.compile(r"hard:([0-9]+)")
+NEEDS_HR = "--windows hard:K chooses windows on the HR image: drop --lr and give the HR image"
 
 
 def parse_hard(spec: str) -> int:

@@ -149,9 +149,6 @@ def difference_picture(difference: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8).copy()
 
 
-DIFFERENCE_MIN_SIDE = 256  # smaller SR images are enlarged (nearest neighbour) so the captions fit
-
-
 def difference_figure(difference: np.ndarray, a: MapResult, names: Sequence[str]) -> np.ndarray:
     """diff.png: `difference_picture` laid over A's SR image with the window outlined, each pixel's
     colour weighted by sqrt(|d|/max|d|) (where the models agree the image shows through), beside a colour
@@ -168,10 +165,7 @@ def difference_figure(difference: np.ndarray, a: MapResult, names: Sequence[str]
     weight = np.clip(weight, 0.0, 1.0)[..., None]
     sr = pictures.rgb(a.sr_image)[:H, :W]
     over = np.clip(np.rint(sr * (1.0 - weight) + colour * weight), 0, 255).astype(np.uint8)
-    over = pictures.draw_window(over, w.x, w.y, w.size, colour=(0, 0, 0))
-    zoom = max(1, -(-DIFFERENCE_MIN_SIDE // min(H, W)))
-    if zoom > 1:
-        over = np.asarray(Image.fromarray(over).resize((W * zoom, H * zoom), Image.Resampling.NEAREST))
+    over, _ = pictures.enlarge(pictures.draw_window(over, w.x, w.y, w.size, colour=(0, 0, 0)))
     t = np.linspace(1.0, 0.0, over.shape[0])
     bar = pictures.colour_bar(pictures.seismic(t), [(1.0, f"+{peak:.3f} A"), (0.5, "0"), (0.0, f"-{peak:.3f} B")])
     return pictures.panel([over, bar], [f"KDE of {names[0]} minus KDE of {names[1]}", "A - B"])

@@ -176,6 +176,16 @@ def _resize(image: np.ndarray, scale: int, resample: Image.Resampling) -> np.nda
     return np.asarray(pil, dtype=np.uint8).copy()
 
 
+LEGIBLE_SIDE = 256  # pictures smaller than this are enlarged so that their captions fit
+
+
+def enlarge(image: np.ndarray, min_side: int = LEGIBLE_SIDE) -> tuple[np.ndarray, int]:
+    """``image`` enlarged by the smallest integer factor (nearest neighbour) that makes its shorter
+    side at least ``min_side``, and that factor (1: unchanged)."""
+    zoom = max(1, -(-min_side // min(image.shape[:2])))
+    return (_resize(image, zoom, Image.Resampling.NEAREST) if zoom > 1 else image), zoom
+
+
 def lam_picture(m: np.ndarray, scale: int) -> np.ndarray:
     """The LAM picture: ``seismic(M·0.5 + 0.5)``, upscaled ×``scale`` with nearest neighbour.
 

@@ -41,23 +41,20 @@ def result_picture(result: CemResult) -> np.ndarray:
                        result.input_image, result.truth.shape[:2], PICTURE_BOUND[result.params.task])
 
 
-PANEL_MIN_SIDE = 256  # smaller pictures are enlarged (nearest neighbour) so that the panel reads
-
-
 def render(result: CemResult) -> dict[str, np.ndarray]:
     """`cem.png` (§6) and `panel.png`: the ground truth with the ROI box beside the map, both enlarged
-    by an integer factor to at least PANEL_MIN_SIDE pixels, captions wrapped to their picture."""
+    enlarged alike (`pictures.enlarge`), captions wrapped to their picture."""
     picture = result_picture(result)
     truth = result.truth if result.truth.shape[2] == 3 else np.repeat(result.truth, 3, axis=2)
-    zoom = max(1, -(-PANEL_MIN_SIDE // min(truth.shape[:2])))
-    big = lambda a: np.repeat(np.repeat(a, zoom, axis=0), zoom, axis=1)  # noqa: E731
+    big_truth, zoom = pictures.enlarge(truth)
+    big_picture, _ = pictures.enlarge(picture)  # the same shape as the truth: the same factor
     r = result.roi
-    boxed = pictures.draw_window(big(truth), r.x * zoom, r.y * zoom, r.size * zoom, colour=(0, 255, 0),
+    boxed = pictures.draw_window(big_truth, r.x * zoom, r.y * zoom, r.size * zoom, colour=(0, 255, 0),
                                  width=2 * zoom)
     s = result.summary
     labels = [f"image, ROI {r.size}x{r.size} at ({r.x}, {r.y})",
               f"CEM: +{s.positive} / -{s.negative} / 0 {s.neutral} blocks, range {s.effect_range:.2f} dB"]
-    return {"cem.png": picture, "panel.png": pictures.panel([boxed, big(picture)], labels)}
+    return {"cem.png": picture, "panel.png": pictures.panel([boxed, big_picture], labels)}
 
 
 def write_result(result: CemResult, out: str | Path, about: dict | None = None) -> Path:
