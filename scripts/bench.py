@@ -83,6 +83,15 @@ def worker_lam(model: str, hr: str, out: str, *window_coords) -> dict:
             "lr_size": first["lr_size"], "crop": first["crop"]}
 
 
+def worker_startup() -> dict:
+    """What every run pays before any work: importing the Python API of `lam` (onnx, onnxruntime, numpy)."""
+    import ml_dtypes
+
+    from onnxlam.methods.lam.analyzer import Analyzer  # noqa: F401
+
+    return {"ml_dtypes": ml_dtypes.__version__}
+
+
 def worker_forward(model_dir: str, hr: str, fold: int, batch: int) -> dict:
     """The forward pass alone over the same path images and batches onnxlam uses."""
     from onnxlam.methods.lam.analyzer import Analyzer
@@ -183,7 +192,8 @@ def main() -> None:
         write_markdown(json.loads((REPO / "benchmarks" / "cpu.json").read_text()), Path(args.out))
         return
     if args.worker:
-        fn = {"torch": worker_torch, "forward": worker_forward, "lam": worker_lam, "ratio": worker_ratio}[args.worker]
+        fn = {"torch": worker_torch, "forward": worker_forward, "lam": worker_lam, "ratio": worker_ratio,
+              "startup": worker_startup}[args.worker]
         converted = [int(a) if a.lstrip("-").isdigit() else a for a in rest]
         result = fn(*converted)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -217,6 +227,9 @@ def main() -> None:
     earlier = json.loads(earlier_file.read_text())["cases"] if earlier_file.exists() else {}
     cases = {}
     run_worker("lam", model, hr48, work / "warm", *WINDOW)  # builds the batch-10 LR 48 program
+    startup = median_run(5, "startup")
+    cases["startup"] = {"seconds": startup["median"], "ml_dtypes": startup["result"]["ml_dtypes"]}
+    print("startup", json.dumps(cases["startup"]), flush=True)
     cases["ratio"] = run_worker("ratio", work, 10, 48)["result"]
     print("ratio", json.dumps(cases["ratio"]), flush=True)
     for name, hr in (("A_lr48", hr48), ("B_lr128", hr128)):
@@ -353,6 +366,11 @@ def write_markdown(report: dict, path: Path) -> None:
         lines += [f"Gradient program against the forward pass of the same batch ({r['batch']} images of 48×48, "
                   f"one process, medians of 7): {r['program_s']:.3f} s against {r['forward_s']:.3f} s = "
                   f"**{r['ratio']:.2f}×** the forward time (the bound is 2×; target ≤ 2.3×).", ""]
+    if "startup" in c:
+        u = c["startup"]
+        lines += [f"Start-up (a process importing `lam`'s Python API and exiting, median of 5): {u['seconds']:.2f} s "
+                  f"with ml_dtypes {u['ml_dtypes']} (onnx imports it; 0.7.0's extension alone took 0.7–0.9 s to "
+                  "import here, 0.6.0's 7 ms, so the dependencies exclude 0.7).", ""]
     if "profile_cold_A" in c:
         lines += profile_section(c["profile_cold_A"])
     lines += memory_section()

@@ -7,6 +7,7 @@ so a notebook or a report that runs several methods on many images pays for each
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import onnx
 from onnxlam.core.errors import InputError, OnnxlamError
 from onnxlam.engine import memory
 from onnxlam.engine import program as programs
-from onnxlam.engine.cache import ProgramCache
+from onnxlam.core.version import __version__ as onnxlam_version
+from onnxlam.engine.cache import ProgramCache, RecordCache
 from onnxlam.engine.planner import Plan, Planner
 from onnxlam.engine.program import GradientProgram, build_program, infer_scale, load_program, program_key
 from onnxlam.engine.runtime import Session, create_session, resolve_device
@@ -24,6 +26,7 @@ from onnxlam.graph.detector import LAM, MASK, append_detector
 from onnxlam.graph.model import (INPUT, OUTPUT, fix_input_shape, normalise, open_model, output_dims,
                                  require_standard_ops, size_dependent_padding)
 from onnxlam.graph.receptive_field import ReceptiveField, receptive_field
+from onnxlam.graph.receptive_field.field import RECORD_FORMAT
 from onnxlam.graph.validity import invalid_model_message, weight_mismatches
 from onnxlam.lam import image as images
 from onnxlam.lam.options import ModelOptions
@@ -249,12 +252,25 @@ class Model:
             if padded:
                 self._rf = ReceptiveField(True, None, padded)
         if self._rf is None:
-            try:
-                self._rf = receptive_field(self.normalised, INPUT, output_name=OUTPUT,
-                                           size=self.info.fixed_size)
-            except Exception as exc:  # an analysis failure must not stop LAM: treat as global
-                self._rf = ReceptiveField(True, None, f"receptive-field analysis failed: {exc}")
+            # The analysis is static but not free (0.2 s for EDSR-baseline): a warm run reads its record.
+            store = RecordCache("fields") if self.cache else None
+            slug = self._field_slug()
+            self._rf = store.load(slug, ReceptiveField.from_record) if store else None
+            if self._rf is None:
+                try:
+                    self._rf = receptive_field(self.normalised, INPUT, output_name=OUTPUT,
+                                               size=self.info.fixed_size)
+                except Exception as exc:  # an analysis failure must not stop LAM: treat as global
+                    self._rf = ReceptiveField(True, None, f"receptive-field analysis failed: {exc}")
+                    return self._rf
+                if store:
+                    store.save(slug, self._rf.to_record())
         return self._rf
+
+    def _field_slug(self) -> str:
+        """What the receptive field depends on: the model, its fixed inputs and size, this analysis."""
+        extra = hashlib.sha256(repr((sorted(self.inputs.items()), self.info.fixed_size)).encode()).hexdigest()[:12]
+        return f"{self.info.sha256[:32]}-{extra}-v{onnxlam_version}-f{RECORD_FORMAT}"
 
     @property
     def receptive_field_if_known(self) -> ReceptiveField | None:

@@ -29,7 +29,7 @@ from onnxlam.engine.gradcheck import (FD_TOLERANCE, LOCAL_TOLERANCE, check_forwa
 from onnxlam.graph.rewrite import make_differentiable, speed_up
 from onnxlam.engine.runtime import Session, create_session
 
-FORMAT = "3"
+FORMAT = "4"
 CHECK_SIDE = 64  # gradient checks run on programs of at most this many LR pixels a side (see _verify)
 RULE_SIDE = 16   # and the node-local check of a model's derivative rules at this size, once (see RuleCheck)
 BATCH_TOLERANCE = 1e-4  # a batched program against the checked batch-1 program, relative to its largest value

@@ -25,6 +25,8 @@ shapes (the gradient program's), and returns replacement nodes or None to keep t
   f elementwise it is `Where(m, f(y), x)` (`masked_assignment_as_where`, a pattern over several nodes).
 - `ScatterND` with reduction "add" in a gradient program (`scatter_add_as_matmul`): onnxruntime's
   CPU kernel races between threads on repeated indices; a one-hot MatMul gives the same sums.
+- The adjoint of a CRD DepthToSpace (PyTorch's PixelShuffle) in a gradient program
+  (`crd_inverse_as_space_to_depth`): SpaceToDepth and a Transpose of whole planes, 2.3× faster.
 Every new value is named by `FreshNames` (a name no value of the graph has): onnx-ad's own nodes
 and earlier rewrites use the obvious names (`Shape(out) → out_shape`), and an ONNX graph with one
 name defined twice is invalid.
@@ -539,6 +541,48 @@ def transpose_of_unit_axes(node: onnx.NodeProto, constants: dict, shapes: dict, 
             helper.make_node("Reshape", [node.input[0], name], list(node.output))]
 
 
+def crd_inverse_as_space_to_depth(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
+                                  fresh: FreshNames) -> list | None:
+    """The 6-D Transpose undoing a CRD DepthToSpace as SpaceToDepth and a move of whole planes.
+
+    PyTorch exports PixelShuffle as DepthToSpace in CRD mode, whose adjoint onnx-ad writes as
+    [N, C, H, b, W, b] → [N, C, b, b, H, W] (perm 0 1 3 5 2 4). onnxruntime's CPU Transpose moves
+    that element by element (130 ms at 10×64×192×192 here, against 28 ms for SpaceToDepth).
+    SpaceToDepth gives the same values with the channels ordered (by, bx, c) instead of (c, by, bx);
+    moving the C axis past the b·b axis copies contiguous H·W planes.
+    """
+    shape = shapes.get(node.input[0])
+    perm = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "perm"), None)
+    if perm is None or list(perm) != [0, 1, 3, 5, 2, 4] or not shape or any(d is None for d in shape):
+        return None
+    n, c, h, b, w, b2 = shape
+    if b != b2 or b < 2:
+        return None
+    out = node.output[0]
+    image, planes, moved = fresh(f"{out}_image"), fresh(f"{out}_planes"), fresh(f"{out}_moved")
+    image_shape, planes_shape, out_shape = fresh(f"{out}_image_shape"), fresh(f"{out}_planes_shape"), fresh(f"{out}_shape")
+    depth, grouped = fresh(f"{out}_depth"), fresh(f"{out}_grouped")
+    return [_constant_node(image_shape, np.array([n, c, h * b, w * b], np.int64)),
+            _constant_node(planes_shape, np.array([n, b * b, c, h * w], np.int64)),
+            _constant_node(out_shape, np.array([n, c, b, b, h, w], np.int64)),
+            helper.make_node("Reshape", [node.input[0], image_shape], [image]),
+            helper.make_node("SpaceToDepth", [image], [depth], blocksize=b),
+            helper.make_node("Reshape", [depth, planes_shape], [grouped]),
+            helper.make_node("Transpose", [grouped], [moved], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [moved, out_shape], [out])]
+
+
+def _first(*rules: Callable) -> Callable:
+    """A rule trying `rules` in order: the first replacement wins (several rewrites of one op type)."""
+    def rule(node, constants, shapes, opset, fresh):
+        for r in rules:
+            replacement = r(node, constants, shapes, opset, fresh)
+            if replacement is not None:
+                return replacement
+        return None
+    return rule
+
+
 def expand_to_own_shape(node: onnx.NodeProto, constants: dict, shapes: dict, opset: int,
                         fresh: FreshNames) -> list | None:
     """An Expand whose output has its input's shape is a copy: onnx-ad emits one per broadcast adjoint
@@ -594,7 +638,8 @@ def scatter_add_as_matmul(node: onnx.NodeProto, constants: dict, shapes: dict, o
 
 # Rewrites of the gradient program: faster kernels, and runtime kernels that give the same value on
 # every run (a program whose gradients change between runs is no reference).
-SPEEDUPS: dict[str, Callable] = {"ConvTranspose": conv_transpose_as_conv, "Transpose": transpose_of_unit_axes,
+SPEEDUPS: dict[str, Callable] = {"ConvTranspose": conv_transpose_as_conv,
+                                 "Transpose": _first(transpose_of_unit_axes, crd_inverse_as_space_to_depth),
                                  "Expand": expand_to_own_shape, "ScatterND": scatter_add_as_matmul}
 
 

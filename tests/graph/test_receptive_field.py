@@ -10,6 +10,7 @@ reach must equal its maximum, and running the exported model (onnxruntime, float
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from onnxlam.graph.receptive_field import (analyse_file, crop_box, dependence_box, prepare,
+from onnxlam.graph.receptive_field import (ReceptiveField, analyse_file, crop_box, dependence_box, prepare,
                                      receptive_field)
 from onnxlam.engine.runtime import serialise  # lowers the IR version to what onnxruntime loads
 
@@ -266,6 +267,10 @@ def _check_against_empirical(net, rf, scale, lr=LR, exact=True):
     return (top, bottom, left, right), (max(t for t, _ in inner), max(b for _, b in inner))
 
 
+def _through_json(rf: ReceptiveField) -> ReceptiveField:
+    return ReceptiveField.from_record(json.loads(json.dumps(rf.to_record())))
+
+
 # ------------------------------------------------------------------------------------------ tests
 @pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(LOCAL))
@@ -287,6 +292,7 @@ def test_local_models_match_autograd(name, exported):
         assert interior == (reach[0], reach[1]), interior
     js = rf.to_json()
     assert js["global"] is False and js["reach"]["top"] == expected[0]
+    assert _through_json(rf) == rf  # the cached record holds every field exactly
 
 
 @pytest.mark.integration
@@ -297,6 +303,7 @@ def test_global_models(name, exported):
     assert rf.global_ and rf.reach is None and rf.radius is None
     assert GLOBAL[name][1] in rf.reason, rf.reason
     assert rf.to_json()["global"] is True
+    assert _through_json(rf) == rf
     # empirically global too: a corner SR pixel depends on the opposite corner
     ((r0, r1), (c0, c1)), = _empirical(net, [(0, 0)], (16, 16))
     assert (r1, c1) == (15, 15)
@@ -612,3 +619,16 @@ def test_bundled_models_against_a_pixel_perturbation(name):
     assert not rf.global_ and rf.reach == expected
     # SR pixel Y depends on LR row r iff ⌊Y/s⌋ − top ≤ r ≤ ⌊Y/s⌋ + bottom
     assert (rows.max() - r, r - rows.min(), cols.max() - c, c - cols.min()) == expected
+
+
+@pytest.mark.integration
+def test_a_second_model_reads_the_cached_field(exported, monkeypatch):
+    """The analysis runs once per model: a later Model (a warm run) reads the record it left."""
+    import onnxlam.engine.model as model_module
+    from onnxlam.engine.model import Model
+
+    _, path = exported("residual")
+    first = Model(path, device="cpu").receptive_field
+    monkeypatch.setattr(model_module, "receptive_field", lambda *a, **k: pytest.fail("analysed again"))
+    assert Model(path, device="cpu").receptive_field == first
+    assert not first.global_ and first.row_span

@@ -48,6 +48,33 @@ def test_speed_rewrites_keep_values(zoo, monkeypatch, name, windows):
     assert ops.count("Expand") < [n.op_type for n in plain.model.graph.node].count("Expand")
     if windows == 1:  # the seed axis is gone from the elementwise work
         assert _five_d_elementwise(fast.model) < _five_d_elementwise(plain.model) / 2
+    if name in ("edsr", "rcan", "swin"):  # PixelShuffle: its adjoint's element-wise 6-D Transpose is gone
+        assert _crd_inverses(plain.model) > 0 and _crd_inverses(fast.model) == 0
+
+
+def _crd_inverses(model: onnx.ModelProto) -> int:
+    return sum(1 for n in model.graph.node if n.op_type == "Transpose"
+               and list(onnx.helper.get_attribute_value(n.attribute[0])) == [0, 1, 3, 5, 2, 4])
+
+
+@pytest.mark.parametrize("block", [2, 3])
+def test_crd_inverse_as_space_to_depth(block):
+    """The rewritten adjoint of a CRD DepthToSpace moves every value where the 6-D Transpose puts it."""
+    from onnx import TensorProto, helper
+
+    from onnxlam.engine.runtime import create_session
+    from onnxlam.graph.rewrite import speed_up
+
+    n, c, h, w = 2, 5, 4, 6
+    shape = [n, c, h, block, w, block]
+    graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 3, 5, 2, 4])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = speed_up(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert "SpaceToDepth" in [node.op_type for node in model.graph.node]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    (y,) = create_session(model, "cpu").run({"x": x})
+    np.testing.assert_array_equal(y, x.transpose(0, 1, 3, 5, 2, 4))
 
 
 def test_prune_keeps_subgraph_inputs():

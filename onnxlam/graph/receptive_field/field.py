@@ -1,8 +1,10 @@
 """The result of the analysis: an SR model's static receptive field."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
+
+RECORD_FORMAT = "1"  # of `to_record`: bump when the analysis would answer differently, so cached fields are redone
 
 
 
@@ -59,3 +61,20 @@ class ReceptiveField:
             "sizes": [list(s) for s in self.sizes],
             "confirmed": self.confirmed,
         }
+
+    def to_record(self) -> dict:
+        """Every field, exactly (fractions as [numerator, denominator]): what `from_record` reads back."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.scale is not None:
+            record["scale"] = [[s.numerator, s.denominator] for s in self.scale]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> ReceptiveField:
+        def tuples(value):
+            return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+        values = {f.name: tuples(record[f.name]) for f in fields(cls)}
+        if values["scale"] is not None:
+            values["scale"] = tuple(Fraction(n, d) for n, d in values["scale"])
+        return cls(**values)
