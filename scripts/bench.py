@@ -281,6 +281,7 @@ def main() -> None:
     report["cases"] = cases
     (REPO / "benchmarks").mkdir(exist_ok=True)
     (REPO / "benchmarks" / "cpu.json").write_text(json.dumps(report, indent=2) + "\n")
+    record_run(report)
     write_markdown(report, Path(args.out))
 
 
@@ -323,6 +324,46 @@ def toy_case(args, photo: np.ndarray, work: Path) -> dict:
             "runs": {"cold": toy_cold["runs"], "warm": toy_warm["runs"]}}
 
 
+RUNS = REPO / "benchmarks" / "cpu_runs.json"
+GOALS = {"A_lr48": (1.25, 1.25), "B_lr128": (4.0, 3.5)}  # warm vs the batched loop, cold vs the demo loop
+
+
+def run_summary(report: dict) -> dict:
+    """One run's ratios of the goal cases (those it ran), for the list of every run."""
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "versions": report["versions"]}
+    for name in GOALS:
+        case = report["cases"].get(name)
+        if case and not case.get("from_earlier_run"):
+            summary[name] = {k: case[k] for k in ("onnxlam", "onnxlam_cold", "torch_demo_loop", "torch_batched_loop",
+                                                  "speedup_vs_torch_batched", "speedup_cold_vs_torch")}
+    return summary
+
+
+def record_run(report: dict) -> None:
+    """Every run is kept (benchmarks/cpu_runs.json), not only the last: goals must hold in each."""
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    runs.append(run_summary(report))
+    RUNS.write_text(json.dumps(runs, indent=2) + "\n")
+
+
+def runs_section() -> list[str]:
+    if not RUNS.exists():
+        return []
+    lines = ["Every recorded run of the goal cases (benchmarks/cpu_runs.json; goals: warm ≥ 1.25× the batched loop "
+             "and cold ≥ 1.25× the demo loop at LR 48, ≥ 4× and ≥ 3.5× at LR 128):", "",
+             "| run | LR 48 warm / batched | LR 48 cold / demo | LR 128 warm / batched | LR 128 cold / demo |",
+             "|---|---|---|---|---|"]
+    for run in json.loads(RUNS.read_text()):
+        cells = []
+        for name in GOALS:
+            r = run.get(name)
+            cells += (["–", "–"] if r is None else
+                      [f"{r['torch_batched_loop']:.2f} / {r['onnxlam']:.2f} s = {r['speedup_vs_torch_batched']:.2f}×",
+                       f"{r['torch_demo_loop']:.2f} / {r['onnxlam_cold']:.2f} s = {r['speedup_cold_vs_torch']:.2f}×"])
+        lines.append(f"| {run['date']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_markdown(report: dict, path: Path) -> None:
     c = report["cases"]
     lines = ["# Benchmarks", "",
@@ -350,6 +391,7 @@ def write_markdown(report: dict, path: Path) -> None:
                      f"{r.get('speedup_vs_torch_batched', float('nan')):.2f}× | "
                      f"{r['max_abs_M_diff']:.1e} | {r['di_diff']:.1e} | {crop} | "
                      f"{rss.get('onnxlam_cold', float('nan')):.0f} / {rss['onnxlam']:.0f} / {rss['torch']:.0f} |")
+    lines += [""] + runs_section()
     f = c["C_four_windows"]
     earlier = " (from an earlier run)" if f.get("from_earlier_run") else ""
     lines += ["", f"Four windows sharing each forward pass{earlier}: {f['together']:.2f} s against {f['separately']:.2f} s "
