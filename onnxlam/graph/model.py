@@ -214,7 +214,11 @@ def inspect_model(model: onnx.ModelProto, path: str | Path = "<memory>", sha256:
         raise InputError(f"{where}: metadata onnxlam.channel_order is {order!r}; expected rgb or bgr")
     histogram = collections.Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
                                     for n in _all_nodes(graph))
-    params = sum(int(np.prod(t.dims)) for t in _all_initializers(graph))
+    # A converter records the network's own weights: the file also holds the index and shape constants
+    # a conversion adds (pads as Gathers, say), which are not parameters; `models` shows the same count.
+    recorded = meta.get("onnxlam.params", "")
+    params = (int(recorded) if recorded.isdigit()
+              else sum(int(np.prod(t.dims)) for t in _all_initializers(graph)))
     return ModelInfo(path=str(path), sha256=sha256, input=inp, output=out, opset=opset_version(model),
                      channels=channels, value_range=value_range, channel_order=order,
                      parameters=params, op_histogram=dict(histogram.most_common()))

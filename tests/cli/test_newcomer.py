@@ -28,6 +28,16 @@ def test_models_never_cuts_a_name_at_80_columns():
         assert any(f"│ {name} " in line for line in lines), (name, r.stdout)
 
 
+def test_inspect_and_models_count_the_same_parameters():
+    """The network's weights as its converter counted them, not the constants a conversion adds."""
+    ready = [e for e in json.loads(run_cli("models", "--json").stdout) if e["available"]]
+    assert ready
+    for entry in ready[:3]:
+        r = run_cli("inspect", entry["name"], "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["parameters"] == entry["params"], entry["name"]
+
+
 @pytest.mark.integration
 def test_the_api_takes_collection_names(tmp_path):
     image = tmp_path / "cat.png"
