@@ -204,14 +204,9 @@ def main() -> None:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from torch_lam import EDSRBaseline, export
+    from torch_lam import edsr_workspace
 
-    work = Path(tempfile.mkdtemp(prefix="onnxlam-bench-"))
-    os.environ["ONNXLAM_CACHE"] = str(work / "cache")
-    torch.manual_seed(0)
-    net = EDSRBaseline().eval()
-    torch.save(net.state_dict(), work / "edsr.pt")
-    export(net, work / "edsr.onnx")
+    work = edsr_workspace("onnxlam-bench-")
     photo = np.asarray(Image.open(PHOTO).convert("RGB"))
     hr48, hr128 = work / "hr48.png", work / "hr128.png"
     Image.fromarray(photo[:192, :192]).save(hr48)

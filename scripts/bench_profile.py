@@ -17,7 +17,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -153,16 +152,9 @@ def main() -> None:
     if args.markdown_only:
         write_section(json.loads(Path(args.json).read_text()))
         return
-    import torch
+    from torch_lam import edsr_workspace
 
-    from torch_lam import EDSRBaseline, export
-
-    work = Path(tempfile.mkdtemp(prefix="onnxlam-profile-"))
-    os.environ["ONNXLAM_CACHE"] = str(work / "cache")
-    torch.manual_seed(0)
-    net = EDSRBaseline().eval()
-    torch.save(net.state_dict(), work / "edsr.pt")
-    export(net, work / "edsr.onnx")
+    work = edsr_workspace("onnxlam-profile-")
     result = {"case": f"EDSR-baseline ×4, LR {SIZE}×{SIZE}, batch {BATCH}", "runs": args.runs,
               "threads": os.cpu_count(), "onnxruntime": onnxruntime_profile(work / "edsr.onnx", args.runs, work),
               "torch": torch_profile(work, args.runs)}

@@ -91,6 +91,22 @@ def export(net: nn.Module, path, size: int = 48) -> None:
                       dynamic_axes={"lr": {0: "n", 2: "h", 3: "w"}, "sr": {0: "n", 2: "H", 3: "W"}})
 
 
+def edsr_workspace(prefix: str):
+    """A fresh folder with the benchmarks' EDSR-baseline (seed 0) as edsr.pt and edsr.onnx, and its own
+    empty program cache (ONNXLAM_CACHE, for this process and its children)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["ONNXLAM_CACHE"] = str(work / "cache")
+    torch.manual_seed(0)
+    net = EDSRBaseline().eval()
+    torch.save(net.state_dict(), work / "edsr.pt")
+    export(net, work / "edsr.onnx")
+    return work
+
+
 def demo_loop(model: nn.Module, images: np.ndarray, derivatives: np.ndarray, mask: np.ndarray,
               device: str = "cpu") -> np.ndarray:
     """A = (1/n) Σ_k ∇D(F(x_k)) ⊙ dλ_k, one step at a time, as the LAM demo runs it."""
